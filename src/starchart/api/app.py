@@ -1,0 +1,67 @@
+"""create_app(settings) -> FastAPI. Nothing happens at import time."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from starchart import __version__
+from starchart.api.errors import BodySizeLimit, install_error_handlers
+from starchart.api.routes import chat, completions, models
+from starchart.engines import create_engine
+from starchart.engines.base import Engine
+from starchart.errors import StarchartError
+from starchart.service import ChatService
+from starchart.settings import Settings
+
+log = logging.getLogger("starchart")
+
+
+async def _load(service: ChatService) -> None:
+    """Load every engine off the event loop; /health answers meanwhile, /ready waits."""
+    for engine in service.engines.values():
+        if engine.loaded:
+            continue
+        try:
+            await asyncio.to_thread(engine.load)
+        except StarchartError as exc:
+            service.load_error = exc.message
+            log.error("could not load %s: %s", engine.info.id, exc.message)
+            return
+        log.info("model %s loaded (%s, n_ctx=%d)", engine.info.id, engine.info.engine,
+                 engine.info.n_ctx)
+
+
+def create_app(settings: Settings, engines: list[Engine] | None = None) -> FastAPI:
+    """Build the app. ``engines`` lets a caller share already-loaded engines
+    (the terminal chat, tests); by default the one from ``settings`` is built
+    here and loaded in the background at start-up. Engines passed in stay
+    owned by the caller and are not closed at shutdown.
+    """
+    owned = engines is None
+    chosen = [create_engine(settings)] if engines is None else engines
+    service = ChatService(settings, {e.info.id: e for e in chosen})
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        loading = asyncio.create_task(_load(service))
+        try:
+            yield
+        finally:
+            loading.cancel()
+            if owned:
+                for engine in service.engines.values():
+                    engine.close()
+
+    app = FastAPI(title="starchart", version=__version__, lifespan=lifespan)
+    app.state.settings = settings
+    app.state.service = service
+    install_error_handlers(app)
+    app.add_middleware(BodySizeLimit, limit=settings.max_body_bytes)
+    for module in (chat, completions, models):
+        app.include_router(module.router)
+    return app

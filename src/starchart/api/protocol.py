@@ -1,0 +1,142 @@
+"""OpenAI wire models: every request is validated here, nowhere else.
+
+Sampling fields left out of a request are ``None`` and take the server's
+defaults (settings), so one request can override any subset.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Annotated, Any, Literal
+
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, StrictStr, field_validator
+
+from starchart.engines.base import SamplingParams
+
+Role = Literal["system", "developer", "user", "assistant"]
+
+
+class TextPart(BaseModel):
+    type: Literal["text"]
+    text: StrictStr
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    role: Role
+    content: StrictStr | list[TextPart]
+    name: StrictStr | None = None
+
+    def as_template_message(self) -> dict[str, str]:
+        content = (self.content if isinstance(self.content, str)
+                   else "".join(part.text for part in self.content))
+        # Templates know "system"; OpenAI's newer "developer" role means the same.
+        role = "system" if self.role == "developer" else self.role
+        return {"role": role, "content": content}
+
+
+class StreamOptions(BaseModel):
+    include_usage: bool = False
+
+
+class SamplingFields(BaseModel):
+    """The generation parameters shared by chat and text completions."""
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+    model: StrictStr | None = None
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, gt=0, le=1)
+    top_k: int | None = Field(None, ge=0)
+    min_p: float | None = Field(None, ge=0, le=1)
+    max_tokens: int | None = Field(
+        None, ge=1,
+        validation_alias=AliasChoices("max_tokens", "max_new_tokens", "max_completion_tokens"),
+    )
+    repetition_penalty: float | None = Field(None, gt=0)
+    presence_penalty: float | None = Field(None, ge=-2, le=2)
+    frequency_penalty: float | None = Field(None, ge=-2, le=2)
+    seed: int | None = None
+    stop: StrictStr | Annotated[list[StrictStr], Field(max_length=16)] | None = None
+    n: int = Field(1, ge=1, le=1, description="Only one choice per request is supported.")
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    ignore_eos: bool = False
+
+    @field_validator("stop")
+    @classmethod
+    def _no_empty_stop(cls, value: str | list[str] | None) -> str | list[str] | None:
+        items = [value] if isinstance(value, str) else (value or [])
+        if any(not s for s in items):
+            raise ValueError("stop strings must not be empty")
+        return value
+
+    def sampling(self, defaults: SamplingParams) -> SamplingParams:
+        given = {
+            name: getattr(self, name)
+            for name in ("temperature", "top_p", "top_k", "min_p", "max_tokens",
+                         "repetition_penalty", "presence_penalty", "frequency_penalty", "seed")
+            if getattr(self, name) is not None
+        }
+        stop = (self.stop,) if isinstance(self.stop, str) else tuple(self.stop or ())
+        return defaults.replace(**given, stop=stop, ignore_eos=self.ignore_eos)
+
+    @property
+    def include_usage(self) -> bool:
+        return bool(self.stream_options and self.stream_options.include_usage)
+
+
+class ChatCompletionRequest(SamplingFields):
+    messages: list[ChatMessage] = Field(min_length=1)
+
+
+class CompletionRequest(SamplingFields):
+    prompt: StrictStr | Annotated[list[StrictStr], Field(min_length=1, max_length=1)]
+    echo: Literal[False] = False
+    suffix: None = None
+
+    @property
+    def text(self) -> str:
+        return self.prompt if isinstance(self.prompt, str) else self.prompt[0]
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex}"
+
+
+def now() -> int:
+    return int(time.time())
+
+
+def chat_chunk(id_: str, created: int, model: str, delta: dict[str, Any],
+               finish_reason: str | None, include_usage: bool) -> dict[str, Any]:
+    chunk: dict[str, Any] = {
+        "id": id_, "object": "chat.completion.chunk", "created": created, "model": model,
+        "system_fingerprint": None,
+        "choices": [{"index": 0, "delta": delta, "logprobs": None,
+                     "finish_reason": finish_reason}],
+    }
+    if include_usage:
+        chunk["usage"] = None
+    return chunk
+
+
+def completion_chunk(id_: str, created: int, model: str, text: str,
+                     finish_reason: str | None, include_usage: bool) -> dict[str, Any]:
+    chunk: dict[str, Any] = {
+        "id": id_, "object": "text_completion", "created": created, "model": model,
+        "system_fingerprint": None,
+        "choices": [{"index": 0, "text": text, "logprobs": None,
+                     "finish_reason": finish_reason}],
+    }
+    if include_usage:
+        chunk["usage"] = None
+    return chunk
+
+
+def usage_chunk(id_: str, created: int, model: str, obj: str,
+                usage: dict[str, int]) -> dict[str, Any]:
+    return {"id": id_, "object": obj, "created": created, "model": model,
+            "system_fingerprint": None, "choices": [], "usage": usage}

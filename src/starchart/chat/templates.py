@@ -1,0 +1,113 @@
+"""Chat templates: a conversation -> the prompt string a model was trained on.
+
+Templates are rendered the way transformers renders ``tokenizer.chat_template``
+(trim_blocks, lstrip_blocks, loop controls, ``raise_exception``,
+``strftime_now``), but always inside jinja2's ``ImmutableSandboxedEnvironment``:
+a template shipped in a model file is untrusted input. llama-cpp-python once
+rendered it unsandboxed (CVE-2024-34359), which let a GGUF run code.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from functools import cached_property
+from typing import Any
+
+import jinja2
+from jinja2.ext import loopcontrols
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from starchart.errors import BadRequest, StarchartError
+
+Message = dict[str, Any]
+
+
+class TemplateError(StarchartError):
+    """The model's chat template is broken or tried something the sandbox forbids."""
+
+    code = "chat_template_error"
+
+
+def _raise_exception(message: str) -> None:
+    raise jinja2.exceptions.TemplateError(message)
+
+
+def _tojson(value: Any, ensure_ascii: bool = False, indent: int | None = None, **_: Any) -> str:
+    return json.dumps(value, ensure_ascii=ensure_ascii, indent=indent)
+
+
+def _strftime_now(fmt: str) -> str:
+    return datetime.now().strftime(fmt)
+
+
+def _environment() -> ImmutableSandboxedEnvironment:
+    env = ImmutableSandboxedEnvironment(
+        trim_blocks=True, lstrip_blocks=True, extensions=[loopcontrols]
+    )
+    env.filters["tojson"] = _tojson
+    env.globals["raise_exception"] = _raise_exception
+    env.globals["strftime_now"] = _strftime_now
+    return env
+
+
+@dataclass(frozen=True)
+class ChatTemplate:
+    """A jinja chat template plus the special tokens it refers to.
+
+    ``stop_strings`` are the texts that end an assistant turn (the EOS token and
+    any end-of-turn marker): generation stops on them and they are never shown.
+    """
+
+    source: str
+    bos_token: str = ""
+    eos_token: str = ""
+    stop_strings: tuple[str, ...] = field(default=())
+
+    @cached_property
+    def _compiled(self) -> jinja2.Template:
+        try:
+            return _environment().from_string(self.source)
+        except jinja2.TemplateSyntaxError as exc:
+            raise TemplateError(f"the chat template does not parse: {exc}") from None
+
+    def render(self, messages: Sequence[Message], *, add_generation_prompt: bool = True) -> str:
+        """Render ``messages``; a template's own ``raise_exception`` becomes a 400."""
+        try:
+            return self._compiled.render(
+                messages=list(messages),
+                add_generation_prompt=add_generation_prompt,
+                bos_token=self.bos_token,
+                eos_token=self.eos_token,
+                tools=None,
+            )
+        except jinja2.exceptions.SecurityError as exc:
+            raise TemplateError(
+                f"the chat template tried an unsafe operation and was stopped: {exc}"
+            ) from None
+        except jinja2.exceptions.TemplateError as exc:
+            # The template rejected this conversation (e.g. roles must alternate).
+            raise BadRequest(f"the model's chat template rejected the messages: {exc}",
+                             param="messages") from None
+        except Exception as exc:  # noqa: BLE001 - any other failure is the template's
+            raise TemplateError(f"the chat template failed: {type(exc).__name__}: {exc}") from None
+
+    def check(self) -> None:
+        """Render a probe conversation; raises ``TemplateError`` if the template is unusable.
+
+        Called at model load so a broken or hostile template is refused up front.
+        """
+        try:
+            self.render(
+                [
+                    {"role": "system", "content": "s"},
+                    {"role": "user", "content": "u"},
+                    {"role": "assistant", "content": "a"},
+                    {"role": "user", "content": "u"},
+                ]
+            )
+        except BadRequest:
+            # Some templates reject a system turn; the user-only probe must still work.
+            self.render([{"role": "user", "content": "u"}])

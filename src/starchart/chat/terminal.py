@@ -1,0 +1,131 @@
+"""`starchart chat`: a streaming terminal chat on the same service as the server."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from typing import TextIO
+
+from starchart.engines import create_engine
+from starchart.engines.base import Finish, SamplingParams, TextDelta
+from starchart.errors import StarchartError
+from starchart.service import ChatService
+from starchart.settings import Settings
+
+HELP = """commands:
+  /reset            forget the conversation (keeps the system prompt)
+  /system TEXT      set the system prompt (empty TEXT clears it) and reset
+  /params           show the generation parameters
+  /params K=V ...   change them, e.g. /params temperature=0.7 max_tokens=256
+  /exit             leave (Ctrl-D too); Ctrl-C stops the current answer"""
+
+_PARAM_TYPES = {"temperature": float, "top_p": float, "top_k": int, "min_p": float,
+                "max_tokens": int, "repetition_penalty": float, "presence_penalty": float,
+                "frequency_penalty": float, "seed": int}
+
+
+class TerminalChat:
+    def __init__(self, service: ChatService, out: TextIO = sys.stdout) -> None:
+        self.service = service
+        self.out = out
+        self.system = service.settings.system_prompt
+        self.params: SamplingParams = service.defaults
+        self.history: list[dict[str, str]] = []
+
+    def messages(self) -> list[dict[str, str]]:
+        return [{"role": "system", "content": self.system}, *self.history]
+
+    async def answer(self, question: str) -> str:
+        """Stream one answer to ``out``; a cancelled answer keeps what was said."""
+        self.history.append({"role": "user", "content": question})
+        parts: list[str] = []
+        try:
+            async for event in self.service.stream_chat(None, self.messages(), self.params):
+                if isinstance(event, TextDelta):
+                    parts.append(event.text)
+                    self.out.write(event.text)
+                    self.out.flush()
+                elif isinstance(event, Finish) and event.reason == "length":
+                    print("\n[answer cut at max_tokens]", file=sys.stderr)
+        finally:
+            self.history.append({"role": "assistant", "content": "".join(parts)})
+        return "".join(parts)
+
+    def command(self, line: str) -> bool:
+        """Run a /command; False means leave."""
+        name, _, rest = line.partition(" ")
+        if name in ("/exit", "/quit"):
+            return False
+        if name == "/reset":
+            self.history.clear()
+            print("[conversation reset]", file=self.out)
+        elif name == "/system":
+            self.system = rest.strip()
+            self.history.clear()
+            print(f"[system prompt set to {self.system!r}; conversation reset]", file=self.out)
+        elif name == "/params":
+            self._params(rest.split())
+        else:
+            print(HELP, file=self.out)
+        return True
+
+    def _params(self, assignments: list[str]) -> None:
+        changes: dict[str, object] = {}
+        for item in assignments:
+            key, _, value = item.partition("=")
+            kind = _PARAM_TYPES.get(key)
+            if kind is None:
+                print(f"unknown parameter {key!r}; known: {', '.join(_PARAM_TYPES)}",
+                      file=self.out)
+                return
+            try:
+                changes[key] = kind(value)
+            except ValueError:
+                print(f"{key} needs a {kind.__name__}, got {value!r}", file=self.out)
+                return
+        self.params = self.params.replace(**changes)
+        shown = {k: getattr(self.params, k) for k in _PARAM_TYPES}
+        print("  ".join(f"{k}={v}" for k, v in shown.items()), file=self.out)
+
+
+def _load(settings: Settings, quiet: bool) -> ChatService:
+    engine = create_engine(settings)
+    if not quiet:
+        print(f"loading {engine.info.id} ...", file=sys.stderr, flush=True)
+    engine.load()
+    return ChatService(settings, {engine.info.id: engine})
+
+
+def run_chat(settings: Settings, prompt: str | None = None) -> int:
+    service = _load(settings, quiet=prompt is not None)
+    chat = TerminalChat(service)
+    with asyncio.Runner() as runner:
+        if prompt is not None:
+            runner.run(chat.answer(prompt))
+            print()
+            return 0
+        print(f"chatting with {service.default_model} — /help for commands, /exit to leave",
+              file=sys.stderr)
+        while True:
+            try:
+                line = input("\n> ")
+            except EOFError:
+                print()
+                return 0
+            except KeyboardInterrupt:
+                print()
+                continue
+            if not line.strip():
+                continue
+            if line.startswith("/"):
+                if not chat.command(line.strip()):
+                    return 0
+                continue
+            try:
+                runner.run(chat.answer(line))
+                print()
+            except KeyboardInterrupt:
+                print("\n[stopped]", file=sys.stderr)
+            except StarchartError as exc:
+                chat.history.pop()  # the question that failed
+                print(f"\nerror: {exc.message}", file=sys.stderr)

@@ -1,0 +1,145 @@
+"""The one entry point: ``starchart serve | chat | models``.
+
+Setting flags are generated from ``Settings``, so every setting has a flag
+(``--n-ctx``), an environment variable (``STARCHART_N_CTX``) and one
+documented default, in one place.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import types
+import typing
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from starchart import __version__
+from starchart.errors import StarchartError
+from starchart.settings import Settings
+
+Handler = Callable[[argparse.Namespace, Settings], int]
+
+
+def _flag_type(annotation: Any) -> tuple[Any, list[Any] | None]:
+    """(argparse type, choices) for a settings field's annotation."""
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType) and len(args) == 1:
+        return _flag_type(args[0])
+    if origin is typing.Literal:
+        return type(args[0]), list(args)
+    if annotation in (int, float, str, bool):
+        return annotation, None
+    if annotation is Path:
+        return Path, None
+    return str, None
+
+
+def add_setting_flags(parser: argparse.ArgumentParser, only: Sequence[str] | None = None) -> None:
+    group = parser.add_argument_group("settings (flag > STARCHART_<NAME> env var > default)")
+    for name, field in Settings.model_fields.items():
+        if only is not None and name not in only:
+            continue
+        flag = "--" + name.replace("_", "-")
+        kind, choices = _flag_type(field.annotation)
+        default = "platform data dir" if name == "home" else field.default
+        help_ = f"{field.description} [env STARCHART_{name.upper()}; default: {default}]"
+        if kind is bool:
+            group.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction,
+                               default=None, help=help_)
+        else:
+            group.add_argument(flag, dest=name, type=kind, choices=choices, default=None,
+                               help=help_, metavar=None if choices else name.upper())
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    given = {name: value for name in Settings.model_fields
+             if (value := getattr(args, name, None)) is not None}
+    return Settings(**given)
+
+
+def _serve(args: argparse.Namespace, settings: Settings) -> int:
+    from starchart.server import serve
+
+    return serve(settings)
+
+
+def _chat(args: argparse.Namespace, settings: Settings) -> int:
+    from starchart.chat.terminal import run_chat
+
+    return run_chat(settings, prompt=args.prompt)
+
+
+def _models(args: argparse.Namespace, settings: Settings) -> int:
+    from starchart.registry import EMBEDDED, resolve
+
+    for name, description in EMBEDDED.items():
+        try:
+            where = str(resolve(name).path)
+        except StarchartError as exc:
+            where = f"not installed ({exc.message})"
+        print(f"{name}\t{description}\n    {where}")
+    print("\nAny local .gguf file also works: --model /path/to/model.gguf")
+    return 0
+
+
+def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
+    parser = argparse.ArgumentParser(
+        prog="starchart",
+        description="Run chat LLMs and CLIP on your own machine.",
+    )
+    parser.add_argument("--version", action="version", version=f"starchart {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    handlers: dict[str, Handler] = {}
+
+    serve = sub.add_parser(
+        "serve", help="serve the OpenAI-compatible API (and the web page)",
+        description="Serve the OpenAI-compatible API on http://HOST:PORT/v1 with one model.",
+    )
+    add_setting_flags(serve)
+    handlers["serve"] = _serve
+
+    chat = sub.add_parser(
+        "chat", help="chat with a model in the terminal",
+        description="A terminal chat that streams answers. Type /help inside for commands;"
+        " Ctrl-C stops the current answer, /exit (or Ctrl-D) leaves.",
+    )
+    chat.add_argument("-p", "--prompt", help="answer this one question and exit (for scripts:"
+                      " only the answer goes to stdout)")
+    chat.add_argument("--system", dest="system_prompt", help="system prompt for this chat")
+    add_setting_flags(chat, only=[n for n in Settings.model_fields
+                                  if n not in ("host", "port", "system_prompt",
+                                               "max_body_bytes", "log_level")])
+    handlers["chat"] = _chat
+
+    models = sub.add_parser("models", help="list the models starchart knows by name")
+    handlers["models"] = _models
+    return parser, handlers
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser, handlers = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        settings = settings_from(args)
+    except ValidationError as exc:
+        for error in exc.errors():
+            where = ".".join(str(p) for p in error["loc"])
+            print(f"starchart: invalid setting {where}: {error['msg']}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=settings.log_level.upper(), format="%(levelname)s %(message)s")
+    try:
+        return handlers[args.command](args, settings)
+    except StarchartError as exc:
+        print(f"starchart: {exc.message}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,152 @@
+"""The Engine interface and the data it speaks.
+
+An engine turns a prompt into a stream of ``TextDelta`` events closed by one
+``Finish`` (reason + token usage). It knows nothing about HTTP. Chat goes
+through the model's ``ChatTemplate`` (``stream_chat`` renders it, then calls
+``stream_completion``), so every engine gets chat for free.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from starchart.chat.templates import ChatTemplate, Message
+from starchart.errors import ContextOverflow
+
+FinishReason = Literal["stop", "length"]
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    temperature: float = 0.2
+    top_p: float = 0.95
+    top_k: int = 50
+    min_p: float = 0.0
+    max_tokens: int = 1024
+    repetition_penalty: float = 1.2
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+    # Generate exactly max_tokens, ignoring end-of-sequence (benchmarks, tests).
+    ignore_eos: bool = False
+
+    def replace(self, **changes: Any) -> SamplingParams:
+        return dataclasses.replace(self, **changes)
+
+    def as_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["stop"] = list(self.stop)
+        return out
+
+
+@dataclass(frozen=True)
+class Usage:
+    prompt_tokens: int
+    completion_tokens: int
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    def as_dict(self) -> dict[str, int]:
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.total_tokens,
+        }
+
+
+@dataclass(frozen=True)
+class TextDelta:
+    text: str
+
+
+@dataclass(frozen=True)
+class Finish:
+    reason: FinishReason
+    usage: Usage
+
+
+StreamEvent = TextDelta | Finish
+
+
+@dataclass
+class ModelInfo:
+    """What ``/v1/models`` and the status page show about a loaded model."""
+
+    id: str
+    engine: str
+    path: str
+    n_ctx: int
+    format: str = "gguf"
+    dtype: str | None = None
+    quantization: str | None = None
+    weight_bytes: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out.update(out.pop("extra"))
+        return out
+
+
+class Engine(ABC):
+    """A long-lived model runner. ``load()`` before use, ``close()`` when done."""
+
+    info: ModelInfo
+    chat_template: ChatTemplate
+
+    def __init__(self) -> None:
+        # Tokens generated over the engine's life: lets tests see that a
+        # cancelled request really stopped generating.
+        self.tokens_generated = 0
+
+    @abstractmethod
+    def load(self) -> None: ...
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    @property
+    @abstractmethod
+    def loaded(self) -> bool: ...
+
+    @abstractmethod
+    def tokenize(self, prompt: str) -> list[int]:
+        """The token ids the engine will feed for ``prompt`` (BOS included if added)."""
+
+    @abstractmethod
+    def stream_tokens(
+        self, prompt_tokens: list[int], params: SamplingParams
+    ) -> AsyncIterator[StreamEvent]:
+        """Generate from already-tokenized input; the prompt fits the context."""
+
+    def render_chat(self, messages: Sequence[Message]) -> str:
+        return self.chat_template.render(messages)
+
+    def prepare(self, prompt: str, *, param: str = "prompt") -> list[int]:
+        """Tokenize ``prompt`` and refuse it when it leaves no room to generate.
+
+        A prompt is never silently truncated.
+        """
+        tokens = self.tokenize(prompt)
+        if len(tokens) >= self.info.n_ctx:
+            raise ContextOverflow(len(tokens), self.info.n_ctx, param=param)
+        return tokens
+
+    def stream_completion(
+        self, prompt: str, params: SamplingParams
+    ) -> AsyncIterator[StreamEvent]:
+        return self.stream_tokens(self.prepare(prompt), params)
+
+    def stream_chat(
+        self, messages: Sequence[Message], params: SamplingParams
+    ) -> AsyncIterator[StreamEvent]:
+        tokens = self.prepare(self.render_chat(messages), param="messages")
+        stops = tuple(dict.fromkeys(params.stop + self.chat_template.stop_strings))
+        return self.stream_tokens(tokens, params.replace(stop=stops))

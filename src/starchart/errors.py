@@ -1,0 +1,84 @@
+"""The one error type.
+
+``StarchartError`` carries what the API needs to answer in OpenAI's shape:
+an HTTP status, an error ``type``, a machine-readable ``code`` and the
+``param`` that was wrong. Engines and the service raise it; ``api/errors.py``
+turns it into ``{"error": {...}}``; the CLI prints its message.
+
+    StarchartError
+     ├── BadRequest            400 invalid_request_error
+     │    └── ContextOverflow  400 context_length_exceeded
+     ├── Unauthorized          401 invalid_api_key
+     ├── NotFound              404 not_found / model_not_found
+     ├── PayloadTooLarge       413 request_too_large
+     └── Unavailable           503 model_not_ready (or a load failure at start)
+"""
+
+from __future__ import annotations
+
+
+class StarchartError(Exception):
+    status = 500
+    type = "server_error"
+    code = "internal_error"
+
+    def __init__(self, message: str, *, param: str | None = None, code: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        if code is not None:
+            self.code = code
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "error": {
+                "message": self.message,
+                "type": self.type,
+                "param": self.param,
+                "code": self.code,
+            }
+        }
+
+
+class BadRequest(StarchartError):
+    status = 400
+    type = "invalid_request_error"
+    code = "invalid_value"
+
+
+class ContextOverflow(BadRequest):
+    code = "context_length_exceeded"
+
+    def __init__(self, prompt_tokens: int, n_ctx: int, *, param: str = "messages"):
+        super().__init__(
+            f"This model's context window is {n_ctx} tokens, but the prompt is"
+            f" {prompt_tokens} tokens (at least one token must be left to generate)."
+            " Shorten the prompt or start the server with a larger --n-ctx.",
+            param=param,
+        )
+        self.prompt_tokens = prompt_tokens
+        self.n_ctx = n_ctx
+
+
+class Unauthorized(StarchartError):
+    status = 401
+    type = "invalid_request_error"
+    code = "invalid_api_key"
+
+
+class NotFound(StarchartError):
+    status = 404
+    type = "invalid_request_error"
+    code = "not_found"
+
+
+class PayloadTooLarge(StarchartError):
+    status = 413
+    type = "invalid_request_error"
+    code = "request_too_large"
+
+
+class Unavailable(StarchartError):
+    status = 503
+    type = "server_error"
+    code = "model_not_ready"

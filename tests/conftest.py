@@ -1,0 +1,98 @@
+"""Shared fixtures: the real embedded model, a real server on loopback.
+
+The engine is loaded once per session (it takes well under a second) and
+shared by the in-process service, the live server and the tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import uvicorn
+
+from starchart.api.app import create_app
+from starchart.engines.llamacpp import LlamaCppEngine
+from starchart.registry import EMBEDDED_NAME, embedded_gguf
+from starchart.service import ChatService
+from starchart.settings import Settings
+
+FRANCE = [
+    {"role": "system", "content": ""},
+    {"role": "user", "content": "What is the capital of France?"},
+]
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(home=tmp_path / "home", n_ctx=2048)
+
+
+@pytest.fixture(scope="session")
+def engine() -> Iterator[LlamaCppEngine]:
+    eng = LlamaCppEngine(EMBEDDED_NAME, embedded_gguf(), n_ctx=2048)
+    eng.load()
+    yield eng
+    eng.close()
+
+
+@pytest.fixture
+def service(settings: Settings, engine: LlamaCppEngine) -> ChatService:
+    return ChatService(settings, {engine.info.id: engine})
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class LiveServer:
+    """uvicorn on 127.0.0.1:<free port> in a thread; stopped by the fixture."""
+
+    def __init__(self, app, port: int) -> None:  # noqa: ANN001
+        self.app = app
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
+                                lifespan="on", timeout_graceful_shutdown=2)
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> LiveServer:
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(self.url + "/ready", timeout=1).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError("test server did not become ready")
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+
+@pytest.fixture
+def live_server(settings: Settings, engine: LlamaCppEngine) -> Iterator[LiveServer]:
+    with LiveServer(create_app(settings, engines=[engine]), free_port()) as server:
+        yield server
+
+
+@pytest.fixture
+def api(live_server: LiveServer) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=live_server.url, timeout=120) as client:
+        yield client
+
+
+def run(coro):  # noqa: ANN001, ANN201 - tiny helper for async code in sync tests
+    return asyncio.run(coro)
