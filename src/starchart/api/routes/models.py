@@ -23,7 +23,7 @@ async def list_models(request: Request) -> dict[str, Any]:
         "object": "list",
         "data": [
             {"id": engine.info.id, "object": "model", "created": 0, "owned_by": "starchart",
-             "loaded": engine.loaded, **engine.info.as_dict()}
+             "kind": "chat", "loaded": engine.loaded, **engine.info.as_dict()}
             for engine in service.engines.values()
         ],
     }
