@@ -1,4 +1,4 @@
-"""The one entry point: ``starchart serve | chat | models``.
+"""The one entry point: ``starchart serve | chat | clip | models``.
 
 Setting flags are generated from ``Settings``, so every setting has a flag
 (``--n-ctx``), an environment variable (``STARCHART_N_CTX``) and one
@@ -116,6 +116,18 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
                                   if n not in ("host", "port", "system_prompt",
                                                "max_body_bytes", "log_level")])
     handlers["chat"] = _chat
+
+    from starchart.vision import command as clip_command
+
+    clip = sub.add_parser(
+        "clip", help="zero-shot classify images with CLIP (in this process, no server)",
+        description="Score each IMAGE against the labels with a CLIP model (default"
+        " openai/clip-vit-base-patch32 from the local Hugging Face cache; --clip FOLDER for"
+        " another).",
+    )
+    clip_command.add_arguments(clip)
+    add_setting_flags(clip, only=clip_command.SETTINGS)
+    handlers["clip"] = clip_command.run_clip
 
     models = sub.add_parser("models", help="list the models starchart knows by name")
     handlers["models"] = _models

@@ -60,6 +60,28 @@ class Settings(BaseSettings):
         ),
     )
 
+    # CLIP (image-text): off unless --clip names a model.
+    clip: str | None = Field(
+        None,
+        description="CLIP model served beside the chat model: a local folder or a Hugging Face"
+        " hub id already in the local cache (e.g. openai/clip-vit-base-patch32). Default: none.",
+    )
+    clip_max_batch: int = Field(
+        32, ge=1, description="Most images (or texts) one CLIP forward pass gathers."
+    )
+    clip_max_wait_ms: float = Field(
+        5.0, ge=0, description="How long a CLIP batch waits for more requests to join (ms)."
+    )
+    clip_max_labels: int = Field(
+        256, ge=1, description="Most labels (classify) or texts (similarity, embeddings)"
+        " in one request.",
+    )
+    clip_max_images: int = Field(64, ge=1, description="Most images in one CLIP request.")
+    clip_max_image_pixels: int = Field(
+        40_000_000, ge=1, description="Largest image accepted, in pixels (width x height):"
+        " guards against decompression bombs (sets Pillow's MAX_IMAGE_PIXELS).",
+    )
+
     max_body_bytes: int = Field(
         16 * 1024 * 1024, ge=1024, description="Largest accepted request body in bytes."
     )

@@ -11,12 +11,13 @@ from fastapi import FastAPI
 
 from starchart import __version__
 from starchart.api.errors import BodySizeLimit, install_error_handlers
-from starchart.api.routes import chat, completions, models
+from starchart.api.routes import chat, clip, completions, models
 from starchart.engines import create_engine
 from starchart.engines.base import Engine
 from starchart.errors import StarchartError
 from starchart.service import ChatService
 from starchart.settings import Settings
+from starchart.vision.clip import ClipModel
 
 log = logging.getLogger("starchart")
 
@@ -45,14 +46,20 @@ def create_app(settings: Settings, engines: list[Engine] | None = None) -> FastA
     owned = engines is None
     chosen = [create_engine(settings)] if engines is None else engines
     service = ChatService(settings, {e.info.id: e for e in chosen})
+    # CLIP (--clip) loads beside the chat model; a failure to load leaves chat serving.
+    clip_model = ClipModel.from_settings(settings) if settings.clip else None
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         loading = asyncio.create_task(_load(service))
+        clip_loading = asyncio.create_task(clip_model.load_in_background()) if clip_model else None
         try:
             yield
         finally:
             loading.cancel()
+            if clip_model is not None and clip_loading is not None:
+                clip_loading.cancel()
+                clip_model.close()
             if owned:
                 for engine in service.engines.values():
                     engine.close()
@@ -60,8 +67,9 @@ def create_app(settings: Settings, engines: list[Engine] | None = None) -> FastA
     app = FastAPI(title="starchart", version=__version__, lifespan=lifespan)
     app.state.settings = settings
     app.state.service = service
+    app.state.clip = clip_model
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, limit=settings.max_body_bytes)
-    for module in (chat, completions, models):
+    for module in (chat, completions, models, clip):
         app.include_router(module.router)
     return app

@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
+from starchart.api.routes import clip
 from starchart.service import ChatService
 
 router = APIRouter()
@@ -25,7 +26,7 @@ async def list_models(request: Request) -> dict[str, Any]:
             {"id": engine.info.id, "object": "model", "created": 0, "owned_by": "starchart",
              "kind": "chat", "loaded": engine.loaded, **engine.info.as_dict()}
             for engine in service.engines.values()
-        ],
+        ] + clip.model_entries(request),
     }
 
 

@@ -1,0 +1,1 @@
+"""Vision models: CLIP image-text embeddings, similarity and zero-shot classification."""
