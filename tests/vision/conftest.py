@@ -12,14 +12,12 @@ from __future__ import annotations
 
 import gzip
 import importlib.util
-import io
 import json
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from starchart.vision.clip import ClipModel
 
@@ -97,18 +95,3 @@ def clip_model(tiny_clip_dir: Path) -> Iterator[ClipModel]:
     model.load()
     yield model
     model.close()
-
-
-def make_image(width: int, height: int, seed: int) -> Image.Image:
-    rng = np.random.default_rng(seed)
-    # Smooth gradients plus noise: resampling differences would show, unlike on flat colour.
-    y, x = np.mgrid[0:height, 0:width]
-    base = np.stack([x * 255 / width, y * 255 / height, (x + y) * 127 / (width + height)], -1)
-    noisy = base + rng.normal(0, 40, size=(height, width, 3))
-    return Image.fromarray(np.clip(noisy, 0, 255).astype("uint8"), "RGB")
-
-
-def png_bytes(image: Image.Image) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return buffer.getvalue()

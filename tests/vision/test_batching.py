@@ -1,0 +1,168 @@
+"""The dynamic batcher on its own, with a plain function as the "model"."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import pytest
+
+from starchart.vision.batching import DynamicBatcher
+
+
+class Recorder:
+    """Squares numbers and remembers the batches it was called with."""
+
+    def __init__(self, delay: float = 0.0) -> None:
+        self.batches: list[list[int]] = []
+        self.delay = delay
+        self.release = threading.Event()
+        self.release.set()
+
+    def __call__(self, items: list[int]) -> list[int]:
+        self.release.wait(5)
+        self.batches.append(list(items))
+        time.sleep(self.delay)
+        return [x * x for x in items]
+
+
+def test_concurrent_callers_share_one_call() -> None:
+    fn = Recorder()
+    batcher = DynamicBatcher(fn, max_batch=16, max_wait_ms=200)
+
+    async def main() -> list[list[int]]:
+        return await asyncio.gather(*(batcher.run([i]) for i in range(10)))
+
+    try:
+        results = asyncio.run(main())
+    finally:
+        batcher.close()
+    assert results == [[i * i] for i in range(10)]
+    assert len(fn.batches) == 1 and sorted(fn.batches[0]) == list(range(10))
+    assert batcher.stats.largest == 10
+
+
+def test_never_more_than_max_batch_and_order_kept() -> None:
+    fn = Recorder()
+    batcher = DynamicBatcher(fn, max_batch=4, max_wait_ms=50)
+    try:
+        futures = batcher.submit(list(range(10)))
+        assert [f.result(timeout=5) for f in futures] == [i * i for i in range(10)]
+    finally:
+        batcher.close()
+    assert [len(b) for b in fn.batches] == [4, 4, 2]
+    assert [x for b in fn.batches for x in b] == list(range(10))
+
+
+def test_a_lone_request_waits_at_most_max_wait() -> None:
+    fn = Recorder()
+    batcher = DynamicBatcher(fn, max_batch=64, max_wait_ms=30)
+    try:
+        started = time.monotonic()
+        assert batcher.submit([3])[0].result(timeout=5) == 9
+        waited = time.monotonic() - started
+    finally:
+        batcher.close()
+    assert waited < 2  # generous bound: the point is that it does not wait for a full batch
+    assert fn.batches == [[3]]
+
+
+def test_items_queued_while_busy_form_the_next_batch() -> None:
+    fn = Recorder()
+    fn.release.clear()  # hold the first batch inside fn
+    batcher = DynamicBatcher(fn, max_batch=8, max_wait_ms=0)
+    try:
+        first = batcher.submit([0])
+        time.sleep(0.05)  # the worker has taken [0] and is blocked in fn
+        rest = batcher.submit([1, 2, 3])
+        fn.release.set()
+        assert [f.result(timeout=5) for f in first + rest] == [0, 1, 4, 9]
+    finally:
+        batcher.close()
+    assert fn.batches == [[0], [1, 2, 3]]
+
+
+def test_an_error_reaches_every_caller_of_the_batch_and_the_batcher_goes_on() -> None:
+    def fn(items: list[int]) -> list[int]:
+        if 13 in items:
+            raise ValueError("unlucky")
+        return items
+
+    batcher = DynamicBatcher(fn, max_batch=8, max_wait_ms=50)
+    try:
+        futures = batcher.submit([1, 13])
+        for future in futures:
+            with pytest.raises(ValueError, match="unlucky"):
+                future.result(timeout=5)
+        assert batcher.submit([5])[0].result(timeout=5) == 5
+    finally:
+        batcher.close()
+
+
+def test_a_wrong_number_of_results_is_an_error_not_a_mismatch() -> None:
+    batcher = DynamicBatcher(lambda items: items[:-1], max_batch=8, max_wait_ms=50)
+    try:
+        with pytest.raises(RuntimeError, match="returned 1 results for 2 inputs"):
+            for future in batcher.submit([1, 2]):
+                future.result(timeout=5)
+    finally:
+        batcher.close()
+
+
+def test_cancelled_items_are_not_computed() -> None:
+    fn = Recorder()
+    fn.release.clear()
+    batcher = DynamicBatcher(fn, max_batch=8, max_wait_ms=0)
+    try:
+        busy = batcher.submit([1])
+        time.sleep(0.05)
+        gone = batcher.submit([2, 3])
+        for future in gone:
+            assert future.cancel()
+        kept = batcher.submit([4])
+        fn.release.set()
+        assert busy[0].result(timeout=5) == 1 and kept[0].result(timeout=5) == 16
+    finally:
+        batcher.close()
+    assert fn.batches == [[1], [4]]
+
+
+def test_cancelling_the_async_caller_drops_its_waiting_items() -> None:
+    fn = Recorder()
+    fn.release.clear()
+    batcher = DynamicBatcher(fn, max_batch=8, max_wait_ms=0)
+
+    async def main() -> None:
+        busy = batcher.submit([1])
+        await asyncio.sleep(0.05)
+        waiting = asyncio.create_task(batcher.run([2, 3]))
+        await asyncio.sleep(0.05)
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        fn.release.set()
+        await asyncio.wrap_future(busy[0])
+
+    try:
+        asyncio.run(main())
+    finally:
+        batcher.close()
+    assert fn.batches == [[1]]
+
+
+def test_close_finishes_queued_work_then_refuses_more() -> None:
+    fn = Recorder(delay=0.01)
+    batcher = DynamicBatcher(fn, max_batch=2, max_wait_ms=0)
+    futures = batcher.submit(list(range(6)))
+    batcher.close()
+    assert [f.result(timeout=0) for f in futures] == [i * i for i in range(6)]
+    with pytest.raises(RuntimeError, match="closed"):
+        batcher.submit([1])
+
+
+def test_settings_are_checked() -> None:
+    with pytest.raises(ValueError):
+        DynamicBatcher(lambda x: x, max_batch=0, max_wait_ms=1)
+    with pytest.raises(ValueError):
+        DynamicBatcher(lambda x: x, max_batch=1, max_wait_ms=-1)
