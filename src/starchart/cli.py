@@ -114,7 +114,8 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
     chat.add_argument("--system", dest="system_prompt", help="system prompt for this chat")
     add_setting_flags(chat, only=[n for n in Settings.model_fields
                                   if n not in ("host", "port", "system_prompt",
-                                               "max_body_bytes", "log_level")])
+                                               "max_body_bytes", "log_level")
+                                  and not n.startswith("clip")])
     handlers["chat"] = _chat
 
     from starchart.vision import command as clip_command
