@@ -114,3 +114,21 @@ def test_malformed_data_uris(text: str) -> None:
     with pytest.raises(BadRequest) as info:
         decode_data_uri(text, param="image")
     assert info.value.code == "invalid_image" and info.value.param == "image"
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "GIF", "WEBP", "TIFF"])
+def test_corrupted_bytes_give_an_image_or_a_400_never_anything_else(fmt: str) -> None:
+    import numpy as np
+
+    original = encode(make_image(48, 32, 9), fmt)
+    rng = np.random.default_rng(0)
+    for _ in range(40):
+        data = bytearray(original)
+        for at in rng.integers(0, len(data), size=int(rng.integers(1, 8))):
+            data[at] = int(rng.integers(0, 256))
+        try:
+            image = open_image(bytes(data), param="image", max_pixels=LIMIT)
+        except BadRequest as exc:
+            assert exc.param == "image"
+        else:
+            assert image.mode == "RGB"

@@ -30,12 +30,14 @@ class ClipLimits:
                    max_images=settings.clip_max_images)  # type: ignore[attr-defined]
 
 
-def check_count(items: list[str], param: str, limit: int, setting: str, what: str) -> None:
+def check_count(items: list[str], param: str, limit: int, setting: str | None,
+                what: str) -> None:
     if not items:
         raise BadRequest(f"{param}: give at least one {what}", param=param)
     if len(items) > limit:
-        raise BadRequest(f"{param}: {len(items)} {what}s given; the limit is {limit}"
-                         f" (setting {setting})", param=param)
+        where = f" (setting {setting})" if setting else ""
+        raise BadRequest(f"{param}: {len(items)} {what}s given; the limit is {limit}{where}",
+                         param=param)
 
 
 def check_texts(texts: list[str], param: str) -> None:
@@ -62,7 +64,7 @@ class ClassifyRequest(BaseModel):
                                  param=f"labels[{i}]")
             seen[label] = i
         if self.templates is not None:
-            check_count(self.templates, "templates", MAX_TEMPLATES, "fixed", "template")
+            check_count(self.templates, "templates", MAX_TEMPLATES, None, "template")
             for i, template in enumerate(self.templates):
                 if "{}" not in template:
                     raise BadRequest(f"templates[{i}] has no {{}} where the label goes"

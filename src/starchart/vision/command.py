@@ -16,7 +16,7 @@ from starchart.api.clip_protocol import ClassifyRequest, ClipLimits
 from starchart.errors import BadRequest
 from starchart.settings import Settings
 from starchart.vision.clip import DEFAULT_CLIP, ClipModel, Label
-from starchart.vision.images import open_image
+from starchart.vision.images import open_image, set_pixel_limit
 
 SETTINGS = ["clip", "clip_max_batch", "clip_max_labels", "clip_max_images",
             "clip_max_image_pixels", "log_level"]
@@ -48,6 +48,7 @@ def run_clip(args: argparse.Namespace, settings: Settings) -> int:
     if len(args.images) > settings.clip_max_images:
         raise BadRequest(f"{len(args.images)} images given; the limit is"
                          f" {settings.clip_max_images} (setting clip_max_images)")
+    set_pixel_limit(settings.clip_max_image_pixels)
     images = [open_image(_read(path), param=str(path), max_pixels=settings.clip_max_image_pixels)
               for path in args.images]
     model = ClipModel.from_settings(settings, settings.clip or DEFAULT_CLIP)

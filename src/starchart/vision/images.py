@@ -17,7 +17,7 @@ import binascii
 import io
 import re
 
-from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageFile, ImageOps
 
 from starchart.errors import BadRequest
 
@@ -69,11 +69,13 @@ def open_image(data: bytes, *, param: str, max_pixels: int) -> Image.Image:
     if not data:
         raise BadRequest(f"{param}: the image is empty (0 bytes)", param=param,
                          code="invalid_image")
+    # Decoders see untrusted bytes and fail in many ways (OSError, SyntaxError, struct.error,
+    # IndexError, ...): every failure of theirs is the client's bad image, never a 500.
     try:
         image = Image.open(io.BytesIO(data))
     except Image.DecompressionBombError:
         raise _too_large(param, None, max_pixels) from None
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+    except Exception:  # noqa: BLE001 - see above
         raise BadRequest(f"{param}: the data is not an image in a format this server reads"
                          " (PNG, JPEG, WebP, GIF, BMP, TIFF, ...)",
                          param=param, code="invalid_image") from None
@@ -91,7 +93,7 @@ def open_image(data: bytes, *, param: str, max_pixels: int) -> Image.Image:
         return upright.convert("RGB")
     except Image.DecompressionBombError:
         raise _too_large(param, (width, height), max_pixels) from None
-    except (OSError, ValueError, SyntaxError, EOFError) as exc:
+    except Exception as exc:  # noqa: BLE001 - see above
         raise BadRequest(f"{param}: the image is truncated or corrupt ({exc})",
                          param=param, code="invalid_image") from None
 
