@@ -66,6 +66,10 @@ class Settings(BaseSettings):
         description="CLIP model served beside the chat model: a local folder or a Hugging Face"
         " hub id already in the local cache (e.g. openai/clip-vit-base-patch32). Default: none.",
     )
+    clip_device: str | None = Field(
+        None, description="Device for CLIP: cpu, cuda, cuda:1, ... (default: cuda when"
+        " available, else cpu).",
+    )
     clip_max_batch: int = Field(
         32, ge=1, description="Most images (or texts) one CLIP forward pass gathers."
     )

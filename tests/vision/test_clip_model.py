@@ -209,3 +209,9 @@ def test_a_folder_that_is_not_clip_is_refused(tmp_path: Path) -> None:
         ClipModel(str(empty)).load()
     with pytest.raises(NotFound, match="no folder at that path"):
         ClipModel("/no/such/folder/").load()
+
+
+def test_an_unusable_device_is_a_clear_error(tiny_clip_dir: Path) -> None:
+    with pytest.raises(BadRequest) as info:
+        ClipModel(str(tiny_clip_dir), device="nonsense:7").load()
+    assert info.value.param == "clip_device" and "nonsense:7" in info.value.message

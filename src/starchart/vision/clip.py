@@ -109,7 +109,8 @@ class ClipModel:
     def from_settings(cls, settings: Any, name: str | None = None) -> ClipModel:
         return cls(name or settings.clip, max_batch=settings.clip_max_batch,
                    max_wait_ms=settings.clip_max_wait_ms,
-                   max_image_pixels=settings.clip_max_image_pixels)
+                   max_image_pixels=settings.clip_max_image_pixels,
+                   device=settings.clip_device)
 
     # -- life cycle ---------------------------------------------------------------------
 
@@ -175,7 +176,11 @@ class ClipModel:
                            f" {fetch_hint(self.name)}", param="clip",
                            code="model_not_found") from None
         device = self.device or ("cuda" if torch.cuda.is_available() else "cpu")
-        model = model.to(device).eval()
+        try:
+            model = model.to(device).eval()
+        except (RuntimeError, ValueError, AssertionError) as exc:
+            raise BadRequest(f"--clip-device {device}: cannot use this device ({exc})",
+                             param="clip_device") from None
         self.device = device
         set_pixel_limit(self.max_image_pixels)
         self._processor = processor

@@ -18,7 +18,7 @@ from starchart.settings import Settings
 from starchart.vision.clip import DEFAULT_CLIP, ClipModel, Label
 from starchart.vision.images import open_image, set_pixel_limit
 
-SETTINGS = ["clip", "clip_max_batch", "clip_max_labels", "clip_max_images",
+SETTINGS = ["clip", "clip_device", "clip_max_batch", "clip_max_labels", "clip_max_images",
             "clip_max_image_pixels", "log_level"]
 
 
