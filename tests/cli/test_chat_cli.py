@@ -66,3 +66,39 @@ def test_help_lists_settings(command: str, tmp_path: Path) -> None:
     out = starchart(command, "--help", home=tmp_path)
     assert out.returncode == 0
     assert "--temperature" in out.stdout and "STARCHART_TEMPERATURE" in out.stdout
+
+
+def test_ctrl_c_stops_the_answer_not_the_program(tmp_path: Path) -> None:
+    import signal
+    import threading
+    import time
+
+    env = {**os.environ, "STARCHART_HOME": str(tmp_path)}
+    proc = subprocess.Popen([sys.executable, "-m", "starchart", "chat"], env=env, text=True,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    out: list[str] = []
+    reader = threading.Thread(target=lambda: out.extend(iter(lambda: proc.stdout.read(1), "")),
+                              daemon=True)
+    reader.start()
+    try:
+        proc.stdin.write("/params max_tokens=3000 ignore_eos=true\nTell me a story.\n")
+        proc.stdin.flush()
+        deadline = time.monotonic() + 60
+        while "ignore_eos=True" not in "".join(out) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        mark = len("".join(out))
+        while len("".join(out)) < mark + 40 and time.monotonic() < deadline:
+            time.sleep(0.05)  # the answer is streaming
+        proc.send_signal(signal.SIGINT)
+        proc.stdin.write("/params\n/exit\n")
+        proc.stdin.flush()
+        proc.wait(timeout=60)
+    finally:
+        proc.kill()
+    reader.join(timeout=5)
+    stderr = proc.stderr.read()
+    assert proc.returncode == 0, stderr
+    assert "[stopped]" in stderr
+    # The program carried on after the interrupted answer and ran /params.
+    assert "".join(out).count("ignore_eos=True") == 2
