@@ -119,6 +119,10 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
 
     models = sub.add_parser("models", help="list the models starchart knows by name")
     handlers["models"] = _models
+
+    from starchart.doctor.command import add_commands as add_doctor_commands
+
+    add_doctor_commands(sub, handlers, add_setting_flags)
     return parser, handlers
 
 
