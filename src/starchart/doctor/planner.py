@@ -307,11 +307,14 @@ def _budget(gpus: GpuProbe, ram_available: int | None) -> Budget:
 
 
 def _torch_dtype(gpus: GpuProbe) -> str:
-    """bf16 where the GPU computes it natively (compute capability 8.0, Ampere, and up)."""
-    caps = [g.compute_capability for g in gpus.gpus if g.compute_capability]
-    if gpus.gpus and caps and all(float(c) < 8.0 for c in caps):
-        return "float16"
-    return "bfloat16"
+    """bf16 where every GPU computes it natively (compute capability 8.0, Ampere, and
+    up); fp16 when one does not or cannot say (drivers before R510 do not report it)."""
+    if not gpus.gpus:
+        return "bfloat16"
+    caps = [g.compute_capability for g in gpus.gpus]
+    if all(c is not None and float(c) >= 8.0 for c in caps):
+        return "bfloat16"
+    return "float16"
 
 
 def serve_command(shape: ModelShape, option: str, n_ctx: int, gpus: GpuProbe) -> str:

@@ -14,7 +14,7 @@ from typing import Any
 
 from fastapi import APIRouter, Query, Request
 
-from starchart.errors import NotFound
+from starchart.errors import BadRequest, NotFound
 from starchart.registry import EMBEDDED
 
 router = APIRouter()
@@ -51,11 +51,16 @@ def _model_path(request: Request, model: str) -> str:
 async def doctor(
     request: Request,
     model: str | None = Query(None, description="also plan this model's memory"),
-    n_ctx: int | None = Query(None, ge=1, description="context for the plan's KV cache"),
-    batch: int = Query(1, ge=1, description="sequences at once, for the plan"),
+    n_ctx: int | None = Query(None, description="context for the plan's KV cache"),
+    batch: int = Query(1, description="sequences at once, for the plan"),
 ) -> dict[str, Any]:
     from starchart.doctor.run import run_checks
 
+    # Range checks here rather than Query(ge=...): the error then names the bare
+    # parameter ("batch"), as every other 4xx does.
+    for name, value in (("n_ctx", n_ctx), ("batch", batch)):
+        if value is not None and value < 1:
+            raise BadRequest(f"{name} must be at least 1, got {value}", param=name)
     settings = request.app.state.settings
     target = _model_path(request, model) if model else None
     ctx = n_ctx or settings.n_ctx
