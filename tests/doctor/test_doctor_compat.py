@@ -139,3 +139,17 @@ def test_this_machine_torch_is_reported_without_a_gpu():
     assert found.version and by_id(section, "torch.installed").status == "ok"
     assert not found.cuda_available
     assert "whl/cpu" in section.facts["recommended_install"]
+    # Without a GPU the doctor reads the build from torch/version.py: the same answer.
+    quick = pytorch.probe(import_torch=False)
+    assert (quick.version, quick.cuda) == (found.version, found.cuda)
+
+
+@pytest.mark.parametrize("text,build", [
+    ("__version__ = '2.13.0+cpu'\ndebug = False\ncuda: Optional[str] = None\n",
+     ("2.13.0+cpu", None)),
+    ("__version__ = '2.9.1+cu128'\ncuda: Optional[str] = '12.8'\nhip = None\n",
+     ("2.9.1+cu128", "12.8")),
+    ("__version__ = '1.12.1+cu113'\ndebug = False\ncuda = '11.3'\n", ("1.12.1+cu113", "11.3")),
+])
+def test_torch_build_from_version_py(text, build):
+    assert pytorch.read_build(text) == build

@@ -16,10 +16,12 @@ Memory per option = weights + KV cache + runtime overhead:
   2 bytes (fp16; fp32 for the fp32 option). Grouped-query and multi-query
   attention (fewer KV heads) shrink it.
 * overhead, an estimate: the CUDA context (0.5 GB; 0.3 GB for llama.cpp) or
-  0.2 GB on the CPU, 5% of the weights for allocator slack, and the
+  0.2 GB on the CPU for transformers, 5% of the weights for allocator slack, and the
   activations of one full-context prefill (context x batch x (4 x hidden +
   2 x intermediate) values); llama.cpp computes in 512-token chunks with
-  fp32 logits for the chunk.
+  fp32 logits for the chunk and f16 attention scores of the chunk against
+  the context (``benchmarks/bench_planner.py`` compares this with the
+  buffers llama.cpp reports).
 """
 
 from __future__ import annotations
@@ -292,9 +294,11 @@ def overhead_bytes(shape: ModelShape, weights: int, n_ctx: int, batch: int, *,
     per_token = 4 * shape.hidden + 2 * shape.intermediate
     if engine == "llamacpp":
         tokens = min(n_ctx, LLAMACPP_UBATCH) * batch
-        compute = tokens * (4 * shape.vocab + 4 * per_token)
-        base = int(0.3 * GB) if device == "gpu" else int(0.1 * GB)
-        return base + compute
+        # fp32 logits and activations for one chunk, plus its f16 attention
+        # scores against the whole context (what makes the buffer grow with n_ctx).
+        compute = tokens * (4 * shape.vocab + 4 * per_token + 2 * shape.n_heads * n_ctx)
+        # On the CPU llama.cpp's buffers are all there is (measured: see the benchmark).
+        return (int(0.3 * GB) if device == "gpu" else 0) + compute
     base = int(0.5 * GB) if device == "gpu" else int(0.2 * GB)
     return base + weights // 20 + n_ctx * batch * per_token * act_bytes
 

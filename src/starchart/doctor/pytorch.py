@@ -1,16 +1,19 @@
 """PyTorch: which build is installed, whether it sees the GPU, and if not, why.
 
-torch is imported only when it is installed (the import alone takes a second
-or two); everything judged from what it reports lives in ``section()``, which
-takes plain facts so that known (driver, torch) pairs can be checked without
-a GPU.
+torch is imported only when it is installed and there is a GPU to ask it
+about (the import alone takes seconds); otherwise its build is read from
+``torch/version.py``. Everything judged from what it reports lives in
+``section()``, which takes plain facts so that known (driver, torch) pairs can
+be checked without a GPU.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import os
+import re
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 from starchart.doctor import compat
@@ -33,9 +36,34 @@ class TorchFacts:
         return asdict(self)
 
 
-def probe() -> TorchFacts:
-    if importlib.util.find_spec("torch") is None:
+_VERSION_LINE = re.compile(r"""^(?P<key>__version__|cuda)\s*(?::[^=]*)?=\s*(?P<value>.*)$""",
+                           re.MULTILINE)
+
+
+def read_build(version_py: str) -> tuple[str | None, str | None]:
+    """(version, CUDA build) from the text of torch/version.py, which torch's build writes."""
+    found: dict[str, str | None] = {}
+    for match in _VERSION_LINE.finditer(version_py):
+        value = match["value"].strip()
+        found[match["key"]] = value.strip("'\"") if value[:1] in "'\"" else None
+    return found.get("__version__"), found.get("cuda")
+
+
+def probe(*, import_torch: bool = True) -> TorchFacts:
+    """What torch says about itself. Without ``import_torch`` (no GPU to ask
+    about), only its build is read from torch/version.py, skipping the
+    seconds an import takes."""
+    spec = importlib.util.find_spec("torch")
+    if spec is None:
         return TorchFacts(installed=False)
+    if not import_torch and spec.origin:
+        try:
+            text = (Path(spec.origin).parent / "version.py").read_text()
+        except OSError:
+            text = ""
+        version, cuda = read_build(text)
+        if version:
+            return TorchFacts(installed=True, version=version, cuda=cuda)
     try:
         import torch
     except Exception as exc:  # noqa: BLE001 - a broken install is a finding, not a crash

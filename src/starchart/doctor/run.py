@@ -20,7 +20,9 @@ def run_checks(home: Path, *, model: str | None = None, n_ctx: int = 4096, batch
     shape = load_shape(model) if model is not None else None
     sys_facts = system.facts(home)
     gpus = nvidia.probe(use_nvml=use_nvml)
-    torch_facts = pytorch.probe()
+    # Importing torch costs seconds: only when there is a GPU (CUDA or Apple's) to ask about.
+    apple_gpu = sys_facts.os.startswith("Darwin") and sys_facts.machine == "arm64"
+    torch_facts = pytorch.probe(import_torch=bool(gpus.gpus) or apple_gpu)
     sections = [
         system.section(sys_facts),
         nvidia.section(gpus),
