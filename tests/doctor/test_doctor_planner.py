@@ -248,7 +248,7 @@ def test_starchat_in_8bit_matches_the_users_18_gb():
     # 24 GB card: fp16 (~33 GB) does not fit, 8-bit does and is the best that fits.
     assert plan.best is int8
     assert plan.best.command == ("starchart serve --model starchat --engine transformers"
-                                 " --quantization int8 --n-ctx 2048")
+                                 " --quantize 8bit --n-ctx 2048")
 
 
 @pytest.mark.parametrize("stem,best", [
@@ -268,3 +268,18 @@ def test_starchat_on_a_cpu_box_needs_a_gguf():
     assert plan.best is None
     assert [o.runnable for o in plan.options] == [True, True, False, False]
     assert plan.check().status == "fail"
+
+
+def test_a_model_too_big_for_one_gpu_but_not_for_all_is_a_warning():
+    shape = planner.shape_from_config(config("starchat-beta"), name="starchat", path="-")
+    two = smi("470.199.02-2xV100")  # 32 GB free and ~15 GB free
+    plan = planner.plan(shape, n_ctx=2048, batch=1, gpus=two, ram_available=None)
+    # 31 GB of fp16 weights just fit a 32 GB V100; no bf16 there (and a 470 driver
+    # cannot say the compute capability): float16.
+    assert plan.best is not None and plan.best.name == "fp16/bf16"
+    assert "--dtype float16" in (plan.best.command or "")
+    big = planner.shape_from_config({**config("starchat-beta"), "n_layer": 200}, name="big",
+                                    path="-")  # ~76B parameters: ~40 GB even in 4-bit
+    plan = planner.plan(big, n_ctx=2048, batch=1, gpus=two, ram_available=None)
+    check = plan.check()
+    assert plan.best is None and check.status == "warn" and "all GPUs together" in check.detail

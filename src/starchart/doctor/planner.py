@@ -9,9 +9,9 @@ Memory per option = weights + KV cache + runtime overhead:
 
 * weights: fp32 4 bytes/parameter, fp16/bf16 2; int8 (bitsandbytes LLM.int8)
   1 byte for the linear layers' weights and 2 for the rest (embeddings, the
-  output head, norms, biases stay 16-bit); int4 (bitsandbytes NF4, blocks of
-  64 with an fp32 scale) 0.5625 bytes for the linear weights; a GGUF its
-  tensors' own bytes.
+  output head, norms, biases stay 16-bit); int4 (bitsandbytes NF4 with double
+  quantization) ~0.516 bytes for the linear weights; a GGUF its tensors' own
+  bytes.
 * KV cache: 2 (K and V) x layers x KV heads x head dim x context x batch x
   2 bytes (fp16; fp32 for the fp32 option). Grouped-query and multi-query
   attention (fewer KV heads) shrink it.
@@ -40,7 +40,9 @@ from starchart.doctor.safetensors_header import read_checkpoint
 from starchart.errors import BadRequest, NotFound
 
 GB = 1000**3
-NF4_BYTES = 0.5 + 4 / 64  # 4 bits + an fp32 absmax per block of 64
+# 4 bits, plus NF4's per-64 block absmax, itself quantized to 8 bits (double
+# quantization) with an fp32 scale per 256 blocks.
+NF4_BYTES = 0.5 + (1 + 4 / 256) / 64
 LLAMACPP_UBATCH = 512
 
 # Tensors that stay 16-bit under bitsandbytes quantization: embeddings, the
@@ -228,6 +230,9 @@ class Budget:
     device: Device
     free: int | None
     what: str
+    # Several GPUs: their free memory together (a model split across them with
+    # device_map="auto" is not planned, only mentioned).
+    all_gpus_free: int | None = None
 
 
 @dataclass
@@ -252,6 +257,13 @@ class Plan:
         if self.budget.free is None:
             return warn("plan", f"Plan for {self.shape.name}", f"free memory unknown{need}",
                         "check the numbers in the table against your memory by hand")
+        together = self.budget.all_gpus_free
+        if smallest and together and smallest.total <= together and self.shape.source != "gguf":
+            return warn("plan", f"Plan for {self.shape.name}",
+                        f"nothing fits in {where}{need}, which all GPUs together"
+                        f" ({_gb(together)} free) would hold",
+                        "split the model across the GPUs (transformers device_map='auto');"
+                        " this planner only plans one GPU")
         return fail("plan", f"Plan for {self.shape.name}",
                     f"nothing fits in {where}{need}",
                     "use a smaller or more quantized model (a Q4 GGUF), a shorter --n-ctx, or"
@@ -306,7 +318,8 @@ def overhead_bytes(shape: ModelShape, weights: int, n_ctx: int, batch: int, *,
 def _budget(gpus: GpuProbe, ram_available: int | None) -> Budget:
     if gpus.gpus:
         gpu = max(gpus.gpus, key=lambda g: g.memory_free)
-        return Budget("gpu", gpu.memory_free, f"GPU {gpu.index} ({gpu.name})")
+        together = sum(g.memory_free for g in gpus.gpus) if len(gpus.gpus) > 1 else None
+        return Budget("gpu", gpu.memory_free, f"GPU {gpu.index} ({gpu.name})", together)
     return Budget("cpu", ram_available, "RAM")
 
 
@@ -323,13 +336,12 @@ def _torch_dtype(gpus: GpuProbe) -> str:
 
 def serve_command(shape: ModelShape, option: str, n_ctx: int, gpus: GpuProbe) -> str:
     """The ``starchart serve`` line for an option. HF checkpoints run on the
-    transformers engine; its flags (--engine/--dtype/--quantization) are
-    named in one place here."""
+    transformers engine (settings ``engine``, ``dtype``, ``quantize``)."""
     model = shape.name if " " not in shape.name else f'"{shape.name}"'
     if shape.source == "gguf":
         return f"starchart serve --model {model} --n-ctx {n_ctx}"
     flags = {"fp32": "--dtype float32", "fp16/bf16": f"--dtype {_torch_dtype(gpus)}",
-             "int8": "--quantization int8", "int4": "--quantization int4"}[option]
+             "int8": "--quantize 8bit", "int4": "--quantize 4bit"}[option]
     return f"starchart serve --model {model} --engine transformers {flags} --n-ctx {n_ctx}"
 
 
