@@ -9,6 +9,7 @@ import sys
 from typing import Any, Literal
 
 import pytest
+from fake_smi import write_fake_nvidia_smi
 from pydantic import BaseModel, ConfigDict
 
 from starchart.registry import EMBEDDED_NAME
@@ -119,6 +120,27 @@ def test_doctor_with_a_model_adds_the_plan(tmp_path):
     assert (report.plan.n_ctx, report.plan.batch, report.plan.best) == (2048, 2, "gguf Q4_1")
     assert report.plan.command == f"starchart serve --model {EMBEDDED_NAME} --n-ctx 2048"
     assert any(c.id == "plan" and c.status == "ok" for c in report.checks)
+
+
+def test_doctor_on_a_recorded_gpu_machine(tmp_path):
+    """A 470 driver (CUDA 11.4) with a T4, as the user's document had, and this
+    venv's CPU-only torch: the doctor fails and names the wheel to install."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    write_fake_nvidia_smi(bin_dir, "470.82.01-1xT4", knows_compute_cap=False)
+    env_path = f"{bin_dir}{os.pathsep}{os.environ['PATH']}"
+    done = subprocess.run([sys.executable, "-m", "starchart", "doctor", "--json"],
+                          capture_output=True, text=True, timeout=120, check=False,
+                          env={**os.environ, "PATH": env_path, "STARCHART_HOME": str(tmp_path)})
+    report = DoctorSchema.model_validate(json.loads(done.stdout))
+    assert report.nvidia.driver_version == "470.82.01" and report.nvidia.cuda_version == "11.4"
+    assert [g.name for g in report.nvidia.gpus] == ["Tesla T4"]
+    recommended = "pip install torch==2.7.1 --index-url https://download.pytorch.org/whl/cu118"
+    assert report.torch["recommended_install"] == recommended
+    if report.torch["installed"] and report.torch["cuda"] is None:  # this venv: torch+cpu
+        assert done.returncode == 1 and report.status == "fail"
+        check = next(c for c in report.checks if c.id == "torch.cuda")
+        assert check.status == "fail" and check.fix == recommended
 
 
 def test_plan_command_prints_the_table(tmp_path):

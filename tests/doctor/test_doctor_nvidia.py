@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import os
 import shutil
-import stat
 from pathlib import Path
 
 import pytest
+from fake_smi import write_fake_nvidia_smi as fake_smi
 
 from starchart.doctor import nvidia
 
@@ -53,21 +53,6 @@ def test_free_memory_is_total_minus_used():
     assert busy.memory_free == (81920 - 40379) * MIB
     csv = nvidia.parse_smi_csv((DATA / "535.104.05-4xA100.csv").read_text())
     assert csv.gpus[2].memory_free == busy.memory_free
-
-
-def fake_smi(folder: Path, stem: str, *, knows_compute_cap: bool = True) -> Path:
-    """An executable named nvidia-smi that answers with a recorded output, like the
-    real one: the CSV for --query-gpu, the table otherwise; old drivers reject the
-    compute_cap field with exit code 2."""
-    script = folder / "nvidia-smi"
-    reject = "" if knows_compute_cap else (
-        f'case "$*" in *compute_cap*) {CAT} "{DATA}/470-compute_cap-error.txt"; exit 2;; esac\n')
-    script.write_text(
-        "#!/bin/sh\n" + reject +
-        f'case "$*" in *--query-gpu*) {CAT} "{DATA}/{stem}.csv";;'
-        f' *) {CAT} "{DATA}/{stem}.txt";; esac\n')
-    script.chmod(script.stat().st_mode | stat.S_IEXEC)
-    return script
 
 
 def test_probe_falls_back_to_nvidia_smi(tmp_path, monkeypatch):

@@ -70,6 +70,7 @@ def diagnose(error: str) -> Diagnosis:
 class BnbResult:
     imported: bool
     version: str | None
+    native: bool  # its compiled library for this CUDA loaded
     matmul: bool
     error: str | None
 
@@ -79,18 +80,19 @@ def run_probe(timeout: float = PROBE_TIMEOUT) -> BnbResult:
         done = subprocess.run([sys.executable, "-m", "starchart.doctor.bnb_probe"],
                               capture_output=True, text=True, timeout=timeout, check=False)
     except subprocess.TimeoutExpired:
-        return BnbResult(False, None, False, f"the bitsandbytes check did not finish within"
-                                             f" {timeout:g} s")
+        return BnbResult(False, None, False, False, f"the bitsandbytes check did not finish"
+                                                    f" within {timeout:g} s")
     lines = done.stdout.strip().splitlines()
     try:
         data = json.loads(lines[-1]) if lines else {}
     except json.JSONDecodeError:
         data = {}
     if not data:
-        return BnbResult(False, None, False, (done.stderr or done.stdout).strip()[-4000:]
+        return BnbResult(False, None, False, False,
+                         (done.stderr or done.stdout).strip()[-4000:]
                          or f"the check exited with {done.returncode}")
-    return BnbResult(bool(data.get("imported")), data.get("version"), bool(data.get("matmul")),
-                     data.get("error"))
+    return BnbResult(bool(data.get("imported")), data.get("version"), bool(data.get("native")),
+                     bool(data.get("matmul")), data.get("error"))
 
 
 def installed_version() -> str | None:
@@ -105,7 +107,7 @@ def installed_version() -> str | None:
 def section(gpus: GpuProbe, torch: TorchFacts, *, run: bool = True) -> Section:
     version = installed_version()
     out = Section("bitsandbytes", {"installed": version is not None, "version": version,
-                                   "matmul_8bit": None, "error": None})
+                                   "native_library": None, "matmul_8bit": None, "error": None})
     title = "bitsandbytes"
     if version is None:
         if gpus.gpus:
@@ -126,11 +128,14 @@ def section(gpus: GpuProbe, torch: TorchFacts, *, run: bool = True) -> Section:
     if not run:
         return out
     result = run_probe()
-    out.facts.update(matmul_8bit=result.matmul, error=result.error)
+    out.facts.update(native_library=result.native, matmul_8bit=result.matmul,
+                     error=result.error)
     if result.matmul:
         out.checks.append(ok("bnb", title, f"{result.version or version}: native library"
                              " loaded, 8-bit matmul on the GPU works"))
     else:
         found = diagnose(result.error or "")
+        if result.imported and not result.native:
+            found = diagnose("CUDA Setup failed: " + (result.error or ""))
         out.checks.append(fail("bnb", title, f"{version}: {found.problem}", found.fix))
     return out

@@ -13,12 +13,18 @@ import traceback
 
 
 def main() -> None:
-    result: dict[str, object] = {"imported": False, "version": None, "matmul": False,
-                                 "error": None}
+    result: dict[str, object] = {"imported": False, "version": None, "native": False,
+                                 "matmul": False, "error": None}
     try:
         import bitsandbytes as bnb
 
         result.update(imported=True, version=getattr(bnb, "__version__", None))
+        from bitsandbytes import cextension
+
+        # Without a native library for this CUDA, recent releases put a stand-in
+        # object here that raises on first use.
+        lib = getattr(cextension, "lib", None)
+        result["native"] = lib is not None and "Mock" not in type(lib).__name__
         import torch
 
         if not torch.cuda.is_available():

@@ -220,8 +220,8 @@ def probe(*, timeout: float = SMI_TIMEOUT, use_nvml: bool = True) -> GpuProbe:
     return found
 
 
-def _gib(n: int) -> str:
-    return f"{n / 1024**3:.1f} GiB"
+def _gb(n: int) -> str:
+    return f"{n / 1000**3:.1f} GB"  # decimal, like the memory plan
 
 
 def section(found: GpuProbe) -> Section:
@@ -245,6 +245,6 @@ def section(found: GpuProbe) -> Section:
     for gpu in found.gpus:
         cc = f", compute capability {gpu.compute_capability}" if gpu.compute_capability else ""
         out.checks.append(ok(f"nvidia.gpu{gpu.index}", f"GPU {gpu.index}",
-                             f"{gpu.name}: {_gib(gpu.memory_free)} free of"
-                             f" {_gib(gpu.memory_total)}{cc}"))
+                             f"{gpu.name}: {_gb(gpu.memory_free)} free of"
+                             f" {_gb(gpu.memory_total)}{cc}"))
     return out
