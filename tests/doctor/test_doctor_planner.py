@@ -95,6 +95,10 @@ TINY_LLAMA = {"model_type": "llama", "hidden_size": 64, "intermediate_size": 160
               "num_attention_heads": 4, "num_key_value_heads": 2, "num_hidden_layers": 3,
               "vocab_size": 1000, "max_position_embeddings": 512, "hidden_act": "silu",
               "tie_word_embeddings": False}
+TINY_MIXTRAL = {"model_type": "mixtral", "hidden_size": 64, "intermediate_size": 96,
+                "num_attention_heads": 4, "num_key_value_heads": 2, "num_hidden_layers": 2,
+                "vocab_size": 300, "num_local_experts": 4, "num_experts_per_tok": 2,
+                "hidden_act": "silu", "tie_word_embeddings": False}
 TINY_BIGCODE = {"model_type": "gpt_bigcode", "n_embd": 64, "n_inner": 256, "n_head": 4,
                 "n_layer": 2, "n_positions": 256, "vocab_size": 500, "multi_query": True}
 
@@ -187,7 +191,7 @@ def test_config_estimate_equals_the_tensor_count(tmp_path, cfg, make):
 def test_config_estimate_equals_a_real_transformers_model():
     transformers = pytest.importorskip("transformers")
     pytest.importorskip("torch")
-    for cfg in (TINY_LLAMA, TINY_BIGCODE):
+    for cfg in (TINY_LLAMA, TINY_BIGCODE, TINY_MIXTRAL):
         config_class = transformers.AutoConfig.for_model(**cfg)
         model = transformers.AutoModelForCausalLM.from_config(config_class)
         shape = planner.shape_from_config(cfg, name="tiny", path="-")

@@ -16,7 +16,10 @@ def _doctor(args: argparse.Namespace, settings: Settings) -> int:
     from starchart.doctor.run import run_checks
 
     report = run_checks(settings.home, model=args.model, n_ctx=settings.n_ctx, batch=args.batch)
-    print(to_json(report) if args.json else to_text(report), end="" if not args.json else "\n")
+    if args.json:
+        print(to_json(report))
+    else:
+        print(to_text(report), end="")
     return 1 if report.status == "fail" else 0
 
 

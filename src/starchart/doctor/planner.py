@@ -115,7 +115,11 @@ def shape_from_config(config: dict[str, Any], *, name: str, path: str) -> ModelS
 
     q = o = hidden * heads * head_dim
     kv = 2 * hidden * kv_heads * head_dim
-    mlp = (3 if gated else 2) * hidden * intermediate
+    # Mixture of experts: every expert's MLP is in memory, plus the router.
+    experts = int(_first(config, "num_local_experts", "num_experts", default=1))
+    mlp = experts * (3 if gated else 2) * hidden * intermediate
+    if experts > 1:
+        mlp += hidden * experts
     linear = layers * (q + kv + o + mlp)
     biases = (heads * head_dim + 2 * kv_heads * head_dim + hidden + intermediate + hidden
               if biased else 0)
