@@ -118,7 +118,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
                                                "max_body_bytes", "log_level")])
     handlers["chat"] = _chat
 
-    models = sub.add_parser("models", help="list the models starchart knows by name")
+    sub.add_parser("models", help="list the models starchart knows by name")
     handlers["models"] = _models
     add_doctor_commands(sub, handlers, add_setting_flags)
     return parser, handlers

@@ -57,7 +57,7 @@ def test_eight_concurrent_streams_complete_and_do_not_interleave(
         assert results[q]["text"] == expected[q]["text"], q
     # Served one after another: no two streams' token windows overlap.
     windows = sorted((r["times"][0], r["times"][-1]) for r in results.values() if r["times"])
-    for (_, end), (start, _) in zip(windows, windows[1:]):
+    for (_, end), (start, _) in zip(windows, windows[1:], strict=False):
         assert start >= end
 
 

@@ -7,6 +7,7 @@ import pytest
 from starchart.engines.base import Finish, SamplingParams, TextDelta
 from starchart.errors import ContextOverflow
 from starchart.service import ChatService, collect
+
 from tests.conftest import FRANCE
 
 GREEDY = SamplingParams(temperature=0, max_tokens=64)

@@ -31,7 +31,7 @@ _TYPE_TAGS = {"str", "int", "float", "bool", "list", "dict", "none"}
 
 
 def _param(loc: tuple[Any, ...]) -> str | None:
-    parts = [p for p in loc if p != "body" and not (
+    parts = [p for p in loc if p not in ("body", "query", "path") and not (
         isinstance(p, str) and (p in _TYPE_TAGS or "[" in p or "-" in p))]
     out = ""
     for part in parts:
