@@ -19,8 +19,10 @@ from typing import Any
 from pydantic import ValidationError
 
 from starchart import __version__
+from starchart.doctor.command import add_commands as add_doctor_commands
 from starchart.errors import StarchartError
 from starchart.settings import Settings
+from starchart.vision import command as clip_command
 
 Handler = Callable[[argparse.Namespace, Settings], int]
 
@@ -118,8 +120,6 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
                                   and not n.startswith("clip")])
     handlers["chat"] = _chat
 
-    from starchart.vision import command as clip_command
-
     clip = sub.add_parser(
         "clip", help="zero-shot classify images with CLIP (in this process, no server)",
         description="Score each IMAGE against the labels with a CLIP model (default"
@@ -130,8 +130,9 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
     add_setting_flags(clip, only=clip_command.SETTINGS)
     handlers["clip"] = clip_command.run_clip
 
-    models = sub.add_parser("models", help="list the models starchart knows by name")
+    sub.add_parser("models", help="list the models starchart knows by name")
     handlers["models"] = _models
+    add_doctor_commands(sub, handlers, add_setting_flags)
     return parser, handlers
 
 
