@@ -40,10 +40,10 @@ from pathlib import Path
 import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))  # the tests' CLIP builder and image maker
+sys.path.insert(0, str(ROOT))  # the tests' CLIP builder and image maker
 
-from vision.helpers import make_image  # noqa: E402
-from vision.tiny_clip import build_clip  # noqa: E402
+from tests.vision.helpers import make_image  # noqa: E402
+from tests.vision.tiny_clip import build_clip  # noqa: E402
 
 N_IMAGES = 32
 

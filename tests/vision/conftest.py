@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from starchart.vision.clip import ClipModel
-from vision.tiny_clip import build_clip
+
+from tests.vision.tiny_clip import build_clip
 
 
 @pytest.fixture(scope="session")

@@ -17,12 +17,13 @@ import pytest
 from openai import OpenAI
 from PIL import Image
 
-from conftest import LiveServer, free_port
 from starchart.api.app import create_app
 from starchart.engines.llamacpp import LlamaCppEngine
 from starchart.settings import Settings
 from starchart.vision.clip import ClipModel
-from vision.helpers import data_uri, encode, make_image, png_claiming_size
+
+from tests.conftest import LiveServer, free_port
+from tests.vision.helpers import data_uri, encode, make_image, png_claiming_size
 
 LABELS = ["cat", "dog", "car"]
 IMAGE = make_image(300, 200, 7)

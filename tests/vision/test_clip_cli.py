@@ -10,7 +10,8 @@ import pytest
 
 from starchart.cli import main
 from starchart.vision.clip import ClipModel
-from vision.helpers import make_image
+
+from tests.vision.helpers import make_image
 
 
 @pytest.fixture

@@ -18,7 +18,8 @@ from PIL import Image
 
 from starchart.errors import BadRequest, NotFound, StarchartError
 from starchart.vision.clip import ClipModel
-from vision.helpers import make_image
+
+from tests.vision.helpers import make_image
 
 ATOL = 1e-5
 LABELS = ["cat", "dog", "a red sports car", "an astronaut riding a horse"]

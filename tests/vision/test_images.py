@@ -10,7 +10,8 @@ from PIL import Image
 
 from starchart.errors import BadRequest
 from starchart.vision.images import decode_data_uri, is_image_data_uri, open_image, set_pixel_limit
-from vision.helpers import encode, make_image, png_claiming_size
+
+from tests.vision.helpers import encode, make_image, png_claiming_size
 
 LIMIT = 1_000_000
 
