@@ -216,3 +216,28 @@ def test_an_unusable_device_is_a_clear_error(tiny_clip_dir: Path) -> None:
     with pytest.raises(BadRequest) as info:
         ClipModel(str(tiny_clip_dir), device="nonsense:7").load()
     assert info.value.param == "clip_device" and "nonsense:7" in info.value.message
+
+
+def test_label_embeddings_are_cached_without_changing_results(clip_model: ClipModel) -> None:
+    labels = ["zebra", "giraffe", "okapi"]
+    first = asyncio.run(clip_model.classify(IMAGES[2], labels))
+    texts = clip_model.texts
+    assert texts is not None
+    items_before = texts.stats.items
+    again = asyncio.run(clip_model.classify(IMAGES[2], [*labels, "tapir"]))
+    assert texts.stats.items == items_before + 1  # only the new label was computed
+    # Probabilities change with the label set; similarities do not.
+    sims = {r.label: r.similarity for r in again}
+    for r in first:
+        assert sims[r.label] == pytest.approx(r.similarity, abs=ATOL)
+
+
+def test_the_text_cache_is_bounded() -> None:
+    from starchart.vision.clip import LRUCache
+
+    cache = LRUCache(2)
+    cache.put((1,), "a")
+    cache.put((2,), "b")
+    assert cache.get((1,)) == "a"  # (1,) is now the most recent
+    cache.put((3,), "c")
+    assert len(cache) == 2 and cache.get((2,)) is None and cache.get((1,)) == "a"

@@ -27,6 +27,7 @@ import asyncio
 import logging
 import re
 import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +45,7 @@ log = logging.getLogger("starchart.clip")
 
 DEFAULT_CLIP = "openai/clip-vit-base-patch32"
 DEFAULT_TEMPLATES = ("a photo of a {}",)
+TEXT_CACHE_SIZE = 4096
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
 
@@ -102,6 +104,9 @@ class ClipModel:
         self._logit_scale = 1.0
         self._processor: Any = None
         self._tokenize_lock = threading.Lock()
+        # Zero-shot asks for the same label prompts again and again: their embeddings are
+        # kept (a row is the same whichever batch computed it, so this changes no result).
+        self._text_cache = LRUCache(TEXT_CACHE_SIZE)
         self.images: DynamicBatcher[torch.Tensor, torch.Tensor] | None = None
         self.texts: DynamicBatcher[list[int], torch.Tensor] | None = None
 
@@ -315,7 +320,19 @@ class ClipModel:
         assert self.texts is not None
         names = list(params) if params is not None else [f"input[{i}]" for i in range(len(texts))]
         ids = await asyncio.to_thread(self.tokenize, texts, names)
-        return torch.stack(await self.texts.run(ids)), sum(len(x) for x in ids)
+        keys = [tuple(x) for x in ids]
+        rows: dict[tuple[int, ...], torch.Tensor] = {}
+        for key in keys:
+            cached = self._text_cache.get(key)
+            if cached is not None:
+                rows[key] = cached
+        missing = list(dict.fromkeys(key for key in keys if key not in rows))
+        if missing:
+            for key, row in zip(missing, await self.texts.run([list(k) for k in missing]),
+                                strict=True):
+                rows[key] = row
+                self._text_cache.put(key, row)
+        return torch.stack([rows[key] for key in keys]), sum(len(x) for x in ids)
 
     async def similarity(self, images: Sequence[Image.Image],
                          texts: Sequence[str]) -> torch.Tensor:
@@ -345,6 +362,29 @@ class ClipModel:
         ranked = [Label(label, float(p), float(s))
                   for label, p, s in zip(labels, probabilities, similarities, strict=True)]
         return sorted(ranked, key=lambda x: x.probability, reverse=True)
+
+
+class LRUCache:
+    """The ``size`` most recently used text embeddings (only touched on the event loop)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._rows: OrderedDict[tuple[int, ...], Any] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def get(self, key: tuple[int, ...]) -> Any:
+        row = self._rows.get(key)
+        if row is not None:
+            self._rows.move_to_end(key)
+        return row
+
+    def put(self, key: tuple[int, ...], row: Any) -> None:
+        self._rows[key] = row
+        self._rows.move_to_end(key)
+        while len(self._rows) > self.size:
+            self._rows.popitem(last=False)
 
 
 def fill(template: str, label: str) -> str:
