@@ -109,18 +109,28 @@ async def concurrent_requests(client: httpx.AsyncClient, images: list[str]) -> f
     return len(images) / (time.perf_counter() - start)
 
 
-async def measure(url: str, images: list[str], rounds: int) -> tuple[list[float], list[float]]:
+async def image_passes(client: httpx.AsyncClient) -> int:
+    """Image forward passes the server has run so far."""
+    models = (await client.get("/v1/models")).json()["data"]
+    return next(m for m in models if m["kind"] == "clip")["batching"]["images"]["batches"]
+
+
+async def measure(url: str, images: list[str], rounds: int
+                  ) -> tuple[list[float], list[float], float]:
+    """images/s of each way per round, and the concurrent way's images per forward pass."""
     limits = httpx.Limits(max_connections=N_IMAGES, max_keepalive_connections=N_IMAGES)
     async with httpx.AsyncClient(base_url=url, timeout=600, limits=limits) as client:
         await one_request(client, images)  # warm up both paths (and open the connections)
         await concurrent_requests(client, images)
-        batched, concurrent = [], []
+        batched, concurrent, passes = [], [], 0
         for r in range(rounds):
             batched.append(await one_request(client, images))
+            before = await image_passes(client)
             concurrent.append(await concurrent_requests(client, images))
+            passes += await image_passes(client) - before
             print(f"round {r + 1}/{rounds}: batched {batched[-1]:.1f} images/s,"
                   f" concurrent {concurrent[-1]:.1f} images/s", file=sys.stderr)
-    return batched, concurrent
+    return batched, concurrent, rounds * len(images) / passes
 
 
 def main() -> int:
@@ -129,7 +139,7 @@ def main() -> int:
                         help="random CLIP to build when --clip is not given")
     parser.add_argument("--clip", help="a CLIP folder or cached hub id instead of a random one")
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--max-wait-ms", type=float, default=5.0)
+    parser.add_argument("--max-wait-ms", type=float, default=50.0)
     parser.add_argument("--compare-unbatched", action="store_true",
                         help="also run a server with --clip-max-batch 1")
     args = parser.parse_args()
@@ -144,11 +154,11 @@ def main() -> int:
                     "b32": "random CLIP with ViT-B/32's architecture"}[args.shape]
         images = payloads()
         with server(clip, N_IMAGES, args.max_wait_ms) as url:
-            batched, concurrent = asyncio.run(measure(url, images, args.rounds))
+            batched, concurrent, per_pass = asyncio.run(measure(url, images, args.rounds))
         unbatched: list[float] = []
         if args.compare_unbatched:
             with server(clip, 1, 0) as url:
-                _, unbatched = asyncio.run(measure(url, images, args.rounds))
+                _, unbatched, _ = asyncio.run(measure(url, images, args.rounds))
 
     med_b, med_c = statistics.median(batched), statistics.median(concurrent)
     ratio = med_c / med_b
@@ -158,7 +168,8 @@ def main() -> int:
     print("| how the 32 images are sent | images/s |")
     print("|---|---|")
     print(f"| one request with 32 images | {med_b:.1f} |")
-    print(f"| 32 concurrent requests, 1 image each (dynamic batching) | {med_c:.1f} |")
+    print(f"| 32 concurrent requests, 1 image each (dynamic batching; {per_pass:.1f} images"
+          f" per forward pass) | {med_c:.1f} |")
     if unbatched:
         print(f"| 32 concurrent requests, batching off (clip_max_batch 1) |"
               f" {statistics.median(unbatched):.1f} |")

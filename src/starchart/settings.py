@@ -74,7 +74,8 @@ class Settings(BaseSettings):
         32, ge=1, description="Most images (or texts) one CLIP forward pass gathers."
     )
     clip_max_wait_ms: float = Field(
-        5.0, ge=0, description="How long a CLIP batch waits for more requests to join (ms)."
+        50.0, ge=0, description="Longest a CLIP batch waits for images or texts that"
+        " concurrent requests are still decoding (ms); a lone request never waits.",
     )
     clip_max_labels: int = Field(
         256, ge=1, description="Most labels (classify) or texts (similarity, embeddings)"

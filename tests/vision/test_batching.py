@@ -27,45 +27,88 @@ class Recorder:
         return [x * x for x in items]
 
 
-def test_concurrent_callers_share_one_call() -> None:
+def test_announced_items_are_waited_for_and_share_one_call() -> None:
     fn = Recorder()
-    batcher = DynamicBatcher(fn, max_batch=16, max_wait_ms=200)
+    batcher = DynamicBatcher(fn, max_batch=16, max_wait_ms=5000)
+
+    async def caller(i: int) -> list[int]:
+        with batcher.expect(1) as expected:
+            await asyncio.sleep(0.005 * i)  # "decoding": ready at different times
+            return await batcher.run([i], expected)
 
     async def main() -> list[list[int]]:
-        return await asyncio.gather(*(batcher.run([i]) for i in range(10)))
+        return await asyncio.gather(*(caller(i) for i in range(10)))
 
     try:
+        started = time.monotonic()
         results = asyncio.run(main())
+        took = time.monotonic() - started
     finally:
         batcher.close()
     assert results == [[i * i] for i in range(10)]
     assert len(fn.batches) == 1 and sorted(fn.batches[0]) == list(range(10))
     assert batcher.stats.largest == 10
+    assert took < 4  # started as soon as the last announced item came, not at max_wait
+
+
+def test_a_lone_item_does_not_wait() -> None:
+    fn = Recorder()
+    batcher = DynamicBatcher(fn, max_batch=64, max_wait_ms=60_000)
+    try:
+        started = time.monotonic()
+        assert batcher.submit([3])[0].result(timeout=30) == 9
+        assert time.monotonic() - started < 10  # nothing announced: no reason to wait
+    finally:
+        batcher.close()
+    assert fn.batches == [[3]]
+
+
+def test_the_wait_for_announced_items_is_bounded_by_max_wait() -> None:
+    fn = Recorder()
+    batcher = DynamicBatcher(fn, max_batch=8, max_wait_ms=100)
+    try:
+        with batcher.expect(2) as expected:
+            started = time.monotonic()
+            future = batcher.submit([2], expected)[0]
+            assert future.result(timeout=30) == 4  # the second item never came
+            waited = time.monotonic() - started
+            assert batcher.on_their_way == 1
+        assert batcher.on_their_way == 0
+    finally:
+        batcher.close()
+    assert 0.09 <= waited < 10
+
+
+def test_withdrawn_items_are_not_waited_for() -> None:
+    fn = Recorder()
+    batcher = DynamicBatcher(fn, max_batch=8, max_wait_ms=60_000)
+    try:
+        started = time.monotonic()
+        with batcher.expect(3) as expected:
+            future = batcher.submit([5], expected)[0]
+            expected.withdraw(2)  # e.g. the other two were found in a cache
+            assert future.result(timeout=30) == 25
+        with pytest.raises(KeyError), batcher.expect(1):
+            raise KeyError("a caller failing before it submits")
+        assert batcher.on_their_way == 0
+        assert batcher.submit([6])[0].result(timeout=30) == 36
+        assert time.monotonic() - started < 10
+    finally:
+        batcher.close()
 
 
 def test_never_more_than_max_batch_and_order_kept() -> None:
     fn = Recorder()
     batcher = DynamicBatcher(fn, max_batch=4, max_wait_ms=50)
+    fn.release.clear()
     try:
         futures = batcher.submit(list(range(10)))
+        fn.release.set()
         assert [f.result(timeout=5) for f in futures] == [i * i for i in range(10)]
     finally:
         batcher.close()
     assert [len(b) for b in fn.batches] == [4, 4, 2]
     assert [x for b in fn.batches for x in b] == list(range(10))
-
-
-def test_a_lone_request_waits_at_most_max_wait() -> None:
-    fn = Recorder()
-    batcher = DynamicBatcher(fn, max_batch=64, max_wait_ms=30)
-    try:
-        started = time.monotonic()
-        assert batcher.submit([3])[0].result(timeout=5) == 9
-        waited = time.monotonic() - started
-    finally:
-        batcher.close()
-    assert waited < 2  # generous bound: the point is that it does not wait for a full batch
-    assert fn.batches == [[3]]
 
 
 def test_items_queued_while_busy_form_the_next_batch() -> None:

@@ -14,6 +14,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictStr
 
 from starchart.errors import BadRequest
+from starchart.settings import Settings
 from starchart.vision.clip import DEFAULT_TEMPLATES
 
 MAX_TEMPLATES = 100  # CLIP's own ImageNet prompt set has 80
@@ -25,9 +26,8 @@ class ClipLimits:
     max_images: int
 
     @classmethod
-    def from_settings(cls, settings: object) -> ClipLimits:
-        return cls(max_labels=settings.clip_max_labels,  # type: ignore[attr-defined]
-                   max_images=settings.clip_max_images)  # type: ignore[attr-defined]
+    def from_settings(cls, settings: Settings) -> ClipLimits:
+        return cls(max_labels=settings.clip_max_labels, max_images=settings.clip_max_images)
 
 
 def check_count(items: list[str], param: str, limit: int, setting: str | None,

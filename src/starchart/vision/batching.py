@@ -2,25 +2,32 @@
 
 A model's forward pass costs little more for 32 inputs than for one, so
 requests arriving together should share it. ``DynamicBatcher`` owns one
-worker thread. Callers hand it items (``submit`` from any thread, ``run``
-from asyncio); the worker takes the first waiting item, then keeps taking
-until it holds ``max_batch`` items or ``max_wait_ms`` has passed since it
-took the first, and calls ``fn`` once on the lot. Items queued while ``fn``
-runs make the next batch, so a busy batcher never waits.
+worker thread that calls ``fn`` on lists of queued items, at most
+``max_batch`` at a time.
+
+When to stop gathering? A fixed time window either makes every lone request
+wait for nobody or cuts a burst of requests into a small first batch and a
+large second one. So callers announce items before they are ready: a request
+that will submit an image once it is decoded and preprocessed says so first
+(``expect(n)``, a context manager; its items count as *on their way* until
+``submit`` or the end of the ``with``). The worker then gathers while items
+are on their way, up to ``max_batch`` items or ``max_wait_ms`` after it took
+the first one, and starts at once when nothing more is on its way: a lone
+request never waits. Items queued while ``fn`` runs make the next batch.
 
 ``fn`` maps a list of inputs to a list of outputs of the same length, in
-order, and must give each item the result it would get alone: callers
-never know which batch they were in. An item whose caller went away before
-its batch started (its future cancelled) is dropped. If ``fn`` raises, every
-item of that batch gets the exception.
+order, and must give each item the result it would get alone: callers never
+know which batch they were in. An item whose caller went away before its
+batch started (its future cancelled) is dropped. If ``fn`` raises, every item
+of that batch gets the exception.
 """
 
 from __future__ import annotations
 
 import asyncio
-import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -32,7 +39,7 @@ Out = TypeVar("Out")
 
 @dataclass
 class BatchStats:
-    """How the batcher has been doing (tests and the benchmark read it)."""
+    """How the batcher has been doing (tests, /v1/models and the benchmark read it)."""
 
     batches: int = 0
     items: int = 0
@@ -46,6 +53,10 @@ class BatchStats:
         if len(self.sizes) < 1000:  # bounded: only the first batches are kept for inspection
             self.sizes.append(size)
 
+    def as_dict(self) -> dict[str, float | int]:
+        return {"batches": self.batches, "items": self.items, "largest": self.largest,
+                "mean": round(self.items / self.batches, 2) if self.batches else 0}
+
 
 @dataclass
 class _Item(Generic[In, Out]):
@@ -53,7 +64,23 @@ class _Item(Generic[In, Out]):
     future: Future[Out]
 
 
-_STOP = object()
+class Expected:
+    """Items a caller announced and has not submitted yet (see ``DynamicBatcher.expect``)."""
+
+    def __init__(self, batcher: DynamicBatcher, count: int) -> None:  # type: ignore[type-arg]
+        self._batcher = batcher
+        self.remaining = count
+
+    def __enter__(self) -> Expected:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        # Whatever was not submitted (the caller failed, or sent fewer) is no longer coming.
+        self.withdraw(self.remaining)
+
+    def withdraw(self, count: int) -> None:
+        """``count`` of the announced items will not come after all."""
+        self._batcher._settle(self, count)
 
 
 class DynamicBatcher(Generic[In, Out]):
@@ -67,28 +94,52 @@ class DynamicBatcher(Generic[In, Out]):
         self.max_batch = max_batch
         self.max_wait = max_wait_ms / 1000
         self.stats = BatchStats()
-        self._queue: queue.Queue[object] = queue.Queue()
+        self._pending: deque[_Item[In, Out]] = deque()
+        self._on_their_way = 0
         self._closed = False
-        self._lock = threading.Lock()
+        self._cond = threading.Condition()
         # A daemon thread: an interpreter exiting without close() is not held up by it.
         self._thread = threading.Thread(target=self._work, name=name, daemon=True)
         self._thread.start()
 
-    def submit(self, items: Sequence[In]) -> list[Future[Out]]:
+    @property
+    def on_their_way(self) -> int:
+        return self._on_their_way
+
+    def expect(self, count: int) -> Expected:
+        """Announce ``count`` items to come; use as ``with batcher.expect(n) as e:``."""
+        with self._cond:
+            self._on_their_way += count
+        return Expected(self, count)
+
+    def _settle(self, expected: Expected, count: int) -> None:
+        with self._cond:
+            self._settle_locked(expected, count)
+
+    def _settle_locked(self, expected: Expected, count: int) -> None:
+        count = min(count, expected.remaining)
+        expected.remaining -= count
+        self._on_their_way -= count
+        self._cond.notify_all()
+
+    def submit(self, items: Sequence[In], expected: Expected | None = None
+               ) -> list[Future[Out]]:
         """Queue ``items``; one future per item, in order."""
-        with self._lock:
+        futures: list[Future[Out]] = [Future() for _ in items]
+        with self._cond:
             if self._closed:
                 raise RuntimeError("the batcher is closed")
-            futures: list[Future[Out]] = []
-            for value in items:
-                future: Future[Out] = Future()
-                self._queue.put(_Item(value, future))
-                futures.append(future)
+            self._pending.extend(_Item(v, f) for v, f in zip(items, futures, strict=True))
+            # In the same step as queuing them, so the worker never sees the items
+            # neither on their way nor queued.
+            if expected is not None:
+                self._settle_locked(expected, len(items))
+            self._cond.notify_all()
         return futures
 
-    async def run(self, items: Sequence[In]) -> list[Out]:
+    async def run(self, items: Sequence[In], expected: Expected | None = None) -> list[Out]:
         """Results for ``items`` in order; cancelling the caller drops its waiting items."""
-        futures = [asyncio.wrap_future(f) for f in self.submit(items)]
+        futures = [asyncio.wrap_future(f) for f in self.submit(items, expected)]
         try:
             return list(await asyncio.gather(*futures))
         finally:
@@ -97,35 +148,32 @@ class DynamicBatcher(Generic[In, Out]):
 
     def close(self) -> None:
         """Finish the batches already queued, then stop the worker."""
-        with self._lock:
+        with self._cond:
             if self._closed:
                 return
             self._closed = True
-            self._queue.put(_STOP)
+            self._cond.notify_all()
         self._thread.join()
 
-    def _gather(self, first: _Item[In, Out]) -> tuple[list[_Item[In, Out]], bool]:
-        """The batch that starts with ``first``, and whether a stop was seen."""
-        batch = [first]
-        deadline = time.monotonic() + self.max_wait
-        while len(batch) < self.max_batch:
-            left = deadline - time.monotonic()
-            try:
-                item = self._queue.get(timeout=left) if left > 0 else self._queue.get_nowait()
-            except queue.Empty:
-                break
-            if item is _STOP:
-                return batch, True
-            batch.append(item)  # type: ignore[arg-type]
-        return batch, False
+    def _next_batch(self) -> list[_Item[In, Out]] | None:
+        """Block until there is work; None once closed and drained."""
+        with self._cond:
+            while not self._pending:
+                if self._closed:
+                    return None
+                self._cond.wait()
+            deadline = time.monotonic() + self.max_wait
+            while (len(self._pending) < self.max_batch and self._on_their_way > 0
+                   and not self._closed):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._cond.wait(left)
+            count = min(self.max_batch, len(self._pending))
+            return [self._pending.popleft() for _ in range(count)]
 
     def _work(self) -> None:
-        stopping = False
-        while not stopping:
-            first = self._queue.get()
-            if first is _STOP:
-                break
-            batch, stopping = self._gather(first)  # type: ignore[arg-type]
+        while (batch := self._next_batch()) is not None:
             # Claim each future; a cancelled one (caller gone) is not computed.
             live = [item for item in batch if item.future.set_running_or_notify_cancel()]
             if not live:

@@ -29,17 +29,20 @@ import re
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from starchart.errors import BadRequest, NotFound, StarchartError, Unavailable
-from starchart.vision.batching import DynamicBatcher
+from starchart.vision.batching import DynamicBatcher, Expected
 from starchart.vision.images import set_pixel_limit
 
 if TYPE_CHECKING:
     import torch
     from PIL import Image
+
+    from starchart.settings import Settings
 
 log = logging.getLogger("starchart.clip")
 
@@ -91,7 +94,7 @@ def fetch_hint(name: str) -> str:
 class ClipModel:
     """A CLIP checkpoint, loaded once, shared by every request."""
 
-    def __init__(self, name: str, *, max_batch: int = 32, max_wait_ms: float = 5.0,
+    def __init__(self, name: str, *, max_batch: int = 32, max_wait_ms: float = 50.0,
                  max_image_pixels: int = 40_000_000, device: str | None = None) -> None:
         self.name = name
         self.info = ClipInfo(id=_model_id(name), path=name)
@@ -111,7 +114,7 @@ class ClipModel:
         self.texts: DynamicBatcher[list[int], torch.Tensor] | None = None
 
     @classmethod
-    def from_settings(cls, settings: Any, name: str | None = None) -> ClipModel:
+    def from_settings(cls, settings: Settings, name: str | None = None) -> ClipModel:
         return cls(name or settings.clip, max_batch=settings.clip_max_batch,
                    max_wait_ms=settings.clip_max_wait_ms,
                    max_image_pixels=settings.clip_max_image_pixels,
@@ -235,6 +238,12 @@ class ClipModel:
         raise Unavailable(f"the CLIP model {self.info.id!r} is still loading; try again shortly",
                           param="model")
 
+    def batching_stats(self) -> dict[str, Any]:
+        """Forward passes so far and their sizes, per batcher."""
+        return {name: batcher.stats.as_dict()
+                for name, batcher in (("images", self.images), ("texts", self.texts))
+                if batcher is not None}
+
     # -- properties of the loaded model -------------------------------------------------
 
     @property
@@ -297,14 +306,23 @@ class ClipModel:
 
     # -- the async API ------------------------------------------------------------------
 
-    async def embed_images(self, images: Sequence[Image.Image]) -> torch.Tensor:
+    def expect_images(self, count: int) -> Expected:
+        """Announce images still being decoded, so a batch waits for them (see batching)."""
+        self.require()
+        assert self.images is not None
+        return self.images.expect(count)
+
+    async def embed_images(self, images: Sequence[Image.Image],
+                           expected: Expected | None = None) -> torch.Tensor:
         """L2-normalised image embeddings, one row per image."""
         import torch
 
         self.require()
         assert self.images is not None
-        pixels = await asyncio.to_thread(self.preprocess, images)
-        return torch.stack(await self.images.run(pixels))
+        with (nullcontext(expected) if expected is not None
+              else self.images.expect(len(images))) as coming:
+            pixels = await asyncio.to_thread(self.preprocess, images)
+            return torch.stack(await self.images.run(pixels, coming))
 
     async def embed_texts(self, texts: Sequence[str],
                           params: Sequence[str] | None = None) -> torch.Tensor:
@@ -319,26 +337,28 @@ class ClipModel:
         self.require()
         assert self.texts is not None
         names = list(params) if params is not None else [f"input[{i}]" for i in range(len(texts))]
-        ids = await asyncio.to_thread(self.tokenize, texts, names)
-        keys = [tuple(x) for x in ids]
-        rows: dict[tuple[int, ...], torch.Tensor] = {}
-        for key in keys:
-            cached = self._text_cache.get(key)
-            if cached is not None:
-                rows[key] = cached
-        missing = list(dict.fromkeys(key for key in keys if key not in rows))
-        if missing:
-            for key, row in zip(missing, await self.texts.run([list(k) for k in missing]),
-                                strict=True):
-                rows[key] = row
-                self._text_cache.put(key, row)
+        with self.texts.expect(len(texts)) as coming:
+            ids = await asyncio.to_thread(self.tokenize, texts, names)
+            keys = [tuple(x) for x in ids]
+            rows: dict[tuple[int, ...], torch.Tensor] = {}
+            for key in keys:
+                cached = self._text_cache.get(key)
+                if cached is not None:
+                    rows[key] = cached
+            missing = list(dict.fromkeys(key for key in keys if key not in rows))
+            coming.withdraw(len(texts) - len(missing))  # cached or repeated: not coming
+            if missing:
+                computed = await self.texts.run([list(k) for k in missing], coming)
+                for key, row in zip(missing, computed, strict=True):
+                    rows[key] = row
+                    self._text_cache.put(key, row)
         return torch.stack([rows[key] for key in keys]), sum(len(x) for x in ids)
 
-    async def similarity(self, images: Sequence[Image.Image],
-                         texts: Sequence[str]) -> torch.Tensor:
+    async def similarity(self, images: Sequence[Image.Image], texts: Sequence[str],
+                         expected: Expected | None = None) -> torch.Tensor:
         """``logit_scale.exp()`` x cosine, shape (images, texts)."""
         image_embeds, text_embeds = await asyncio.gather(
-            self.embed_images(images),
+            self.embed_images(images, expected),
             self.embed_texts(texts, [f"texts[{i}]" for i in range(len(texts))]),
         )
         return self.logit_scale * image_embeds @ text_embeds.T
@@ -353,10 +373,11 @@ class ClipModel:
         return _normalise(per_label)
 
     async def classify(self, image: Image.Image, labels: Sequence[str],
-                       templates: Sequence[str] = DEFAULT_TEMPLATES) -> list[Label]:
+                       templates: Sequence[str] = DEFAULT_TEMPLATES,
+                       expected: Expected | None = None) -> list[Label]:
         """Zero-shot: labels with probabilities (softmax over labels), most likely first."""
         image_embeds, label_embeds = await asyncio.gather(
-            self.embed_images([image]), self.label_embeddings(labels, templates))
+            self.embed_images([image], expected), self.label_embeddings(labels, templates))
         similarities = (self.logit_scale * image_embeds @ label_embeds.T)[0]
         probabilities = similarities.softmax(dim=-1)
         ranked = [Label(label, float(p), float(s))

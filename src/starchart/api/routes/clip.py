@@ -36,7 +36,8 @@ def model_entries(request: Request) -> list[dict[str, Any]]:
     if clip is None:
         return []
     return [{"id": clip.info.id, "object": "model", "created": 0, "owned_by": "starchart",
-             "kind": "clip", "loaded": clip.loaded, **clip.info.as_dict()}]
+             "kind": "clip", "loaded": clip.loaded, **clip.info.as_dict(),
+             "batching": clip.batching_stats()}]
 
 
 def _clip(request: Request, model: str | None) -> ClipModel:
@@ -121,8 +122,10 @@ async def classify(request: Request) -> dict[str, Any]:
     clip = _clip(request, body.model)
     body.check(_limits(request))
     templates = body.prompt_templates
-    (image,) = await _decode_all(clip, [(image_source, "image")])
-    ranked = await clip.classify(image, body.labels, templates)
+    # Announced before decoding, so concurrent requests' images share a batch.
+    with clip.expect_images(1) as expected:
+        (image,) = await _decode_all(clip, [(image_source, "image")])
+        ranked = await clip.classify(image, body.labels, templates, expected)
     return {"object": "clip.classification", "model": clip.info.id,
             "labels": [label.as_dict() for label in ranked],
             "templates": list(templates), "logit_scale": clip.logit_scale}
@@ -133,8 +136,10 @@ async def similarity(request: Request, body: SimilarityRequest) -> dict[str, Any
     """logit_scale x cosine for every (image, text) pair: one row per image."""
     clip = _clip(request, body.model)
     body.check(_limits(request))
-    images = await _decode_all(clip, [(uri, f"images[{i}]") for i, uri in enumerate(body.images)])
-    matrix = await clip.similarity(images, body.texts)
+    with clip.expect_images(len(body.images)) as expected:
+        images = await _decode_all(clip, [(uri, f"images[{i}]")
+                                          for i, uri in enumerate(body.images)])
+        matrix = await clip.similarity(images, body.texts, expected)
     return {"object": "clip.similarity", "model": clip.info.id, "similarity": matrix.tolist(),
             "logit_scale": clip.logit_scale}
 
@@ -154,15 +159,16 @@ async def embeddings(request: Request, body: EmbeddingRequest) -> dict[str, Any]
     single = isinstance(body.input, str)
     image_at = [i for i, flag in enumerate(is_image) if flag]
     text_at = [i for i, flag in enumerate(is_image) if not flag]
-    images = await _decode_all(clip, [(inputs[i], "input" if single else f"input[{i}]")
-                                      for i in image_at])
     texts = [inputs[i] for i in text_at]
     text_params = ["input" if single else f"input[{i}]" for i in text_at]
     rows: list[Any] = [None] * len(inputs)
     tokens = 0
-    if images:
-        for i, row in zip(image_at, await clip.embed_images(images), strict=True):
-            rows[i] = row
+    if image_at:
+        with clip.expect_images(len(image_at)) as expected:
+            images = await _decode_all(clip, [(inputs[i], "input" if single else f"input[{i}]")
+                                              for i in image_at])
+            for i, row in zip(image_at, await clip.embed_images(images, expected), strict=True):
+                rows[i] = row
     if texts:
         embeds, tokens = await clip.embed_texts_counted(texts, text_params)
         for i, row in zip(text_at, embeds, strict=True):
