@@ -83,6 +83,7 @@ def test_models_lists_the_clip_model(client: httpx.Client, tiny_clip_dir: Path) 
     assert clip["id"] == tiny_clip_dir.name and clip["loaded"] is True
     assert clip["engine"] == "transformers" and clip["n_ctx"] == 77
     assert clip["embedding_dim"] == 16 and clip["weight_bytes"] > 0
+    assert set(clip["batching"]) == {"images", "texts"}
 
 
 def test_classify_json(client: httpx.Client, local: ClipModel) -> None:
