@@ -209,3 +209,20 @@ def test_settings_are_checked() -> None:
         DynamicBatcher(lambda x: x, max_batch=0, max_wait_ms=1)
     with pytest.raises(ValueError):
         DynamicBatcher(lambda x: x, max_batch=1, max_wait_ms=-1)
+
+
+def test_set_count_corrects_the_announcement() -> None:
+    fn = Recorder()
+    batcher = DynamicBatcher(fn, max_batch=8, max_wait_ms=60_000)
+    try:
+        with batcher.expect(1) as expected:  # "a request arrived", before reading its body
+            assert batcher.on_their_way == 1
+            expected.set_count(3)  # its body holds three images
+            assert batcher.on_their_way == 3 and expected.remaining == 3
+            futures = batcher.submit([1, 2], expected)
+            assert batcher.on_their_way == 1
+            expected.set_count(0)  # the third turned out to be unusable
+            assert batcher.on_their_way == 0
+            assert [f.result(timeout=30) for f in futures] == [1, 4]
+    finally:
+        batcher.close()

@@ -86,6 +86,14 @@ def test_models_lists_the_clip_model(client: httpx.Client, tiny_clip_dir: Path) 
     assert set(clip["batching"]) == {"images", "texts"}
 
 
+def test_the_routes_are_documented(client: httpx.Client) -> None:
+    paths = client.get("/openapi.json").json()["paths"]
+    for path, field in [("/v1/clip/classify", "labels"), ("/v1/clip/similarity", "texts"),
+                        ("/v1/embeddings", "input")]:
+        schema = paths[path]["post"]["requestBody"]["content"]["application/json"]["schema"]
+        assert field in schema["properties"]
+
+
 def test_classify_json(client: httpx.Client, local: ClipModel) -> None:
     response = client.post("/v1/clip/classify", json={"image": URI, "labels": LABELS})
     assert response.status_code == 200, response.text

@@ -10,7 +10,8 @@ wait for nobody or cuts a burst of requests into a small first batch and a
 large second one. So callers announce items before they are ready: a request
 that will submit an image once it is decoded and preprocessed says so first
 (``expect(n)``, a context manager; its items count as *on their way* until
-``submit`` or the end of the ``with``). The worker then gathers while items
+``submit`` or the end of the ``with``; ``set_count`` corrects the number once
+the caller knows it). The worker then gathers while items
 are on their way, up to ``max_batch`` items or ``max_wait_ms`` after it took
 the first one, and starts at once when nothing more is on its way: a lone
 request never waits. Items queued while ``fn`` runs make the next batch.
@@ -82,6 +83,13 @@ class Expected:
         """``count`` of the announced items will not come after all."""
         self._batcher._settle(self, count)
 
+    def set_count(self, count: int) -> None:
+        """The caller now knows how many items it will submit (more or fewer)."""
+        if count < self.remaining:
+            self.withdraw(self.remaining - count)
+        elif count > self.remaining:
+            self._batcher._announce(self, count - self.remaining)
+
 
 class DynamicBatcher(Generic[In, Out]):
     def __init__(self, fn: Callable[[list[In]], Sequence[Out]], *, max_batch: int,
@@ -108,9 +116,14 @@ class DynamicBatcher(Generic[In, Out]):
 
     def expect(self, count: int) -> Expected:
         """Announce ``count`` items to come; use as ``with batcher.expect(n) as e:``."""
+        expected = Expected(self, 0)
+        self._announce(expected, count)
+        return expected
+
+    def _announce(self, expected: Expected, count: int) -> None:
         with self._cond:
+            expected.remaining += count
             self._on_their_way += count
-        return Expected(self, count)
 
     def _settle(self, expected: Expected, count: int) -> None:
         with self._cond:
