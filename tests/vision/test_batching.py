@@ -226,3 +226,17 @@ def test_set_count_corrects_the_announcement() -> None:
             assert [f.result(timeout=30) for f in futures] == [1, 4]
     finally:
         batcher.close()
+
+
+def test_a_cheap_function_hardly_waits_for_stragglers() -> None:
+    fn = Recorder()  # takes microseconds
+    batcher = DynamicBatcher(fn, max_batch=8, max_wait_ms=60_000)
+    try:
+        assert batcher.submit([1])[0].result(timeout=30) == 1  # one pass: fn is cheap
+        with batcher.expect(2) as expected:
+            started = time.monotonic()
+            future = batcher.submit([2], expected)[0]
+            assert future.result(timeout=30) == 4  # not held for the announced straggler
+            assert time.monotonic() - started < 10
+    finally:
+        batcher.close()

@@ -13,8 +13,9 @@ that will submit an image once it is decoded and preprocessed says so first
 ``submit`` or the end of the ``with``; ``set_count`` corrects the number once
 the caller knows it). The worker then gathers while items
 are on their way, up to ``max_batch`` items or ``max_wait_ms`` after it took
-the first one, and starts at once when nothing more is on its way: a lone
-request never waits. Items queued while ``fn`` runs make the next batch.
+the first one (or as long as the last call of ``fn`` took, if that is less),
+and starts at once when nothing more is on its way: a lone request never
+waits. Items queued while ``fn`` runs make the next batch.
 
 ``fn`` maps a list of inputs to a list of outputs of the same length, in
 order, and must give each item the result it would get alone: callers never
@@ -104,6 +105,7 @@ class DynamicBatcher(Generic[In, Out]):
         self.stats = BatchStats()
         self._pending: deque[_Item[In, Out]] = deque()
         self._on_their_way = 0
+        self._pass_seconds = self.max_wait  # how long the last call of fn took
         self._closed = False
         self._cond = threading.Condition()
         # A daemon thread: an interpreter exiting without close() is not held up by it.
@@ -175,7 +177,9 @@ class DynamicBatcher(Generic[In, Out]):
                 if self._closed:
                     return None
                 self._cond.wait()
-            deadline = time.monotonic() + self.max_wait
+            # Waiting longer than a forward pass takes costs more than running one more
+            # pass for the stragglers: a cheap model (or a fast GPU) hardly waits at all.
+            deadline = time.monotonic() + min(self.max_wait, self._pass_seconds)
             while (len(self._pending) < self.max_batch and self._on_their_way > 0
                    and not self._closed):
                 left = deadline - time.monotonic()
@@ -192,8 +196,10 @@ class DynamicBatcher(Generic[In, Out]):
             if not live:
                 continue
             self.stats.record(len(live))
+            started = time.monotonic()
             try:
                 outputs = list(self._fn([item.value for item in live]))
+                self._pass_seconds = time.monotonic() - started
                 if len(outputs) != len(live):
                     raise RuntimeError(f"batch function returned {len(outputs)} results"
                                        f" for {len(live)} inputs")
