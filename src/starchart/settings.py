@@ -75,7 +75,7 @@ class Settings(BaseSettings):
     )
     clip_max_wait_ms: float = Field(
         50.0, ge=0, description="Longest a CLIP batch waits for images or texts that"
-        " concurrent requests are still decoding (ms); a lone request never waits.",
+        " concurrent requests are still reading or decoding (ms); a lone request never waits.",
     )
     clip_max_labels: int = Field(
         256, ge=1, description="Most labels (classify) or texts (similarity, embeddings)"
