@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from starchart import __version__
 from starchart.api.errors import BodySizeLimit, install_error_handlers
 from starchart.api.routes import chat, completions, models
+from starchart.api.web import mount_web
 from starchart.engines import create_engine
 from starchart.engines.base import Engine
 from starchart.errors import StarchartError
@@ -64,4 +65,6 @@ def create_app(settings: Settings, engines: list[Engine] | None = None) -> FastA
     app.add_middleware(BodySizeLimit, limit=settings.max_body_bytes)
     for module in (chat, completions, models):
         app.include_router(module.router)
+    if settings.web:
+        mount_web(app)
     return app
