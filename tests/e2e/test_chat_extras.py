@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from chat_page import ask, open_chat, set_param, wait_answered
 import pytest
 from artifacts import screenshot
+from chat_page import ask, open_chat, set_param, wait_answered
 from playwright.sync_api import Page, expect
 
 CHAT = "**/v1/chat/completions"
