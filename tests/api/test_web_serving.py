@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import re
 
 import httpx
 import pytest
+from fastapi.testclient import TestClient
 
 from starchart.api.app import create_app
 from starchart.api.web import dist_dir
@@ -14,14 +14,10 @@ from starchart.settings import Settings
 
 
 def get(settings: Settings, engine, path: str, **overrides: object) -> httpx.Response:
+    # TestClient runs the app on its own thread's loop: safe beside the browser tests'
+    # Playwright, whose loop occupies the main thread.
     app = create_app(settings.model_copy(update=overrides), engines=[engine])
-
-    async def fetch() -> httpx.Response:
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-            return await client.get(path)
-
-    return asyncio.run(fetch())
+    return TestClient(app).get(path)
 
 
 def test_page_is_served_at_root_with_a_strict_csp(settings: Settings, engine) -> None:

@@ -197,8 +197,9 @@ def test_api_errors_show_as_readable_messages(page: Page, live_server) -> None:
     expect(error).to_contain_text("context window is 2048 tokens")
     expect(error).to_contain_text("Start a new conversation")
 
-    # Server down: the connection is refused.
-    page.route(CHAT, lambda route: route.abort("connectionrefused"))
+    # Server down: stop the real server, then ask again.
+    live_server.server.should_exit = True
+    live_server.thread.join(timeout=10)
     ask(page, "Are you there?")
     error = wait_answered(page).get_by_test_id("error")
     expect(error).to_contain_text("Cannot reach the starchart server")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import socket
 import struct
 import zlib
 from collections.abc import Iterator
@@ -11,6 +10,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 from playwright.sync_api import Page, expect
+from servers import free_port
 
 from starchart.api.app import create_app
 from starchart.settings import Settings
@@ -42,12 +42,6 @@ def test_clip_page_is_disabled_without_a_clip_model(page: Page, live_server) -> 
     expect(page.get_by_test_id("clip-disabled")).to_contain_text("--clip MODEL")
     expect(page.get_by_test_id("classify")).to_be_disabled()
     expect(page.locator("#clip-labels")).to_be_disabled()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def png(width: int, height: int) -> bytes:
