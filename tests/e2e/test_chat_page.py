@@ -195,7 +195,13 @@ def test_api_errors_show_as_readable_messages(page: Page, live_server) -> None:
     ask(page, "tell me about this: " + "lighthouse keeper " * 1500)
     error = wait_answered(page).get_by_test_id("error")
     expect(error).to_contain_text("context window is 2048 tokens")
-    expect(error).to_contain_text("Start a new conversation")
+    expect(error).to_contain_text("Shorten the message")
+    # The failed turn is left out of the history: the next message is answered.
+    set_param(page, "max_tokens", 3)
+    with page.expect_request(CHAT) as sent:
+        ask(page, "Hello")
+    assert [m["content"] for m in sent.value.post_data_json["messages"]] == ["", "Hello"]
+    expect(wait_answered(page).get_by_test_id("stats")).to_contain_text("3 tokens")
 
     # Server down: stop the real server, then ask again.
     live_server.server.should_exit = True

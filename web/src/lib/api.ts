@@ -25,8 +25,7 @@ export class ApiError extends Error {
 }
 
 const HINTS: Record<string, string> = {
-  context_length_exceeded:
-    'Start a new conversation, shorten the message, or lower "max new tokens".',
+  context_length_exceeded: 'Shorten the message or start a new conversation.',
   invalid_api_key: 'Paste an API key with the key button at the top right.',
   model_not_ready: 'The model is still loading; try again in a moment.',
 }

@@ -95,6 +95,20 @@ export function toMarkdown(c: Conversation): string {
   return parts.join('\n\n') + '\n'
 }
 
+/**
+ * The history the model sees: a turn whose answer failed (say, the message was
+ * too long) is left out, or every later message would fail the same way.
+ */
+export function turnsToSend(messages: Message[]): { role: string; content: string }[] {
+  const out: { role: string; content: string }[] = []
+  messages.forEach((m, i) => {
+    const next = messages[i + 1]
+    const failed = m.role === 'assistant' ? !!m.error : next?.role === 'assistant' && !!next.error
+    if (m.content && !failed) out.push({ role: m.role, content: m.content })
+  })
+  return out
+}
+
 /** Conversations in localStorage; answers from POST /v1/chat/completions. */
 export class BrowserStore implements ConversationStore {
   readonly kind = 'browser'
@@ -152,9 +166,7 @@ export class BrowserStore implements ConversationStore {
   async generate(req: GenerateRequest, on: StreamHandlers): Promise<void> {
     const { conversation } = req
     // The page already holds the new user message (and no answer to it yet).
-    const history = conversation.messages
-      .filter((m) => m.content && !(m.role === 'assistant' && m.error && !m.content))
-      .map((m) => ({ role: m.role, content: m.content }))
+    const history = turnsToSend(conversation.messages)
     const body = {
       ...(req.model ? { model: req.model } : {}),
       // Always sent, even empty, so the answer does not depend on a server-side default.
