@@ -6,6 +6,7 @@ import base64
 import struct
 import zlib
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -59,19 +60,19 @@ def png(width: int, height: int) -> bytes:
             + chunk(b"IEND", b""))
 
 
+@pytest.fixture(scope="module")
+def tiny_clip_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    # The CLIP tests' builder (tests/vision/tiny_clip.py, issue 4): a random tiny CLIP.
+    tiny_clip = pytest.importorskip("vision.tiny_clip", reason="no CLIP API yet (issue 4)")
+    return tiny_clip.build_clip(tmp_path_factory.mktemp("tiny-clip"))
+
+
 @pytest.fixture
-def clip_server(request: pytest.FixtureRequest, settings: Settings, engine,
+def clip_server(tiny_clip_folder: Path, settings: Settings, engine,
                 live_server) -> Iterator[object]:
-    """The real server with the tiny test CLIP model (built by the CLIP tests' fixture)."""
-    if "clip" not in Settings.model_fields:
-        pytest.skip("this build has no CLIP API yet (issue 4)")
-    try:
-        folder = request.getfixturevalue("tiny_clip_dir")
-    except pytest.FixtureLookupError:
-        pytest.skip("the tiny test CLIP fixture (tiny_clip_dir) is not visible from tests/e2e")
-    app = create_app(settings.model_copy(update={"clip": str(folder)}), engines=[engine])
-    if not any(getattr(route, "path", "") == "/v1/clip/classify" for route in app.routes):
-        pytest.skip("this server has no /v1/clip/classify route")
+    """The real server with the tiny test CLIP model beside the chat model."""
+    app = create_app(settings.model_copy(update={"clip": str(tiny_clip_folder)}),
+                     engines=[engine])
     # tests/conftest.py's LiveServer (a name this folder's conftest shadows for imports).
     with type(live_server)(app, free_port()) as server:
         yield server
@@ -99,3 +100,15 @@ def test_clip_page_classifies_an_image(page: Page, clip_server) -> None:
     assert shown == [r["label"] for r in expected]
     top = bars.first.locator(".bar-value").inner_text()
     assert top == f"{expected[0]['probability'] * 100:.1f}%"
+
+    # Dropping another image replaces the first and clears the old answer.
+    other = base64.b64encode(png(32, 32)).decode()
+    page.locator(".dropzone").evaluate("""(zone, b64) => {
+        const bytes = Uint8Array.from(atob(b64), c => c.charCodeAt(0));
+        const data = new DataTransfer();
+        data.items.add(new File([bytes], 'dropped.png', {type: 'image/png'}));
+        zone.dispatchEvent(new DragEvent('drop', {dataTransfer: data, bubbles: true}));
+    }""", other)
+    expect(bars).to_have_count(0)
+    page.get_by_test_id("classify").click()
+    expect(bars).to_have_count(3)
