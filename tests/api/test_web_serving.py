@@ -17,7 +17,7 @@ def get(settings: Settings, engine, path: str, **overrides: object) -> httpx.Res
     # TestClient runs the app on its own thread's loop: safe beside the browser tests'
     # Playwright, whose loop occupies the main thread.
     app = create_app(settings.model_copy(update=overrides), engines=[engine])
-    return TestClient(app).get(path)
+    return TestClient(app, base_url="http://127.0.0.1").get(path)
 
 
 def test_page_is_served_at_root_with_a_strict_csp(settings: Settings, engine) -> None:

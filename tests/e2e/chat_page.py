@@ -2,9 +2,25 @@
 
 from __future__ import annotations
 
+import re
+from typing import Any
+
 from playwright.sync_api import Locator, Page, expect
 
 ANSWER = "[data-role=assistant]"
+# The request that generates an answer: chat completions with the history when
+# chats live in the browser, the conversation's messages route when the server
+# stores them (issue 6).
+GENERATE = re.compile(r"/v1/(chat/completions|conversations/[^/]+/messages)$")
+
+
+def user_text(body: dict[str, Any]) -> str:
+    """The new user message a generation request carries, in either form."""
+    return body["content"] if "content" in body else body["messages"][-1]["content"]
+
+
+def stored_on_server(page: Page) -> bool:
+    return page.get_by_text("Saved on the server").is_visible()
 
 
 def open_chat(page: Page, url: str) -> None:

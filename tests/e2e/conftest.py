@@ -66,8 +66,10 @@ def context_options() -> dict[str, object]:
 
 
 @pytest.fixture
-def page(browser: sync_api.Browser, context_options: dict[str, object],
+def page(browser: sync_api.Browser, context_options: dict[str, object], live_server,
          request: pytest.FixtureRequest) -> Iterator[sync_api.Page]:
+    # Depending on live_server makes the page close first: a server stopping
+    # under the browser's open connections would wait out its grace period.
     context = browser.new_context(**context_options)
     page = context.new_page()
     page.set_default_timeout(30_000)

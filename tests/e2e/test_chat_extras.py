@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import pytest
 from artifacts import screenshot
-from chat_page import ask, open_chat, set_param, wait_answered
+from chat_page import GENERATE, ask, open_chat, set_param, stored_on_server, wait_answered
 from playwright.sync_api import Page, expect
-
-CHAT = "**/v1/chat/completions"
 
 
 def test_conversations_new_rename_delete_survive_reload(page: Page, live_server) -> None:
@@ -26,11 +24,12 @@ def test_conversations_new_rename_delete_survive_reload(page: Page, live_server)
     expect(chats).to_have_count(2)
     expect(chats.first).to_contain_text("Second chat about trains")  # newest first
 
-    chats.nth(1).get_by_role("button", name="Rename").click()
+    chats.filter(has_text="First chat").get_by_role("button", name="Rename").click()
     title = page.locator(".rename input")
     title.fill("Boats")
     title.press("Enter")
-    expect(chats.nth(1)).to_contain_text("Boats")
+    expect(chats.filter(has_text="Boats")).to_have_count(1)
+    expect(chats.filter(has_text="First chat")).to_have_count(0)
 
     page.reload()
     open_chat(page, live_server.url)
@@ -44,7 +43,7 @@ def test_conversations_new_rename_delete_survive_reload(page: Page, live_server)
     with page.expect_download() as download:
         chats.filter(has_text="Boats").get_by_role("button", name="Export").click()
     exported = open(download.value.path(), encoding="utf-8").read()
-    assert exported.startswith("# Boats") and "## User\n\nFirst chat about boats" in exported
+    assert exported.startswith("# Boats") and "First chat about boats" in exported
 
     delete = chats.filter(has_text="Boats").get_by_role("button", name="Delete")
     delete.click()
@@ -67,8 +66,12 @@ def test_regenerate_and_copy(page: Page, live_server) -> None:
     set_param(page, "temperature", 0)
     ask(page, "What is the capital of France?")
     first = wait_answered(page).get_by_test_id("answer").inner_text()
+    if stored_on_server(page):
+        # The conversations API appends turns; it cannot replace the last answer.
+        expect(page.get_by_test_id("regenerate")).to_have_count(0)
+        pytest.skip("Regenerate needs chats kept in the browser")
 
-    with page.expect_request(CHAT) as sent:
+    with page.expect_request(GENERATE) as sent:
         page.get_by_test_id("regenerate").click()
     # The old answer is replaced, not sent back as history.
     assert [m["role"] for m in sent.value.post_data_json["messages"]] == ["system", "user"]
@@ -84,7 +87,7 @@ def test_code_block_copy_button(page: Page, live_server) -> None:
     open_chat(page, live_server.url)
     body = ('data: {"choices":[{"index":0,"delta":{"content":"```python\\nprint(42)\\n```"}}]}'
             '\n\ndata: [DONE]\n\n')
-    page.route(CHAT, lambda r: r.fulfill(headers={"Content-Type": "text/event-stream"},
+    page.route(GENERATE, lambda r: r.fulfill(headers={"Content-Type": "text/event-stream"},
                                          body=body))
     ask(page, "code please")
     answer = wait_answered(page)
