@@ -87,6 +87,8 @@ def page(browser: sync_api.Browser, context_options: dict[str, object], live_ser
         yield page
     finally:
         try:
-            screenshot(page, request.node.nodeid.split("::", 1)[-1])
+            # A test that stops its own server closes the page first (and shoots it).
+            if not page.is_closed():
+                screenshot(page, request.node.nodeid.split("::", 1)[-1])
         finally:
             context.close()

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import httpx
 import pytest
-from chat_page import ask, open_chat, set_param, wait_answered
+from artifacts import screenshot
+from chat_page import GENERATE, ask, open_chat, set_param, wait_answered
 from playwright.sync_api import Browser, expect
 from servers import free_port
 
@@ -39,3 +40,27 @@ def test_conversations_live_on_the_server_across_a_restart(browser: Browser, liv
         expect(page.locator("[data-role=user]")).to_contain_text("Remember the lighthouse")
         expect(page.locator("[data-role=assistant]")).to_have_count(1)
         page.context.close()
+
+
+def test_api_key_pasted_into_the_page_is_sent(page, live_server, settings, engine) -> None:
+    store_module = pytest.importorskip("starchart.store", reason="no API keys yet (issue 6)")
+    store = store_module.Store.open(settings)
+    try:
+        _, secret = store.keys.create("web page test")
+    finally:
+        store.close()
+    with type(live_server)(create_app(settings, engines=[engine]), free_port()) as server:
+        page.goto(server.url + "/")
+        # Without the key: a readable message saying what to do, not a blank page.
+        expect(page.get_by_test_id("notice")).to_contain_text("API key")
+        page.get_by_role("button", name="API key").click()
+        page.locator("#api-key").fill(secret)
+        page.locator("#api-key").press("Enter")  # saves and reloads
+        open_chat(page, server.url)
+        set_param(page, "max_tokens", 3)
+        with page.expect_request(GENERATE) as sent:
+            ask(page, "Hi")
+        assert sent.value.headers["authorization"] == f"Bearer {secret}"
+        expect(wait_answered(page).get_by_test_id("stats")).to_contain_text("3 tokens")
+        screenshot(page, "test_api_key_pasted_into_the_page_is_sent")
+        page.close()
