@@ -21,6 +21,8 @@ export interface Message {
   tokens_per_second?: number | null
   /** An error shown in place of (or after) the answer. */
   error?: string | null
+  /** Earlier turns the server left out so that this one fit the context window. */
+  dropped_turns?: number
 }
 
 export interface Conversation {
