@@ -15,7 +15,10 @@ from pathlib import Path
 
 import pytest
 
-sync_api = pytest.importorskip("playwright.sync_api", reason="pip install -e '.[test]'")
+if os.environ.get("CI"):
+    from playwright import sync_api  # in CI a missing Playwright is a failure, not a skip
+else:
+    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install -e '.[test]'")
 
 from artifacts import screenshot  # noqa: E402 - needs playwright, checked just above
 
