@@ -19,6 +19,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from starchart import __version__
+from starchart.doctor.command import add_commands as add_doctor_commands
 from starchart.errors import StarchartError
 from starchart.settings import Settings
 
@@ -117,8 +118,9 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
                                                "max_body_bytes", "log_level")])
     handlers["chat"] = _chat
 
-    models = sub.add_parser("models", help="list the models starchart knows by name")
+    sub.add_parser("models", help="list the models starchart knows by name")
     handlers["models"] = _models
+    add_doctor_commands(sub, handlers, add_setting_flags)
     return parser, handlers
 
 

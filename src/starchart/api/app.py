@@ -11,7 +11,7 @@ from fastapi import FastAPI
 
 from starchart import __version__
 from starchart.api.errors import BodySizeLimit, install_error_handlers
-from starchart.api.routes import chat, completions, models
+from starchart.api.routes import chat, completions, doctor, models
 from starchart.api.web import mount_web
 from starchart.engines import create_engine
 from starchart.engines.base import Engine
@@ -63,7 +63,7 @@ def create_app(settings: Settings, engines: list[Engine] | None = None) -> FastA
     app.state.service = service
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, limit=settings.max_body_bytes)
-    for module in (chat, completions, models):
+    for module in (chat, completions, models, doctor):
         app.include_router(module.router)
     if settings.web:
         mount_web(app)
