@@ -60,7 +60,6 @@ class Settings(BaseSettings):
         ),
     )
 
-    web: bool = Field(True, description="Serve the web page (chat, CLIP, status) at /.")
     max_body_bytes: int = Field(
         16 * 1024 * 1024, ge=1024, description="Largest accepted request body in bytes."
     )

@@ -13,10 +13,10 @@ from starchart.api.web import dist_dir
 from starchart.settings import Settings
 
 
-def get(settings: Settings, engine, path: str, **overrides: object) -> httpx.Response:
+def get(settings: Settings, engine, path: str) -> httpx.Response:
     # TestClient runs the app on its own thread's loop: safe beside the browser tests'
     # Playwright, whose loop occupies the main thread.
-    app = create_app(settings.model_copy(update=overrides), engines=[engine])
+    app = create_app(settings, engines=[engine])
     return TestClient(app, base_url="http://127.0.0.1").get(path)
 
 
@@ -46,11 +46,6 @@ def test_unknown_paths_stay_json_404s(settings: Settings, engine, path: str) -> 
     response = get(settings, engine, path)
     assert response.status_code == 404
     assert response.json()["error"]["code"] == "not_found"
-
-
-def test_no_web_leaves_only_the_api(settings: Settings, engine) -> None:
-    assert get(settings, engine, "/", web=False).status_code == 404
-    assert get(settings, engine, "/v1/models", web=False).status_code == 200
 
 
 def test_the_committed_build_is_in_the_package() -> None:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from artifacts import screenshot
-from chat_page import GENERATE, ask, open_chat, set_param, stored_on_server, wait_answered
 from playwright.sync_api import Page, expect
+
+from tests.e2e.artifacts import screenshot
+from tests.e2e.chat_page import GENERATE, ask, open_chat, set_param, stored_on_server, wait_answered
 
 
 def test_conversations_new_rename_delete_survive_reload(page: Page, live_server) -> None:

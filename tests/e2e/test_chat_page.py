@@ -6,8 +6,10 @@ import json
 import time
 
 import httpx
-from artifacts import screenshot
-from chat_page import (
+from playwright.sync_api import Page, Route, expect
+
+from tests.e2e.artifacts import screenshot
+from tests.e2e.chat_page import (
     GENERATE,
     ask,
     last_answer,
@@ -17,7 +19,6 @@ from chat_page import (
     user_text,
     wait_answered,
 )
-from playwright.sync_api import Page, Route, expect
 
 # Records the answer's text each time the DOM changes while it streams.
 RECORD_STATES = """() => {

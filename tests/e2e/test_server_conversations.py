@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import httpx
 import pytest
-from artifacts import screenshot
-from chat_page import GENERATE, ask, open_chat, set_param, wait_answered
 from playwright.sync_api import Browser, expect
-from servers import free_port
 
 from starchart.api.app import create_app
+
+from tests.conftest import LiveServer, free_port
+from tests.e2e.artifacts import screenshot
+from tests.e2e.chat_page import GENERATE, ask, open_chat, set_param, wait_answered
 
 
 def test_conversations_live_on_the_server_across_a_restart(browser: Browser, live_server,
@@ -31,7 +32,7 @@ def test_conversations_live_on_the_server_across_a_restart(browser: Browser, liv
     # Stop the server; a new one on the same data directory still has the chat.
     live_server.server.should_exit = True
     live_server.thread.join(timeout=10)
-    with type(live_server)(create_app(settings, engines=[engine]), free_port()) as again:
+    with LiveServer(create_app(settings, engines=[engine]), free_port()) as again:
         page = browser.new_context().new_page()  # another browser profile, too
         open_chat(page, again.url)
         chats = page.get_by_test_id("conversation")
@@ -49,7 +50,7 @@ def test_api_key_pasted_into_the_page_is_sent(page, live_server, settings, engin
         _, secret = store.keys.create("web page test")
     finally:
         store.close()
-    with type(live_server)(create_app(settings, engines=[engine]), free_port()) as server:
+    with LiveServer(create_app(settings, engines=[engine]), free_port()) as server:
         page.goto(server.url + "/")
         # Without the key: a readable message saying what to do, not a blank page.
         expect(page.get_by_test_id("notice")).to_contain_text("API key")

@@ -11,10 +11,11 @@ from pathlib import Path
 import httpx
 import pytest
 from playwright.sync_api import Page, expect
-from servers import free_port
 
 from starchart.api.app import create_app
 from starchart.settings import Settings
+
+from tests.conftest import LiveServer, free_port
 
 
 def test_status_page_shows_models_and_live_figures(page: Page, live_server) -> None:
@@ -63,18 +64,16 @@ def png(width: int, height: int) -> bytes:
 @pytest.fixture(scope="module")
 def tiny_clip_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     # The CLIP tests' builder (tests/vision/tiny_clip.py, issue 4): a random tiny CLIP.
-    tiny_clip = pytest.importorskip("vision.tiny_clip", reason="no CLIP API yet (issue 4)")
+    tiny_clip = pytest.importorskip("tests.vision.tiny_clip", reason="no CLIP API yet (issue 4)")
     return tiny_clip.build_clip(tmp_path_factory.mktemp("tiny-clip"))
 
 
 @pytest.fixture
-def clip_server(tiny_clip_folder: Path, settings: Settings, engine,
-                live_server) -> Iterator[object]:
+def clip_server(tiny_clip_folder: Path, settings: Settings, engine) -> Iterator[LiveServer]:
     """The real server with the tiny test CLIP model beside the chat model."""
     app = create_app(settings.model_copy(update={"clip": str(tiny_clip_folder)}),
                      engines=[engine])
-    # tests/conftest.py's LiveServer (a name this folder's conftest shadows for imports).
-    with type(live_server)(app, free_port()) as server:
+    with LiveServer(app, free_port()) as server:
         yield server
 
 

@@ -65,6 +65,5 @@ def create_app(settings: Settings, engines: list[Engine] | None = None) -> FastA
     app.add_middleware(BodySizeLimit, limit=settings.max_body_bytes)
     for module in (chat, completions, models, doctor):
         app.include_router(module.router)
-    if settings.web:
-        mount_web(app)
+    mount_web(app)
     return app
