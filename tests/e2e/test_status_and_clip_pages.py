@@ -36,7 +36,9 @@ def test_status_page_shows_models_and_live_figures(page: Page, live_server) -> N
     if httpx.get(live_server.url + "/v1/doctor").status_code == 404:
         expect(page.get_by_test_id("doctor-note")).to_contain_text("starchart doctor")
     else:
-        expect(page.locator(".verdict")).to_contain_text("Overall")
+        doctor = httpx.get(live_server.url + "/v1/doctor", timeout=60).json()
+        expect(page.locator(".verdict")).to_have_text(f"Overall: {doctor['status']}")
+        expect(page.locator(".checks li")).to_have_count(len(doctor["checks"]))
 
 
 def test_clip_page_is_disabled_without_a_clip_model(page: Page, live_server) -> None:
