@@ -29,7 +29,7 @@ WHEELHOUSE := $(HOME)/.cache/starchart/wheels/$(shell echo '$(LLAMA_CPP) $(LLAMA
 # pull a build that does not match the torch above, and we import none of it.
 OPEN_CLIP := open_clip_torch==3.3.0
 
-.PHONY: run test install install-test web lint bench clean
+.PHONY: run test install install-test web browser lint bench clean
 
 run: $(VENV)/.installed
 	$(BIN)/starchart serve --host $(HOST) --port $(PORT)
@@ -71,7 +71,13 @@ browser:
 	  else \
 	    echo "ERROR: /usr/bin/chromium is missing and we are not root: run 'sudo apt-get install -y chromium'" >&2; exit 1; \
 	  fi; \
+	  [ -x /usr/bin/chromium ] || { echo "ERROR: chromium could not be installed: the browser tests cannot run" >&2; exit 1; }; \
 	fi
+
+# Rebuild the web page into src/starchart/web/dist (committed, so `make run`
+# needs no Node); tests/unit/test_web_build.py fails when it is stale.
+web:
+	cd web && npm ci --no-audit --no-fund && npm run build
 
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check src tests benchmarks

@@ -20,10 +20,9 @@ import sys
 import time
 
 import httpx
-import llama_cpp
 import numpy as np
 
-from starchart.engines.llamacpp import default_threads
+from starchart.engines.llamacpp import default_threads  # sets llama.cpp's OpenMP policy
 from starchart.registry import EMBEDDED_NAME, embedded_gguf
 
 PROMPTS = [
@@ -51,7 +50,8 @@ def measure(stream) -> tuple[float, float, int]:  # noqa: ANN001 - an iterator o
     return first - start, (n - 1) / (last - first), n
 
 
-def raw_engine(llama: llama_cpp.Llama, eog: np.ndarray, prompt: str, max_tokens: int):
+def raw_engine(llama,  # noqa: ANN001 - a llama_cpp.Llama
+                eog: np.ndarray, prompt: str, max_tokens: int):
     def mask(_ids, scores):  # noqa: ANN001, ANN202
         scores[eog] = -np.inf
         return scores
@@ -79,6 +79,8 @@ def main() -> int:
     parser.add_argument("--max-tokens", type=int, default=128)
     parser.add_argument("--n-ctx", type=int, default=2048)
     args = parser.parse_args()
+    import llama_cpp  # after starchart's engine module: same OpenMP settings on both sides
+
     threads = default_threads()
 
     with socket.socket() as sock:

@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from starchart import __version__
 from starchart.api.errors import BodySizeLimit, install_error_handlers
 from starchart.api.routes import chat, clip, completions, doctor, models
+from starchart.api.web import mount_web
 from starchart.engines import create_engine
 from starchart.engines.base import Engine
 from starchart.errors import StarchartError
@@ -72,4 +73,5 @@ def create_app(settings: Settings, engines: list[Engine] | None = None) -> FastA
     app.add_middleware(BodySizeLimit, limit=settings.max_body_bytes)
     for module in (chat, completions, models, doctor, clip):
         app.include_router(module.router)
+    mount_web(app)
     return app
