@@ -3,20 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 
 from starchart import __version__
+from starchart.api.auth import AccessGuard, split_setting
 from starchart.api.errors import BodySizeLimit, install_error_handlers
-from starchart.api.routes import chat, completions, models
+from starchart.api.routes import chat, completions, conversations, models
 from starchart.engines import create_engine
 from starchart.engines.base import Engine
 from starchart.errors import StarchartError
 from starchart.service import ChatService
 from starchart.settings import Settings
+from starchart.store import Store
+from starchart.store.turns import ConversationChat
 
 log = logging.getLogger("starchart")
 
@@ -45,6 +50,8 @@ def create_app(settings: Settings, engines: list[Engine] | None = None) -> FastA
     owned = engines is None
     chosen = [create_engine(settings)] if engines is None else engines
     service = ChatService(settings, {e.info.id: e for e in chosen})
+    store = Store.open(settings)
+    conversation_chat = ConversationChat(service, store.conversations)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -53,6 +60,10 @@ def create_app(settings: Settings, engines: list[Engine] | None = None) -> FastA
             yield
         finally:
             loading.cancel()
+            # Replies still being generated store what they have.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(conversation_chat.drain(), timeout=5)
+            store.close()
             if owned:
                 for engine in service.engines.values():
                     engine.close()
@@ -60,8 +71,15 @@ def create_app(settings: Settings, engines: list[Engine] | None = None) -> FastA
     app = FastAPI(title="starchart", version=__version__, lifespan=lifespan)
     app.state.settings = settings
     app.state.service = service
+    app.state.store = store
+    app.state.conversation_chat = conversation_chat
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, limit=settings.max_body_bytes)
-    for module in (chat, completions, models):
+    # Added after (so outside) the body limit: no key, no body read.
+    app.add_middleware(AccessGuard, settings=settings, keys=store.keys)
+    if settings.cors_origins:  # outermost, so preflights and 401s carry CORS headers
+        app.add_middleware(CORSMiddleware, allow_origins=split_setting(settings.cors_origins),
+                           allow_methods=["*"], allow_headers=["*"])
+    for module in (chat, completions, conversations, models):
         app.include_router(module.router)
     return app
