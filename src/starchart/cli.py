@@ -1,4 +1,4 @@
-"""The one entry point: ``starchart serve | chat | models``.
+"""The one entry point: ``starchart serve | chat | models | keys``.
 
 Setting flags are generated from ``Settings``, so every setting has a flag
 (``--n-ctx``), an environment variable (``STARCHART_N_CTX``) and one
@@ -72,7 +72,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
 def _chat(args: argparse.Namespace, settings: Settings) -> int:
     from starchart.chat.terminal import run_chat
 
-    return run_chat(settings, prompt=args.prompt)
+    return run_chat(settings, prompt=args.prompt, conversation=args.conversation)
 
 
 def _models(args: argparse.Namespace, settings: Settings) -> int:
@@ -112,10 +112,18 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
     chat.add_argument("-p", "--prompt", help="answer this one question and exit (for scripts:"
                       " only the answer goes to stdout)")
     chat.add_argument("--system", dest="system_prompt", help="system prompt for this chat")
+    chat.add_argument("--conversation", metavar="ID", help="resume this stored conversation"
+                      " (an id from /v1/conversations); new turns are stored in it")
     add_setting_flags(chat, only=[n for n in Settings.model_fields
                                   if n not in ("host", "port", "system_prompt",
-                                               "max_body_bytes", "log_level")])
+                                               "max_body_bytes", "log_level",
+                                               "allowed_hosts", "cors_origins",
+                                               "insecure_no_auth")])
     handlers["chat"] = _chat
+
+    from starchart.store.commands import add_keys_command
+
+    handlers["keys"] = add_keys_command(sub, add_setting_flags)
 
     models = sub.add_parser("models", help="list the models starchart knows by name")
     handlers["models"] = _models
