@@ -217,7 +217,10 @@ async def _stream_turn(websocket: WebSocket, turn: Turn, pending: list[str]) -> 
                     listener = asyncio.ensure_future(websocket.receive_text())
             try:
                 event = step.result()
-            except StopAsyncIteration:
+            except StopAsyncIteration:  # stopped before the end: say so, it is stored
+                await websocket.send_json({
+                    "type": "done", "finish_reason": "cancelled", "usage": None,
+                    "message_id": turn.message_id, "dropped_turns": turn.dropped_turns})
                 return
             except StarchartError as exc:
                 await websocket.send_json(_error_frame(exc))
@@ -229,6 +232,7 @@ async def _stream_turn(websocket: WebSocket, turn: Turn, pending: list[str]) -> 
                     "type": "done", "finish_reason": event.reason,
                     "usage": event.usage.as_dict(), "message_id": turn.message_id,
                     "dropped_turns": turn.dropped_turns})
+                return
     finally:
         if listener.done() and not listener.cancelled() and listener.exception() is None:
             pending.append(listener.result())
