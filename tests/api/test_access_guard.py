@@ -14,6 +14,7 @@ import pytest
 from fastapi.routing import APIRoute, APIWebSocketRoute
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.testclient import TestClient, WebSocketDenialResponse
+from tests.conftest import LiveServer, free_port
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
@@ -21,7 +22,6 @@ from starchart.api.app import create_app
 from starchart.api.auth import AccessGuard, is_public
 from starchart.settings import Settings
 from starchart.store import Store
-from tests.conftest import LiveServer, free_port
 
 
 @dataclass
