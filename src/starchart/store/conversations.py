@@ -197,3 +197,8 @@ class ConversationStore:
             conn.execute(messages.update().where(messages.c.id == message_id).values(
                 content=content, incomplete=incomplete, finish_reason=finish_reason,
                 usage=usage))
+            if finish_reason is not None:  # the turn is over: the conversation moved
+                owner = (sa.select(messages.c.conversation_id)
+                         .where(messages.c.id == message_id).scalar_subquery())
+                conn.execute(conversations.update().where(conversations.c.id == owner)
+                             .values(updated_at=time.time()))

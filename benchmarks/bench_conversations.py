@@ -1,0 +1,162 @@
+"""What do durable conversations and API keys cost? Ratios against plain chat.
+
+One model, one process, real HTTP on loopback. Each round runs a
+conversation of --turns turns three ways, alternating so machine noise hits
+all of them:
+
+- chat: /v1/chat/completions, the client resending the whole history (the
+  user's document kept it in a dict; this is the no-storage baseline);
+- stored: /v1/conversations/{id}/messages, history kept server-side in SQLite,
+  user turn committed before generation, reply flushed while it streams;
+- stored+key: the same with an API key required (hash check per request).
+
+Replies are exactly --max-tokens long (end-of-sequence masked, temperature 0)
+so all three decode the same tokens from the same prompts. Then 16
+conversations are driven at once (16 threads) against 16 sequential
+conversations, to show that concurrent conversations are not slowed by the
+store (the engine serialises generation either way).
+
+    .venv/bin/python benchmarks/bench_conversations.py [--rounds 5] [--turns 4] [--threads 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import socket
+import statistics
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import uvicorn
+
+from starchart.api.app import create_app
+from starchart.engines.llamacpp import LlamaCppEngine
+from starchart.registry import EMBEDDED_NAME, embedded_gguf
+from starchart.settings import Settings
+from starchart.store import Store
+
+QUESTIONS = ["Tell me about lighthouses.", "Why are they tall?", "Who keeps them?",
+             "Are there any left?", "What replaced them?", "Thank you."]
+
+
+def _port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def serve(settings: Settings, engine: LlamaCppEngine) -> tuple[str, uvicorn.Server]:
+    port = _port()
+    server = uvicorn.Server(uvicorn.Config(create_app(settings, engines=[engine]),
+                                           host="127.0.0.1", port=port, log_level="error"))
+    threading.Thread(target=server.run, daemon=True).start()
+    url = f"http://127.0.0.1:{port}"
+    while True:
+        try:
+            if httpx.get(url + "/ready").status_code == 200:
+                return url, server
+        except httpx.HTTPError:
+            time.sleep(0.05)
+
+
+def chat_conversation(client: httpx.Client, turns: int, sampling: dict) -> None:
+    messages = [{"role": "system", "content": ""}]
+    for question in QUESTIONS[:turns]:
+        messages.append({"role": "user", "content": question})
+        reply = client.post("/v1/chat/completions", json={"messages": messages, **sampling})
+        reply.raise_for_status()
+        messages.append(reply.json()["choices"][0]["message"])
+
+
+def stored_conversation(client: httpx.Client, turns: int, sampling: dict) -> None:
+    conv = client.post("/v1/conversations", json={"system_prompt": ""}).json()
+    for question in QUESTIONS[:turns]:
+        reply = client.post(f"/v1/conversations/{conv['id']}/messages",
+                            json={"content": question, "stream": False, **sampling})
+        reply.raise_for_status()
+
+
+def timed(fn, *args) -> float:  # noqa: ANN001
+    started = time.perf_counter()
+    fn(*args)
+    return time.perf_counter() - started
+
+
+def at_once(url: str, headers: dict, fn, n: int, turns: int, sampling: dict) -> float:  # noqa: ANN001
+    def one() -> None:
+        with httpx.Client(base_url=url, headers=headers, timeout=600) as client:
+            fn(client, turns, sampling)
+
+    threads = [threading.Thread(target=one) for _ in range(n)]
+    started = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--turns", type=int, default=4, choices=range(1, len(QUESTIONS) + 1))
+    parser.add_argument("--max-tokens", type=int, default=32)
+    parser.add_argument("--concurrent", type=int, default=16)
+    parser.add_argument("--threads", type=int, default=1,
+                        help="llama.cpp threads (1 keeps a loaded 2-core machine steady:"
+                        " its spinning threads collapse when the server's own threads"
+                        " preempt them)")
+    args = parser.parse_args()
+    sampling = {"temperature": 0, "max_tokens": args.max_tokens, "ignore_eos": True}
+
+    engine = LlamaCppEngine(EMBEDDED_NAME, embedded_gguf(), n_ctx=2048, threads=args.threads)
+    engine.load()
+    with tempfile.TemporaryDirectory() as tmp:
+        open_settings = Settings(home=Path(tmp) / "open", n_ctx=2048)
+        keyed_settings = Settings(home=Path(tmp) / "keyed", n_ctx=2048)
+        store = Store.open(keyed_settings)
+        key = store.keys.create("bench")[1]
+        store.close()
+        open_url, open_server = serve(open_settings, engine)
+        keyed_url, keyed_server = serve(keyed_settings, engine)
+        plain = httpx.Client(base_url=open_url, timeout=600)
+        keyed = httpx.Client(base_url=keyed_url, timeout=600,
+                             headers={"Authorization": f"Bearer {key}"})
+        chat_conversation(plain, 1, sampling)  # warm-up
+        runs: dict[str, list[float]] = {"chat": [], "stored": [], "stored+key": []}
+        for _ in range(args.rounds):
+            runs["chat"].append(timed(chat_conversation, plain, args.turns, sampling))
+            runs["stored"].append(timed(stored_conversation, plain, args.turns, sampling))
+            runs["stored+key"].append(timed(stored_conversation, keyed, args.turns, sampling))
+        base = statistics.median(runs["chat"])
+        print(f"\n{args.turns}-turn conversation, {args.max_tokens} tokens per reply,"
+              f" median of {args.rounds} rounds\n")
+        print("| path | seconds per conversation | ratio to chat |")
+        print("|---|---|---|")
+        for name, times in runs.items():
+            median = statistics.median(times)
+            print(f"| {name} | {median:.3f} | {median / base:.3f} |")
+
+        n = args.concurrent
+        seq = timed(lambda: [stored_conversation(plain, args.turns, sampling)
+                             for _ in range(n)])
+        par = at_once(open_url, {}, stored_conversation, n, args.turns, sampling)
+        seq_chat = timed(lambda: [chat_conversation(plain, args.turns, sampling)
+                                  for _ in range(n)])
+        print(f"\n{n} stored conversations of {args.turns} turns\n")
+        print("| run | seconds | ratio to sequential plain chat |")
+        print("|---|---|---|")
+        for name, seconds in (("plain chat, one after another", seq_chat),
+                              ("stored, one after another", seq),
+                              (f"stored, {n} at once", par)):
+            print(f"| {name} | {seconds:.2f} | {seconds / seq_chat:.3f} |")
+        for server in (open_server, keyed_server):
+            server.should_exit = True
+    engine.close()
+
+
+if __name__ == "__main__":
+    main()
