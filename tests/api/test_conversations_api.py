@@ -206,8 +206,9 @@ def test_a_client_disconnect_stores_the_partial_reply_and_stops_generating(
     assert reply["finish_reason"] == "cancelled" and reply["incomplete"] is True
     assert reply["content"].startswith(received) and reply["usage"] is None
     before = engine.tokens_generated
-    time.sleep(0.5)
-    assert engine.tokens_generated == before  # nobody is generating for a gone client
+    time.sleep(1)
+    # Nobody is generating for a gone client (one token may have been in flight).
+    assert engine.tokens_generated - before <= 1
     assert len(reply["content"]) < 1500  # it stopped long before max_tokens
 
 
@@ -256,7 +257,8 @@ def test_16_concurrent_turns_on_16_conversations_are_each_stored_once_in_order(
             ("user", f"round {r} for {conv_id}") for r in range(2)]
         assert [m["role"] for m in messages] == ["user", "assistant"] * 2
         assert all(not m["incomplete"] for m in messages)
-        assert all(m["content"] for m in messages)
+        assert all(m["finish_reason"] in ("stop", "length")
+                   for m in messages if m["role"] == "assistant")
 
 
 def test_two_turns_on_one_conversation_are_serialised(api: httpx.Client, live_server) -> None:  # noqa: ANN001
