@@ -141,18 +141,23 @@ def main() -> None:
             print(f"| {name} | {median:.3f} | {median / base:.3f} |")
 
         n = args.concurrent
-        seq = timed(lambda: [stored_conversation(plain, args.turns, sampling)
-                             for _ in range(n)])
-        par = at_once(open_url, {}, stored_conversation, n, args.turns, sampling)
-        seq_chat = timed(lambda: [chat_conversation(plain, args.turns, sampling)
-                                  for _ in range(n)])
-        print(f"\n{n} stored conversations of {args.turns} turns\n")
-        print("| run | seconds | ratio to sequential plain chat |")
+        many: dict[str, list[float]] = {"plain chat, one after another": [],
+                                         "stored, one after another": [],
+                                         f"stored, {n} at once": []}
+        for _ in range(args.rounds):  # interleaved, like the first table
+            many["plain chat, one after another"].append(timed(
+                lambda: [chat_conversation(plain, args.turns, sampling) for _ in range(n)]))
+            many["stored, one after another"].append(timed(
+                lambda: [stored_conversation(plain, args.turns, sampling) for _ in range(n)]))
+            many[f"stored, {n} at once"].append(
+                at_once(open_url, {}, stored_conversation, n, args.turns, sampling))
+        base = statistics.median(many["plain chat, one after another"])
+        print(f"\n{n} conversations of {args.turns} turns, median of {args.rounds} rounds\n")
+        print("| run | seconds | ratio to plain chat one after another |")
         print("|---|---|---|")
-        for name, seconds in (("plain chat, one after another", seq_chat),
-                              ("stored, one after another", seq),
-                              (f"stored, {n} at once", par)):
-            print(f"| {name} | {seconds:.2f} | {seconds / seq_chat:.3f} |")
+        for name, times in many.items():
+            median = statistics.median(times)
+            print(f"| {name} | {median:.2f} | {median / base:.3f} |")
         for server in (open_server, keyed_server):
             server.should_exit = True
     engine.close()
