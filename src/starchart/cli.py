@@ -19,6 +19,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from starchart import __version__
+from starchart.doctor.command import add_commands as add_doctor_commands
 from starchart.errors import StarchartError
 from starchart.settings import Settings
 
@@ -125,8 +126,9 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
 
     handlers["keys"] = add_keys_command(sub, add_setting_flags)
 
-    models = sub.add_parser("models", help="list the models starchart knows by name")
+    sub.add_parser("models", help="list the models starchart knows by name")
     handlers["models"] = _models
+    add_doctor_commands(sub, handlers, add_setting_flags)
     return parser, handlers
 
 

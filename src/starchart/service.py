@@ -102,16 +102,17 @@ class ChatService:
     async def _tracked(self, events: AsyncIterator[StreamEvent]) -> AsyncIterator[StreamEvent]:
         self.stats.in_flight += 1
         self.stats.requests += 1
-        started = time.perf_counter()
+        first: float | None = None  # decode speed counts from the first token, not the queue
         try:
             async for event in events:
+                if first is None:
+                    first = time.perf_counter()
                 if isinstance(event, Finish):
-                    elapsed = time.perf_counter() - started
-                    self.stats.completion_tokens += event.usage.completion_tokens
-                    if elapsed > 0 and event.usage.completion_tokens:
-                        self.stats.last_tokens_per_second = (
-                            event.usage.completion_tokens / elapsed
-                        )
+                    elapsed = time.perf_counter() - first
+                    tokens = event.usage.completion_tokens
+                    self.stats.completion_tokens += tokens
+                    if elapsed > 0 and tokens > 1:
+                        self.stats.last_tokens_per_second = (tokens - 1) / elapsed
                 yield event
         finally:
             self.stats.in_flight -= 1

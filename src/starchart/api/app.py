@@ -14,7 +14,8 @@ from fastapi.middleware.cors import CORSMiddleware
 from starchart import __version__
 from starchart.api.auth import AccessGuard, split_setting
 from starchart.api.errors import BodySizeLimit, install_error_handlers
-from starchart.api.routes import chat, completions, conversations, models
+from starchart.api.routes import chat, completions, conversations, doctor, models
+from starchart.api.web import mount_web
 from starchart.engines import create_engine
 from starchart.engines.base import Engine
 from starchart.errors import StarchartError
@@ -80,6 +81,7 @@ def create_app(settings: Settings, engines: list[Engine] | None = None) -> FastA
     if settings.cors_origins:  # outermost, so preflights and 401s carry CORS headers
         app.add_middleware(CORSMiddleware, allow_origins=split_setting(settings.cors_origins),
                            allow_methods=["*"], allow_headers=["*"])
-    for module in (chat, completions, conversations, models):
+    for module in (chat, completions, models, doctor, conversations):
         app.include_router(module.router)
+    mount_web(app)
     return app

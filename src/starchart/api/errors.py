@@ -25,8 +25,14 @@ def error_response(exc: StarchartError) -> JSONResponse:
     return JSONResponse(exc.to_dict(), status_code=exc.status)
 
 
+# pydantic puts the member type of a union into the location ("str",
+# "list[TextPart]", "function-after[...]"): not a parameter name.
+_TYPE_TAGS = {"str", "int", "float", "bool", "list", "dict", "none"}
+
+
 def _param(loc: tuple[Any, ...]) -> str | None:
-    parts = [p for p in loc if p != "body"]
+    parts = [p for p in loc if p not in ("body", "query", "path") and not (
+        isinstance(p, str) and (p in _TYPE_TAGS or "[" in p or "-" in p))]
     out = ""
     for part in parts:
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
@@ -77,33 +83,58 @@ def install_error_handlers(app: FastAPI) -> None:
 
 
 class BodySizeLimit:
-    """Refuse bodies over ``limit`` bytes with a 413, by header or by counting."""
+    """Refuse bodies over ``limit`` bytes with a 413.
+
+    A declared Content-Length is checked up front (the server never delivers
+    more than it declares). A chunked body is read here, up to the limit, and
+    replayed to the app: refusing it from inside the app's own body reading
+    would surface as the framework's generic 400.
+    """
 
     def __init__(self, app: ASGIApp, limit: int) -> None:
         self.app = app
         self.limit = limit
 
-    def _too_large(self) -> PayloadTooLarge:
-        return PayloadTooLarge(f"the request body is larger than the limit of {self.limit}"
-                               " bytes (setting max_body_bytes)")
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+        error = PayloadTooLarge(f"the request body is larger than the limit of {self.limit}"
+                                " bytes (setting max_body_bytes)")
+        await error_response(error)(scope, receive, send)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        length = dict(scope.get("headers") or []).get(b"content-length")
-        if length is not None and length.isdigit() and int(length) > self.limit:
-            await error_response(self._too_large())(scope, receive, send)
+        headers = dict(scope.get("headers") or [])
+        length = headers.get(b"content-length")
+        if length is not None:
+            if length.isdigit() and int(length) > self.limit:
+                await self._refuse(scope, receive, send)
+                return
+            await self.app(scope, receive, send)
             return
-        seen = 0
-
-        async def counted() -> Message:
-            nonlocal seen
+        if headers.get(b"transfer-encoding") is None:
+            await self.app(scope, receive, send)
+            return
+        chunks: list[bytes] = []
+        total = 0
+        while True:
             message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.limit:
-                    raise self._too_large()
-            return message
+            if message["type"] != "http.request":
+                return  # the client left before sending its body
+            total += len(message.get("body", b""))
+            if total > self.limit:
+                await self._refuse(scope, receive, send)
+                return
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                break
+        replayed = False
 
-        await self.app(scope, counted, send)
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)

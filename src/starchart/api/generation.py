@@ -13,7 +13,6 @@ from starchart.engines.base import Finish, StreamEvent, TextDelta
 from starchart.service import Reply, collect
 
 
-
 async def _chunks(events: AsyncIterator[StreamEvent], *, id_: str, created: int, model: str,
                   make: Callable[[str | None, str | None], dict[str, Any]],
                   first: dict[str, Any] | None, usage_object: str | None,

@@ -19,9 +19,18 @@ HELP = """commands:
   /params K=V ...   change them, e.g. /params temperature=0.7 max_tokens=256
   /exit             leave (Ctrl-D too); Ctrl-C stops the current answer"""
 
+def _flag(text: str) -> bool:
+    if text.lower() in ("1", "true", "yes", "on"):
+        return True
+    if text.lower() in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(text)
+
+
+_flag.__name__ = "boolean"
 _PARAM_TYPES = {"temperature": float, "top_p": float, "top_k": int, "min_p": float,
                 "max_tokens": int, "repetition_penalty": float, "presence_penalty": float,
-                "frequency_penalty": float, "seed": int}
+                "frequency_penalty": float, "seed": int, "ignore_eos": _flag}
 
 
 class TerminalChat:

@@ -56,10 +56,17 @@ class SerialWorker:
             try:
                 if cancel.is_set():
                     return
-                for item in job(cancel):
-                    emit(item)
-                    if cancel.is_set():
-                        break
+                items = job(cancel)
+                try:
+                    for item in items:
+                        emit(item)
+                        if cancel.is_set():
+                            break
+                finally:
+                    # Close here, on the worker thread, not whenever GC gets to it.
+                    close = getattr(items, "close", None)
+                    if close is not None:
+                        close()
             except BaseException as exc:  # noqa: BLE001 - forwarded to the consumer
                 emit(_Failed(exc))
             finally:

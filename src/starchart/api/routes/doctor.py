@@ -1,0 +1,77 @@
+"""GET /v1/doctor: the environment checks (and optionally a memory plan) as JSON.
+
+The checks run off the event loop (they start subprocesses and may import
+torch) and the answer is cached briefly: a status page polling it must not
+re-run nvidia-smi every second.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi import APIRouter, Query, Request
+
+from starchart.errors import BadRequest, NotFound
+from starchart.registry import EMBEDDED
+
+router = APIRouter()
+CACHE_SECONDS = 30.0
+
+
+@dataclass
+class DoctorCache:
+    entries: dict[tuple[str | None, int, int], tuple[float, dict[str, Any]]] = field(
+        default_factory=dict)
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+def _cache(request: Request) -> DoctorCache:
+    state = request.app.state
+    if not hasattr(state, "doctor_cache"):
+        state.doctor_cache = DoctorCache()
+    return state.doctor_cache
+
+
+def _model_path(request: Request, model: str) -> str:
+    """Plans over HTTP are for models this server knows, never arbitrary paths on its disk."""
+    engines = request.app.state.service.engines
+    if model in engines:
+        return str(engines[model].info.path)
+    if model in EMBEDDED:
+        return model
+    known = ", ".join([*engines, *EMBEDDED])
+    raise NotFound(f"model {model!r} is neither served here nor a registry name ({known})",
+                   param="model", code="model_not_found")
+
+
+@router.get("/v1/doctor")
+async def doctor(
+    request: Request,
+    model: str | None = Query(None, description="also plan this model's memory"),
+    n_ctx: int | None = Query(None, description="context for the plan's KV cache"),
+    batch: int = Query(1, description="sequences at once, for the plan"),
+) -> dict[str, Any]:
+    from starchart.doctor.run import run_checks
+
+    # Range checks here rather than Query(ge=...): the error then names the bare
+    # parameter ("batch"), as every other 4xx does.
+    for name, value in (("n_ctx", n_ctx), ("batch", batch)):
+        if value is not None and value < 1:
+            raise BadRequest(f"{name} must be at least 1, got {value}", param=name)
+    settings = request.app.state.settings
+    target = _model_path(request, model) if model else None
+    ctx = n_ctx or settings.n_ctx
+    key = (target, ctx, batch)
+    cache = _cache(request)
+    async with cache.lock:
+        hit = cache.entries.get(key)
+        if hit is not None and time.monotonic() - hit[0] < CACHE_SECONDS:
+            return hit[1]
+        report = await asyncio.to_thread(run_checks, settings.home, model=target, n_ctx=ctx,
+                                         batch=batch)
+        body = report.as_dict()
+        cache.entries[key] = (time.monotonic(), body)
+        return body
