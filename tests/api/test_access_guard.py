@@ -14,7 +14,6 @@ import pytest
 from fastapi.routing import APIRoute, APIWebSocketRoute
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.testclient import TestClient, WebSocketDenialResponse
-from tests.conftest import LiveServer, free_port
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
@@ -22,6 +21,8 @@ from starchart.api.app import create_app
 from starchart.api.auth import AccessGuard, is_public
 from starchart.settings import Settings
 from starchart.store import Store
+
+from tests.conftest import LiveServer, free_port
 
 
 @dataclass

@@ -10,7 +10,6 @@ from contextlib import closing
 
 import httpx
 import pytest
-from tests.conftest import LiveServer, free_port
 from websockets.sync.client import connect
 
 from starchart.api.app import create_app
@@ -18,6 +17,8 @@ from starchart.engines.llamacpp import LlamaCppEngine
 from starchart.registry import EMBEDDED_NAME, embedded_gguf
 from starchart.settings import Settings
 from starchart.store import Store
+
+from tests.conftest import LiveServer, free_port
 
 FRANCE_Q = "What is the capital of France?"
 

@@ -11,7 +11,6 @@ from contextlib import closing
 from pathlib import Path
 
 import pytest
-from tests.conftest import free_port
 
 from starchart.cli import main
 from starchart.server import exposure_refusal, is_loopback
@@ -19,6 +18,8 @@ from starchart.service import ChatService
 from starchart.settings import Settings
 from starchart.store import Store
 from starchart.store.conversations import LOCAL
+
+from tests.conftest import free_port
 
 
 def test_keys_create_prints_the_key_once_and_list_and_revoke_work(
