@@ -90,6 +90,7 @@ class Turn:
     _release: Any  # () -> None: lets the next turn on this conversation start
     _queue: asyncio.Queue[object] = field(default_factory=asyncio.Queue)
     _task: asyncio.Task[None] | None = None
+    _started: bool = False
     _finished: bool = False
     _stopping: bool = False
     _writing: asyncio.Future[None] | None = None
@@ -128,7 +129,11 @@ class Turn:
         if self._stopping or self._finished or self._task is None or self._task.done():
             return
         self._stopping = True
-        self._task.cancel()
+        # A task cancelled before its first step never runs its body (nor its
+        # finally): it would keep the conversation locked. Not started yet, it
+        # sees the flag instead.
+        if self._started:
+            self._task.cancel()
 
     async def done(self) -> None:
         """Wait until the turn's task has stored everything (never raises)."""
@@ -167,7 +172,10 @@ class Turn:
         reason: str | None = None
         last_flush = time.monotonic()
         external_cancel = False
+        self._started = True
         try:
+            if self._stopping:
+                raise asyncio.CancelledError
             async for event in self._events:
                 if isinstance(event, TextDelta):
                     parts.append(event.text)
