@@ -321,3 +321,21 @@ def test_websocket_to_an_unknown_conversation_gets_an_error_frame(live_server) -
     with connect(ws_url(live_server, "conv_nope")) as ws:
         frame = json.loads(ws.recv(timeout=10))
         assert frame["type"] == "error" and frame["error"]["code"] == "not_found"
+
+
+def test_a_reply_being_generated_does_not_block_other_conversations(
+        api: httpx.Client, live_server) -> None:  # noqa: ANN001
+    busy, other = new_conversation(api)["id"], new_conversation(api)["id"]
+    body = {"content": "Tell me a long story.", "ignore_eos": True, "max_tokens": 1500}
+    with api.stream("POST", f"/v1/conversations/{busy}/messages", json=body) as r:
+        lines = r.iter_lines()
+        while '"content": "' not in next(lines):  # generation is under way
+            pass
+        # Reads and writes elsewhere go through while the reply streams (and
+        # while its partial text is being flushed to the same database file).
+        assert api.get(f"/v1/conversations/{other}").status_code == 200
+        assert api.patch(f"/v1/conversations/{other}", json={"title": "t"}).status_code == 200
+        assert api.post("/v1/conversations").status_code == 200
+        assert len(api.get("/v1/conversations").json()["data"]) == 3
+        reply = api.get(f"/v1/conversations/{busy}").json()["messages"][-1]
+        assert reply["incomplete"] is True and reply["finish_reason"] is None  # still going
