@@ -16,7 +16,7 @@ conversations are driven at once (16 threads) against 16 sequential
 conversations, to show that concurrent conversations are not slowed by the
 store (the engine serialises generation either way).
 
-    .venv/bin/python benchmarks/bench_conversations.py [--rounds 5] [--turns 4] [--threads 1]
+    .venv/bin/python benchmarks/bench_conversations.py [--rounds 5] [--turns 4] [--threads N]
 """
 
 from __future__ import annotations
@@ -105,10 +105,8 @@ def main() -> None:
     parser.add_argument("--turns", type=int, default=4, choices=range(1, len(QUESTIONS) + 1))
     parser.add_argument("--max-tokens", type=int, default=32)
     parser.add_argument("--concurrent", type=int, default=16)
-    parser.add_argument("--threads", type=int, default=1,
-                        help="llama.cpp threads (1 keeps a loaded 2-core machine steady:"
-                        " its spinning threads collapse when the server's own threads"
-                        " preempt them)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="llama.cpp threads (default: the engine's)")
     args = parser.parse_args()
     sampling = {"temperature": 0, "max_tokens": args.max_tokens, "ignore_eos": True}
 
