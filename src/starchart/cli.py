@@ -1,4 +1,4 @@
-"""The one entry point: ``starchart serve | chat | clip | models``.
+"""The one entry point: ``starchart serve | chat | clip | models | keys | doctor | plan``.
 
 Setting flags are generated from ``Settings``, so every setting has a flag
 (``--n-ctx``), an environment variable (``STARCHART_N_CTX``) and one
@@ -22,6 +22,7 @@ from starchart import __version__
 from starchart.doctor.command import add_commands as add_doctor_commands
 from starchart.errors import StarchartError
 from starchart.settings import Settings
+from starchart.store.commands import add_keys_command
 from starchart.vision import command as clip_command
 
 Handler = Callable[[argparse.Namespace, Settings], int]
@@ -74,7 +75,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
 def _chat(args: argparse.Namespace, settings: Settings) -> int:
     from starchart.chat.terminal import run_chat
 
-    return run_chat(settings, prompt=args.prompt)
+    return run_chat(settings, prompt=args.prompt, conversation=args.conversation)
 
 
 def _models(args: argparse.Namespace, settings: Settings) -> int:
@@ -114,9 +115,13 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
     chat.add_argument("-p", "--prompt", help="answer this one question and exit (for scripts:"
                       " only the answer goes to stdout)")
     chat.add_argument("--system", dest="system_prompt", help="system prompt for this chat")
+    chat.add_argument("--conversation", metavar="ID", help="resume this stored conversation"
+                      " (an id from /v1/conversations); new turns are stored in it")
     add_setting_flags(chat, only=[n for n in Settings.model_fields
                                   if n not in ("host", "port", "system_prompt",
-                                               "max_body_bytes", "log_level")
+                                               "max_body_bytes", "log_level",
+                                               "allowed_hosts", "cors_origins",
+                                               "insecure_no_auth")
                                   and not n.startswith("clip")])
     handlers["chat"] = _chat
 
@@ -129,6 +134,8 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
     clip_command.add_arguments(clip)
     add_setting_flags(clip, only=clip_command.SETTINGS)
     handlers["clip"] = clip_command.run_clip
+
+    handlers["keys"] = add_keys_command(sub, add_setting_flags)
 
     sub.add_parser("models", help="list the models starchart knows by name")
     handlers["models"] = _models

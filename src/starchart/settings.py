@@ -90,6 +90,26 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(
         16 * 1024 * 1024, ge=1024, description="Largest accepted request body in bytes."
     )
+    database_url: str | None = Field(
+        None,
+        description="SQLAlchemy URL of the conversation and key store (default: SQLite file"
+        " starchart.db in the data directory), e.g. postgresql+psycopg://user@host/db.",
+    )
+    allowed_hosts: str = Field(
+        "",
+        description="Extra names the server may be reached by (comma-separated Host header"
+        " values, '*' for any); loopback names and the bound address are always allowed.",
+    )
+    cors_origins: str = Field(
+        "",
+        description="Origins allowed to call the API from a browser (comma-separated,"
+        " e.g. http://localhost:5173); empty = CORS off.",
+    )
+    insecure_no_auth: bool = Field(
+        False,
+        description="Serve on a non-loopback address without API keys (anyone who can reach"
+        " the port can use it).",
+    )
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", description="Server log level."
     )

@@ -3,21 +3,26 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 
 from starchart import __version__
+from starchart.api.auth import AccessGuard, split_setting
 from starchart.api.errors import BodySizeLimit, install_error_handlers
-from starchart.api.routes import chat, clip, completions, doctor, models
+from starchart.api.routes import chat, clip, completions, conversations, doctor, models
 from starchart.api.web import mount_web
 from starchart.engines import create_engine
 from starchart.engines.base import Engine
 from starchart.errors import StarchartError
 from starchart.service import ChatService
 from starchart.settings import Settings
+from starchart.store import Store
+from starchart.store.turns import ConversationChat
 from starchart.vision.clip import ClipModel
 
 log = logging.getLogger("starchart")
@@ -49,6 +54,8 @@ def create_app(settings: Settings, engines: list[Engine] | None = None) -> FastA
     service = ChatService(settings, {e.info.id: e for e in chosen})
     # CLIP (--clip) loads beside the chat model; a failure to load leaves chat serving.
     clip_model = ClipModel.from_settings(settings) if settings.clip else None
+    store = Store.open(settings)
+    conversation_chat = ConversationChat(service, store.conversations)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -61,6 +68,10 @@ def create_app(settings: Settings, engines: list[Engine] | None = None) -> FastA
             if clip_model is not None and clip_loading is not None:
                 clip_loading.cancel()
                 clip_model.close()
+            # Replies still being generated store what they have.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(conversation_chat.drain(), timeout=5)
+            store.close()
             if owned:
                 for engine in service.engines.values():
                     engine.close()
@@ -69,9 +80,16 @@ def create_app(settings: Settings, engines: list[Engine] | None = None) -> FastA
     app.state.settings = settings
     app.state.service = service
     app.state.clip = clip_model
+    app.state.store = store
+    app.state.conversation_chat = conversation_chat
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, limit=settings.max_body_bytes)
-    for module in (chat, completions, models, doctor, clip):
+    # Added after (so outside) the body limit: no key, no body read.
+    app.add_middleware(AccessGuard, settings=settings, keys=store.keys)
+    if settings.cors_origins:  # outermost, so preflights and 401s carry CORS headers
+        app.add_middleware(CORSMiddleware, allow_origins=split_setting(settings.cors_origins),
+                           allow_methods=["*"], allow_headers=["*"])
+    for module in (chat, completions, models, doctor, clip, conversations):
         app.include_router(module.router)
     mount_web(app)
     return app

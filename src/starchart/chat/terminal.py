@@ -105,9 +105,18 @@ def _load(settings: Settings, quiet: bool) -> ChatService:
     return ChatService(settings, {engine.info.id: engine})
 
 
-def run_chat(settings: Settings, prompt: str | None = None) -> int:
+def run_chat(settings: Settings, prompt: str | None = None,
+             conversation: str | None = None) -> int:
     service = _load(settings, quiet=prompt is not None)
-    chat = TerminalChat(service)
+    if conversation is not None:
+        from starchart.chat.stored import StoredTerminalChat
+        from starchart.store import Store
+
+        chat: TerminalChat = StoredTerminalChat(service, Store.open(settings), conversation)
+        if prompt is None:
+            chat.replay()
+    else:
+        chat = TerminalChat(service)
     with asyncio.Runner() as runner:
         if prompt is not None:
             runner.run(chat.answer(prompt))

@@ -1,0 +1,204 @@
+"""Conversations and their messages: the repository.
+
+Every read and write names an owner: the id of the API key the request came
+with (``None`` when the server has no keys). A conversation owned by someone
+else is reported exactly like one that does not exist. ``LOCAL`` is the
+machine's own user (the terminal chat), who reads the database file anyway.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from starchart.errors import NotFound
+from starchart.store.db import Database
+from starchart.store.schema import conversations, messages
+
+TITLE_CHARS = 80
+
+
+class _Local(Enum):
+    LOCAL = "local"
+
+
+LOCAL = _Local.LOCAL
+Owner = str | None | _Local
+
+
+def _new_id(prefix: str) -> str:
+    return f"{prefix}_{uuid.uuid4().hex}"
+
+
+@dataclass
+class StoredMessage:
+    id: str
+    conversation_id: str
+    seq: int
+    role: str
+    content: str
+    created_at: float
+    incomplete: bool = False
+    finish_reason: str | None = None
+    model: str | None = None
+    params: dict[str, Any] | None = None
+    usage: dict[str, int] | None = None
+    dropped_turns: int | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id, "object": "conversation.message", "role": self.role,
+            "content": self.content, "created_at": int(self.created_at),
+            "incomplete": self.incomplete, "finish_reason": self.finish_reason,
+            "model": self.model, "params": self.params, "usage": self.usage,
+            "dropped_turns": self.dropped_turns,
+        }
+
+
+@dataclass
+class Conversation:
+    id: str
+    owner_key_id: str | None
+    title: str | None
+    system_prompt: str | None
+    model: str | None
+    created_at: float
+    updated_at: float
+    messages: list[StoredMessage] = field(default_factory=list)
+
+    def as_dict(self, *, with_messages: bool = True) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "id": self.id, "object": "conversation", "title": self.title,
+            "system_prompt": self.system_prompt, "model": self.model,
+            "created_at": int(self.created_at), "updated_at": int(self.updated_at),
+        }
+        if with_messages:
+            out["messages"] = [m.as_dict() for m in self.messages]
+        return out
+
+
+def _not_found(conversation_id: str) -> NotFound:
+    return NotFound(f"no conversation with id {conversation_id!r}", param="conversation_id")
+
+
+def _owned(owner: Owner) -> sa.ColumnElement[bool]:
+    if owner is LOCAL:
+        return sa.true()
+    if owner is None:
+        return conversations.c.owner_key_id.is_(None)
+    return conversations.c.owner_key_id == owner
+
+
+def _conversation(row: sa.Row[Any]) -> Conversation:
+    return Conversation(**{k: row._mapping[k] for k in (
+        "id", "owner_key_id", "title", "system_prompt", "model", "created_at", "updated_at")})
+
+
+def _message(row: sa.Row[Any]) -> StoredMessage:
+    return StoredMessage(**dict(row._mapping))
+
+
+def _title_from(content: str) -> str:
+    line = " ".join(content.split())
+    return line if len(line) <= TITLE_CHARS else line[: TITLE_CHARS - 1] + "…"
+
+
+class ConversationStore:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def create(self, owner: str | None, *, title: str | None = None,
+               system_prompt: str | None = None, model: str | None = None) -> Conversation:
+        now = time.time()
+        conv = Conversation(id=_new_id("conv"), owner_key_id=owner, title=title,
+                            system_prompt=system_prompt, model=model,
+                            created_at=now, updated_at=now)
+        with self.db.write() as conn:
+            conn.execute(conversations.insert().values(
+                id=conv.id, owner_key_id=owner, title=title, system_prompt=system_prompt,
+                model=model, created_at=now, updated_at=now))
+        return conv
+
+    def list(self, owner: Owner, *, limit: int = 100) -> list[Conversation]:
+        query = (sa.select(conversations).where(_owned(owner))
+                 .order_by(conversations.c.updated_at.desc()).limit(limit))
+        with self.db.read() as conn:
+            return [_conversation(row) for row in conn.execute(query)]
+
+    def _get(self, conn: Connection, conversation_id: str, owner: Owner) -> Conversation:
+        row = conn.execute(sa.select(conversations).where(
+            conversations.c.id == conversation_id, _owned(owner))).first()
+        if row is None:
+            raise _not_found(conversation_id)
+        return _conversation(row)
+
+    def get(self, conversation_id: str, owner: Owner, *,
+            with_messages: bool = True) -> Conversation:
+        with self.db.read() as conn:
+            conv = self._get(conn, conversation_id, owner)
+            if with_messages:
+                rows = conn.execute(sa.select(messages)
+                                    .where(messages.c.conversation_id == conversation_id)
+                                    .order_by(messages.c.seq))
+                conv.messages = [_message(row) for row in rows]
+        return conv
+
+    def update(self, conversation_id: str, owner: Owner, **changes: Any) -> Conversation:
+        """Change ``title`` and/or ``system_prompt``."""
+        allowed = {k: v for k, v in changes.items() if k in ("title", "system_prompt", "model")}
+        with self.db.write() as conn:
+            self._get(conn, conversation_id, owner)
+            conn.execute(conversations.update()
+                         .where(conversations.c.id == conversation_id)
+                         .values(**allowed, updated_at=time.time()))
+        return self.get(conversation_id, owner)
+
+    def delete(self, conversation_id: str, owner: Owner) -> None:
+        with self.db.write() as conn:
+            self._get(conn, conversation_id, owner)
+            # Explicit rather than trusting ON DELETE CASCADE: SQLite only honours
+            # it with foreign_keys on, and other databases may be set up by hand.
+            conn.execute(messages.delete().where(messages.c.conversation_id == conversation_id))
+            conn.execute(conversations.delete().where(conversations.c.id == conversation_id))
+
+    def add_message(self, conversation_id: str, owner: Owner, role: str, content: str, *,
+                    incomplete: bool = False, model: str | None = None,
+                    params: dict[str, Any] | None = None,
+                    dropped_turns: int | None = None) -> StoredMessage:
+        """Append a message, committed before this returns."""
+        now = time.time()
+        with self.db.write() as conn:
+            conv = self._get(conn, conversation_id, owner)
+            seq = conn.scalar(sa.select(sa.func.coalesce(sa.func.max(messages.c.seq), 0))
+                              .where(messages.c.conversation_id == conversation_id)) + 1
+            message = StoredMessage(
+                id=_new_id("msg"), conversation_id=conversation_id, seq=seq, role=role,
+                content=content, created_at=now, incomplete=incomplete, model=model,
+                params=params, dropped_turns=dropped_turns)
+            conn.execute(messages.insert().values(**message.__dict__))
+            touched: dict[str, Any] = {"updated_at": now}
+            if conv.title is None and role == "user":
+                touched["title"] = _title_from(content)
+            conn.execute(conversations.update()
+                         .where(conversations.c.id == conversation_id).values(**touched))
+        return message
+
+    def save_reply(self, message_id: str, content: str, *, incomplete: bool,
+                   finish_reason: str | None = None,
+                   usage: dict[str, int] | None = None) -> None:
+        """Overwrite a reply's text (and, at the end, its outcome)."""
+        with self.db.write() as conn:
+            conn.execute(messages.update().where(messages.c.id == message_id).values(
+                content=content, incomplete=incomplete, finish_reason=finish_reason,
+                usage=usage))
+            if finish_reason is not None:  # the turn is over: the conversation moved
+                owner = (sa.select(messages.c.conversation_id)
+                         .where(messages.c.id == message_id).scalar_subquery())
+                conn.execute(conversations.update().where(conversations.c.id == owner)
+                             .values(updated_at=time.time()))

@@ -1,0 +1,31 @@
+"""A conversation as a file: JSON (everything) or Markdown (for reading)."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+from starchart.store.conversations import Conversation
+
+
+def to_json(conv: Conversation) -> str:
+    return json.dumps(conv.as_dict(), ensure_ascii=False, indent=2)
+
+
+def _when(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def to_markdown(conv: Conversation) -> str:
+    lines = [f"# {conv.title or 'Untitled conversation'}", ""]
+    lines.append(f"*{conv.id} · started {_when(conv.created_at)}"
+                 + (f" · model {conv.model}" if conv.model else "") + "*")
+    lines.append("")
+    if conv.system_prompt:
+        lines += ["**System prompt:**", "", *(f"> {line}" for line in
+                                              conv.system_prompt.splitlines()), ""]
+    for message in conv.messages:
+        heading = {"user": "User", "assistant": "Assistant"}.get(message.role, message.role)
+        note = " *(incomplete)*" if message.incomplete else ""
+        lines += [f"## {heading}{note}", "", message.content, ""]
+    return "\n".join(lines).rstrip() + "\n"

@@ -1,0 +1,268 @@
+"""One turn of a stored conversation: the service's stream, persisted as it goes.
+
+What the HTTP route, the WebSocket and the terminal chat all go through:
+
+1. Turns on one conversation are serialised (a per-conversation lock, held
+   from the user message to the end of the reply); different conversations
+   run side by side.
+2. The history is fitted into the context window (``context.fit``), then the
+   user message is committed, then an assistant message is created, marked
+   incomplete, with the system prompt and parameters used. All before the
+   first token.
+3. Generation runs in its own task, not in the request's: the reply's text is
+   written to its row every ``FLUSH_SECONDS`` (so a killed server leaves a
+   readable partial reply, still marked incomplete), and the final text and
+   usage are committed before the client sees the finish chunk.
+4. When the reader goes away (client disconnect, Ctrl-C) generation stops, as
+   it does for ``/v1/chat/completions``: the text generated so far is stored,
+   marked incomplete with finish reason ``cancelled``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from starchart.engines.base import Finish, SamplingParams, StreamEvent, TextDelta
+from starchart.errors import StarchartError
+from starchart.service import ChatService
+from starchart.store.context import fit
+from starchart.store.conversations import ConversationStore, Owner, StoredMessage
+
+log = logging.getLogger("starchart.store")
+
+FLUSH_SECONDS = 0.5
+
+
+class KeyedLocks:
+    """One ``asyncio.Lock`` per key, forgotten when nobody holds or waits for it."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+
+    async def acquire(self, key: str) -> None:
+        lock, users = self._locks.get(key) or (asyncio.Lock(), 0)
+        self._locks[key] = (lock, users + 1)
+        try:
+            await lock.acquire()
+        except BaseException:
+            self._forget(key)
+            raise
+
+    def release(self, key: str) -> None:
+        self._locks[key][0].release()
+        self._forget(key)
+
+    def _forget(self, key: str) -> None:
+        lock, users = self._locks[key]
+        if users <= 1:
+            del self._locks[key]
+        else:
+            self._locks[key] = (lock, users - 1)
+
+    def __len__(self) -> int:
+        return len(self._locks)
+
+
+@dataclass(frozen=True)
+class _Failed:
+    error: StarchartError
+
+
+_END = object()
+
+
+@dataclass
+class Turn:
+    """A reply being generated; read it with ``events()`` or ``result()``."""
+
+    conversation_id: str
+    user_message: StoredMessage
+    reply: StoredMessage  # kept up to date; final once the turn is over
+    dropped_turns: int
+    model: str
+    _store: ConversationStore
+    _events: AsyncIterator[StreamEvent]
+    _release: Any  # () -> None: lets the next turn on this conversation start
+    _queue: asyncio.Queue[object] = field(default_factory=asyncio.Queue)
+    _task: asyncio.Task[None] | None = None
+    _started: bool = False
+    _finished: bool = False
+    _stopping: bool = False
+    _writing: asyncio.Future[None] | None = None
+
+    @property
+    def message_id(self) -> str:
+        return self.reply.id
+
+    async def events(self) -> AsyncIterator[StreamEvent]:
+        """Deltas then one ``Finish`` (sent once the reply is committed).
+
+        A ``StarchartError`` during generation is raised here after the partial
+        reply is stored. Leaving early stops generation.
+        """
+        try:
+            while True:
+                item = await self._queue.get()
+                if item is _END:
+                    return
+                if isinstance(item, _Failed):
+                    raise item.error
+                yield item  # type: ignore[misc]
+        finally:
+            # No await here: under Starlette a disconnected client's task is
+            # cancelled for good, and the turn's own task does the saving.
+            self.stop()
+
+    async def result(self) -> StoredMessage:
+        """Wait for the whole reply; stops generation if the waiter is cancelled."""
+        async for _ in self.events():
+            pass
+        return self.reply
+
+    def stop(self) -> None:
+        """Stop generating; the text so far is stored. No-op once the reply is complete."""
+        if self._stopping or self._finished or self._task is None or self._task.done():
+            return
+        self._stopping = True
+        # A task cancelled before its first step never runs its body (nor its
+        # finally): it would keep the conversation locked. Not started yet, it
+        # sees the flag instead.
+        if self._started:
+            self._task.cancel()
+
+    async def done(self) -> None:
+        """Wait until the turn's task has stored everything (never raises)."""
+        if self._task is not None:
+            await asyncio.wait([self._task])
+
+    def _flush_soon(self, text: str) -> None:
+        """Write the partial reply without making generation wait for the disk.
+
+        At most one write is in flight; a flush due while one runs is skipped
+        (the next delta tries again).
+        """
+        if self._writing is not None and not self._writing.done():
+            return
+        self._writing = asyncio.ensure_future(asyncio.to_thread(
+            self._store.save_reply, self.reply.id, text, incomplete=True))
+
+    async def _save(self, text: str, finish: Finish | None, reason: str | None) -> None:
+        if self._writing is not None:
+            await asyncio.wait([self._writing])  # keep writes in order
+            if not self._writing.cancelled() and self._writing.exception() is not None:
+                log.error("could not save a partial reply: %s", self._writing.exception())
+        reply = self.reply
+        reply.content = text
+        reply.incomplete = finish is None
+        reply.finish_reason = reason
+        reply.usage = finish.usage.as_dict() if finish is not None else None
+        await asyncio.to_thread(self._store.save_reply, reply.id, text,
+                                incomplete=reply.incomplete, finish_reason=reason,
+                                usage=reply.usage)
+
+    async def _run(self) -> None:
+        parts: list[str] = []
+        finish: Finish | None = None
+        failure: StarchartError | None = None
+        reason: str | None = None
+        last_flush = time.monotonic()
+        external_cancel = False
+        self._started = True
+        try:
+            if self._stopping:
+                raise asyncio.CancelledError
+            async for event in self._events:
+                if isinstance(event, TextDelta):
+                    parts.append(event.text)
+                    self._queue.put_nowait(event)
+                    if time.monotonic() - last_flush >= FLUSH_SECONDS:
+                        self._flush_soon("".join(parts))
+                        last_flush = time.monotonic()
+                elif isinstance(event, Finish):
+                    finish, reason = event, event.reason
+                    self._finished = True
+        except asyncio.CancelledError:
+            reason = "cancelled"
+            external_cancel = not self._stopping
+        except StarchartError as exc:
+            failure, reason = exc, "error"
+        except Exception:
+            log.exception("error while generating a conversation reply")
+            failure = StarchartError("internal server error (logged on the server)")
+            reason = "error"
+        try:
+            await self._events.aclose()  # type: ignore[attr-defined]
+            await self._save("".join(parts), finish, reason)
+        except Exception:
+            log.exception("could not save reply %s", self.reply.id)
+            failure = failure or StarchartError("the reply could not be saved (logged on"
+                                                " the server)")
+            finish = None
+        finally:
+            self._release()
+            if finish is not None:
+                self._queue.put_nowait(finish)
+            if failure is not None:
+                self._queue.put_nowait(_Failed(failure))
+            self._queue.put_nowait(_END)
+        if external_cancel:
+            raise asyncio.CancelledError
+
+
+class ConversationChat:
+    """Starts turns; owns the per-conversation locks and the running turns."""
+
+    def __init__(self, service: ChatService, store: ConversationStore) -> None:
+        self.service = service
+        self.store = store
+        self._locks = KeyedLocks()
+        self._running: set[asyncio.Task[None]] = set()
+
+    async def start(self, conversation_id: str, owner: Owner, content: str,
+                    params: SamplingParams, model: str | None = None) -> Turn:
+        """Validate, commit the user message, start generating. Raises before
+        anything is stored when the conversation, the model or the prompt is wrong.
+        """
+        await self._locks.acquire(conversation_id)
+        try:
+            turn = await asyncio.to_thread(self._prepare, conversation_id, owner, content,
+                                           params, model)
+        except BaseException:
+            self._locks.release(conversation_id)
+            raise
+        turn._task = asyncio.create_task(turn._run())
+        self._running.add(turn._task)
+        turn._task.add_done_callback(self._running.discard)
+        return turn
+
+    def _prepare(self, conversation_id: str, owner: Owner, content: str,
+                 params: SamplingParams, model: str | None) -> Turn:
+        conv = self.store.get(conversation_id, owner)
+        engine = self.service.engine(model or conv.model)
+        system = (conv.system_prompt if conv.system_prompt is not None
+                  else self.service.settings.system_prompt)
+        history = [{"role": m.role, "content": m.content} for m in conv.messages]
+        history.append({"role": "user", "content": content})
+        fitted = fit(engine, {"role": "system", "content": system}, history,
+                     params.max_tokens)
+        user = self.store.add_message(conversation_id, owner, "user", content)
+        reply = self.store.add_message(
+            conversation_id, owner, "assistant", "", incomplete=True, model=engine.info.id,
+            dropped_turns=fitted.dropped, params={**params.as_dict(), "system_prompt": system})
+        # Creating the stream only tokenizes (fit() already did, so it cannot
+        # overflow now); nothing runs until the turn's task iterates it.
+        events = self.service.stream_chat(engine.info.id, fitted.messages, params)
+        return Turn(conversation_id=conversation_id, user_message=user, reply=reply,
+                    dropped_turns=fitted.dropped, model=engine.info.id, _store=self.store,
+                    _events=events,
+                    _release=lambda: self._locks.release(conversation_id))
+
+    async def drain(self) -> None:
+        """Wait for every running turn to finish storing (shutdown, tests)."""
+        if self._running:
+            await asyncio.wait(list(self._running))

@@ -1,0 +1,63 @@
+"""API keys: shown once, stored as a hash, checked in constant time."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from starchart.errors import NotFound
+from starchart.settings import Settings
+from starchart.store import Store
+from starchart.store.keys import KEY_PREFIX, key_hash
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    s = Store.open(Settings(home=tmp_path))
+    yield s
+    s.close()
+
+
+def test_no_keys_means_open_access(store: Store) -> None:
+    access = store.keys.authenticate(None)
+    assert not access.required and access.granted and access.key_id is None
+
+
+def test_a_key_works_and_nothing_else_does(store: Store) -> None:
+    key, secret = store.keys.create("laptop")
+    assert secret.startswith(KEY_PREFIX) and len(secret) > 40
+    assert store.keys.authenticate(secret).key_id == key.id
+    for wrong in (None, "", secret[:-1], secret + "x", key.prefix, key_hash(secret)):
+        access = store.keys.authenticate(wrong)
+        assert access.required and not access.granted
+
+
+def test_two_keys_are_told_apart(store: Store) -> None:
+    a, secret_a = store.keys.create("a")
+    b, secret_b = store.keys.create("b")
+    assert store.keys.authenticate(secret_a).key_id == a.id
+    assert store.keys.authenticate(secret_b).key_id == b.id
+
+
+def test_revoked_key_is_refused_and_revoking_all_keys_keeps_the_server_locked(
+        store: Store) -> None:
+    key, secret = store.keys.create()
+    revoked = store.keys.revoke(key.id)
+    assert revoked.revoked
+    assert store.keys.revoke(key.id).revoked_at == revoked.revoked_at  # idempotent
+    access = store.keys.authenticate(secret)
+    assert access.required and not access.granted
+    with pytest.raises(NotFound):
+        store.keys.revoke("key_missing")
+
+
+def test_only_the_hash_reaches_the_database_file(store: Store, tmp_path: Path) -> None:
+    key, secret = store.keys.create("x")
+    store.close()
+    raw = b"".join(p.read_bytes() for p in tmp_path.glob("starchart.db*"))
+    assert secret.encode() not in raw
+    assert secret[len(KEY_PREFIX):].encode() not in raw
+    assert key_hash(secret).encode() in raw
+    listed = [k.as_dict() for k in store.keys.list()]
+    assert listed[0]["prefix"] == key.prefix and secret not in str(listed)
