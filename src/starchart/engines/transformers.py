@@ -68,6 +68,9 @@ class TransformersEngine(Engine):
         self.trust_remote_code = trust_remote_code
         self.max_sequences = max_sequences
         self.threads = threads
+        # Checked now, not at load: `serve` then refuses to start instead of serving 503s.
+        self.device = choose_device(device)
+        check_quantization(quantize, self.device)
         self.info = ModelInfo(id=model_id(model), engine="transformers", path=model, n_ctx=n_ctx,
                               format="transformers")
         self.source: Source | None = None
@@ -90,9 +93,8 @@ class TransformersEngine(Engine):
 
             # Process-wide: torch has one intra-op thread pool.
             torch.set_num_threads(self.threads)
-        device = choose_device(self.requested["device"])
+        device = self.device
         dtype = choose_dtype(device, self.requested["dtype"])
-        check_quantization(self.requested["quantize"], device)
         if self.trust_remote_code:
             log.warning("--trust-remote-code: running Python code shipped with %s; only do this"
                         " for models whose code you trust", self.model_name)
