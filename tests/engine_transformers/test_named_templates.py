@@ -20,7 +20,7 @@ CONVERSATION = [
 
 # Written from each format's published definition (model cards / tokenizer configs).
 EXPECTED = {
-    # HuggingFaceH4/starchat-alpha/-beta: "<|system|>\n...<|end|>\n<|user|>\n...<|end|>\n<|assistant|>"
+    # HuggingFaceH4/starchat-alpha/-beta model cards: "<|role|>\n" headers, turns end in <|end|>.
     "starchat": (
         "<|system|>\nYou are a JavaScript engineer.<|end|>\n"
         "<|user|>\nHi!<|end|>\n"

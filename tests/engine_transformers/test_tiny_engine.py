@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import drain, run
+from streams import drain, run
 from tiny_model import ANSWER, LETTERS, build_tokenizer
 
 from starchart.engines.base import SamplingParams
