@@ -293,9 +293,11 @@ class TransformersEngine(Engine):
         stop_ids = frozenset(() if params.ignore_eos else self._stop_ids)
         produced = 0
         reason: FinishReason | None = None
+        running = True
         try:
             while reason is None:
                 output = await self._next_output(manager, outputs)
+                running = not output.is_finished()
                 if output.error:
                     raise StarchartError(f"generation failed: {output.error}")
                 for token in output.generated_tokens[produced:]:
@@ -317,7 +319,7 @@ class TransformersEngine(Engine):
                 yield TextDelta(tail)
             yield Finish(reason, Usage(len(prompt), produced))
         finally:
-            self._forget(manager, request_id)
+            self._forget(manager, request_id, cancel=running)
 
     async def _next_output(self, manager: Any, outputs: asyncio.Queue[Any]) -> Any:
         while True:
@@ -329,9 +331,10 @@ class TransformersEngine(Engine):
                     raise Unavailable(f"the batching thread stopped ({error or 'shut down'})"
                                       ) from None
 
-    def _forget(self, manager: Any, request_id: str) -> None:
-        """Drop a request from the batch (a no-op if it finished) and from our tables."""
-        manager.cancel_request(request_id)
+    def _forget(self, manager: Any, request_id: str, *, cancel: bool) -> None:
+        """Drop a request from our tables and, if it still runs, from the batch."""
+        if cancel:
+            manager.cancel_request(request_id)
         router = manager.output_router
         with router._lock:
             router.result_handlers.pop(request_id, None)
