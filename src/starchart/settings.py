@@ -61,8 +61,9 @@ class Settings(BaseSettings):
     )
     chat_template: str | None = Field(
         None,
-        description="transformers engine: chat template when the tokenizer has none: a name"
-        " (starchat, chatml, llama2, zephyr) or a path to a .jinja file.",
+        description="transformers engine: chat template, a name (starchat, chatml, llama2,"
+        " zephyr) or a .jinja file; replaces the tokenizer's own (default: the tokenizer's,"
+        " else the one its special tokens give away).",
     )
     trust_remote_code: bool = Field(
         False,
