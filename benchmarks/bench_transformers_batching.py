@@ -7,7 +7,9 @@ are OpenAI chat completions over HTTP (SSE), end-of-sequence ignored so every
 stream decodes exactly --max-tokens. Aggregate tokens/s = all tokens of all
 streams / wall time from the first request to the last token. Then, with the
 server stopped, the same model in this process runs ``generate_batch`` on the
-same prompts with the same sampling (temperature/top-k/top-p, no penalty).
+same prompts with the same sampling (temperature/top-k/top-p, no penalty) and
+the same KV-cache setup as the engine (without it, ``generate_batch`` sizes its
+cache from free memory, gigabytes here, and is slower still).
 Rounds alternate the two paths so machine noise hits both; medians reported.
 
     .venv/bin/python benchmarks/bench_transformers_batching.py [--rounds 3] [--streams 8]
@@ -30,6 +32,7 @@ from contextlib import contextmanager
 import httpx
 
 from starchart.engines.hf_loading import locate
+from starchart.engines.transformers import batching_config
 from starchart.registry import EMBEDDED_NAME
 
 QUESTIONS = ["Write a story about a lighthouse.", "Explain how rain forms.",
@@ -98,7 +101,8 @@ async def served(url: str, streams: int, max_tokens: int) -> float:
 class Direct:
     """The same model in this process, through ``generate_batch``."""
 
-    def __init__(self) -> None:
+    def __init__(self, n_ctx: int) -> None:
+        self.n_ctx = n_ctx
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         source = locate(EMBEDDED_NAME)
@@ -115,7 +119,9 @@ class Direct:
         config = GenerationConfig(do_sample=True, max_new_tokens=max_tokens, eos_token_id=-1,
                                   pad_token_id=0, **SAMPLING)
         start = time.perf_counter()
-        results = self.model.generate_batch(inputs, generation_config=config)
+        results = self.model.generate_batch(
+            inputs, generation_config=config,
+            continuous_batching_config=batching_config(self.n_ctx, 8, "cpu"))
         elapsed = time.perf_counter() - start
         counts = [len(r.generated_tokens) for r in results.values()]
         assert len(counts) == streams and all(c == max_tokens for c in counts), counts
@@ -130,7 +136,7 @@ def main() -> int:
     parser.add_argument("--n-ctx", type=int, default=1024)
     args = parser.parse_args()
 
-    direct = Direct()
+    direct = Direct(args.n_ctx)
     rows: dict[str, list[float]] = {"server 1": [], f"server {args.streams}": [],
                                     "direct 1": [], f"direct {args.streams}": []}
     with server(args.n_ctx) as url:

@@ -54,6 +54,20 @@ PAGE_SIZE = 64
 _POLL_SECONDS = 1.0
 
 
+def batching_config(n_ctx: int, max_sequences: int, device: str) -> Any:
+    """The continuous-batching setup: a KV cache sized for ``max_sequences`` full
+    contexts (CB would otherwise size it from free memory: gigabytes on a CPU box)."""
+    from transformers import ContinuousBatchingConfig
+
+    return ContinuousBatchingConfig(
+        per_request_processors=True, page_size=PAGE_SIZE,
+        num_blocks=-(-n_ctx // PAGE_SIZE) * max_sequences,
+        max_batch_tokens=min(n_ctx, 512),
+        # On CUDA, CB moves to flash attention when its kernels are installed.
+        auto_switch_to_flash=device == "cuda",
+    )
+
+
 class TransformersEngine(Engine):
     def __init__(self, model: str, *, n_ctx: int = 4096, device: str = "auto",
                  dtype: str = "auto", quantize: str = "none", chat_template: str | None = None,
@@ -200,7 +214,7 @@ class TransformersEngine(Engine):
         )
 
     def _start_batching(self, device: str) -> None:
-        from transformers import ContinuousBatchingConfig, GenerationConfig
+        from transformers import GenerationConfig
 
         # Temperature != 1, top_k > 0 and top_p < 1 make CB build its per-request versions
         # of those three processors; every request then passes its own values.
@@ -210,14 +224,7 @@ class TransformersEngine(Engine):
             pad_token_id=self._tokenizer.pad_token_id if self._tokenizer.pad_token_id
             is not None else (self._stop_ids[0] if self._stop_ids else 0),
         )
-        pages_per_sequence = -(-self.info.n_ctx // PAGE_SIZE)
-        batching = ContinuousBatchingConfig(
-            per_request_processors=True, page_size=PAGE_SIZE,
-            num_blocks=pages_per_sequence * self.max_sequences,
-            max_batch_tokens=min(self.info.n_ctx, 512),
-            # No flash-attention kernels here; CB runs on the model's own sdpa.
-            auto_switch_to_flash=False,
-        )
+        batching = batching_config(self.info.n_ctx, self.max_sequences, device)
         try:
             manager = self._model.init_continuous_batching(
                 generation_config=generation, continuous_batching_config=batching)
