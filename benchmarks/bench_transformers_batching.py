@@ -13,6 +13,7 @@ cache from free memory, gigabytes here, and is slower still).
 Rounds alternate the two paths so machine noise hits both; medians reported.
 
     .venv/bin/python benchmarks/bench_transformers_batching.py [--rounds 3] [--streams 8]
+        [--threads N]
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ def messages(i: int) -> list[dict[str, str]]:
 
 
 @contextmanager
-def server(n_ctx: int) -> Iterator[str]:
+def server(n_ctx: int, threads: int | None) -> Iterator[str]:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
@@ -54,7 +55,8 @@ def server(n_ctx: int) -> Iterator[str]:
     env = {**os.environ, "STARCHART_HOME": f"/tmp/starchart-bench-{port}"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "starchart", "serve", "--engine", "transformers", "--port",
-         str(port), "--n-ctx", str(n_ctx), "--log-level", "warning"],
+         str(port), "--n-ctx", str(n_ctx), "--log-level", "warning",
+         *(["--threads", str(threads)] if threads else [])],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 300
@@ -134,12 +136,18 @@ def main() -> int:
     parser.add_argument("--streams", type=int, default=8)
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--n-ctx", type=int, default=1024)
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads on both sides (default: torch's, all cores)")
     args = parser.parse_args()
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
 
     direct = Direct(args.n_ctx)
     rows: dict[str, list[float]] = {"server 1": [], f"server {args.streams}": [],
                                     "direct 1": [], f"direct {args.streams}": []}
-    with server(args.n_ctx) as url:
+    with server(args.n_ctx, args.threads) as url:
         asyncio.run(served(url, 2, 8))  # warm up
         direct.run(2, 8)
         for r in range(args.rounds):
