@@ -31,7 +31,8 @@ class Settings(BaseSettings):
     )
     model: str = Field(
         DEFAULT_MODEL,
-        description="Chat model: a registry name (see `starchart models`) or a path to a .gguf.",
+        description="Chat model: a registry name (see `starchart models`) or a path to a .gguf;"
+        " with --engine transformers also a checkpoint folder or a Hugging Face hub id.",
     )
     engine: Literal["llamacpp", "transformers"] = Field(
         "llamacpp",
