@@ -31,14 +31,45 @@ class Settings(BaseSettings):
     )
     model: str = Field(
         DEFAULT_MODEL,
-        description="Chat model: a registry name (see `starchart models`) or a path to a .gguf.",
+        description="Chat model: a registry name (see `starchart models`) or a path to a .gguf;"
+        " with --engine transformers also a checkpoint folder or a Hugging Face hub id.",
     )
-    engine: Literal["llamacpp"] = Field("llamacpp", description="Inference engine.")
+    engine: Literal["llamacpp", "transformers"] = Field(
+        "llamacpp",
+        description="Inference engine: llamacpp (GGUF) or transformers (HF checkpoints, hub ids,"
+        " GGUF through transformers).",
+    )
     host: str = Field("127.0.0.1", description="Address the server binds to.")
     port: int = Field(8000, ge=0, le=65535, description="Port the server listens on.")
     n_ctx: int = Field(4096, ge=64, description="Context window in tokens.")
     threads: int | None = Field(
         None, ge=1, description="CPU threads for generation (default: all cores)."
+    )
+
+    # The transformers engine (ignored by llamacpp).
+    device: Literal["auto", "cuda", "mps", "cpu"] = Field(
+        "auto", description="transformers engine: device (auto = CUDA, else Apple mps, else CPU)."
+    )
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
+        "auto",
+        description="transformers engine: weight dtype (auto = bf16 on CUDA where supported,"
+        " else fp16; fp16 on mps; fp32 on CPU).",
+    )
+    quantize: Literal["none", "8bit", "4bit"] = Field(
+        "none",
+        description="transformers engine: bitsandbytes quantization (8bit, or 4bit nf4 with"
+        " double quantization); needs CUDA.",
+    )
+    chat_template: str | None = Field(
+        None,
+        description="transformers engine: chat template, a name (starchat, chatml, llama2,"
+        " zephyr) or a .jinja file; replaces the tokenizer's own (default: the tokenizer's,"
+        " else the one its special tokens give away).",
+    )
+    trust_remote_code: bool = Field(
+        False,
+        description="transformers engine: run the Python code a hub model ships (only for"
+        " models you trust).",
     )
 
     # Generation defaults: the values of the user's document, overridable per request.
