@@ -35,6 +35,7 @@ run: $(VENV)/.installed
 	$(BIN)/starchart serve --host $(HOST) --port $(PORT)
 
 test: $(VENV)/.installed-test browser
+	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/python -m pytest
 
 install: $(VENV)/.installed
