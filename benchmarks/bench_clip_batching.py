@@ -27,17 +27,14 @@ import asyncio
 import base64
 import io
 import os
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+from server_process import starchart_server
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # the tests' CLIP builder and image maker
@@ -48,38 +45,15 @@ from tests.vision.tiny_clip import build_clip  # noqa: E402
 N_IMAGES = 32
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+def clip_ready(url: str) -> bool:
+    models = httpx.get(url + "/v1/models", timeout=2).json()["data"]
+    return any(m["kind"] == "clip" and m["loaded"] for m in models)
 
 
-@contextmanager
-def server(clip: str, max_batch: int, max_wait_ms: float) -> Iterator[str]:
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    home = tempfile.mkdtemp(prefix="starchart-bench-clip-")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "starchart", "serve", "--port", str(port), "--clip", clip,
-         "--clip-max-batch", str(max_batch), "--clip-max-wait-ms", str(max_wait_ms),
-         "--clip-max-images", str(N_IMAGES), "--log-level", "warning", "--home", home],
-        stdout=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 300
-        while True:
-            try:
-                models = httpx.get(url + "/v1/models", timeout=2).json()["data"]
-                if any(m["kind"] == "clip" and m["loaded"] for m in models):
-                    break
-            except (httpx.HTTPError, ValueError, KeyError):
-                pass
-            if time.monotonic() > deadline or proc.poll() is not None:
-                raise SystemExit("the server did not start, or could not load the CLIP model")
-            time.sleep(0.2)
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+def server(clip: str, max_batch: int, max_wait_ms: float):  # noqa: ANN201 - context manager
+    return starchart_server("--clip", clip, "--clip-max-batch", str(max_batch),
+                            "--clip-max-wait-ms", str(max_wait_ms),
+                            "--clip-max-images", str(N_IMAGES), ready=clip_ready)
 
 
 def payloads() -> list[str]:

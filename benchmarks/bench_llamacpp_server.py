@@ -12,15 +12,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import socket
 import statistics
-import subprocess
 import sys
 import time
 
 import httpx
 import numpy as np
+from server_process import starchart_server
 
 from starchart.engines.llamacpp import default_threads  # sets llama.cpp's OpenMP policy
 from starchart.registry import EMBEDDED_NAME, embedded_gguf
@@ -83,27 +81,7 @@ def main() -> int:
 
     threads = default_threads()
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    url = f"http://127.0.0.1:{port}"
-    env = {**os.environ, "STARCHART_HOME": os.path.join("/tmp", f"starchart-bench-{port}")}
-    server = subprocess.Popen(
-        [sys.executable, "-m", "starchart", "serve", "--port", str(port), "--n-ctx",
-         str(args.n_ctx), "--threads", str(threads), "--log-level", "warning"],
-        env=env, stdout=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(url + "/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline or server.poll() is not None:
-                raise SystemExit("the server did not start")
-            time.sleep(0.2)
-
+    with starchart_server("--n-ctx", str(args.n_ctx), "--threads", str(threads)) as url:
         llama = llama_cpp.Llama(model_path=str(embedded_gguf()), n_ctx=args.n_ctx,
                                 n_threads=threads, n_threads_batch=threads, verbose=False)
         vocab = llama._model.vocab
@@ -120,9 +98,6 @@ def main() -> int:
                 raw.append(measure(raw_engine(llama, eog, prompt, args.max_tokens)))
                 ours.append(measure(server_path(url, prompt, args.max_tokens)))
             print(f"round {r + 1}/{args.rounds} done", file=sys.stderr)
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
 
     def med(rows: list[tuple[float, float, int]], i: int) -> float:
         return statistics.median(row[i] for row in rows)

@@ -21,16 +21,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import socket
 import statistics
-import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import httpx
+from server_process import starchart_server
 
 from starchart.engines.hf_loading import locate
 from starchart.engines.transformers import batching_config
@@ -46,33 +42,9 @@ def messages(i: int) -> list[dict[str, str]]:
             {"role": "user", "content": QUESTIONS[i % len(QUESTIONS)]}]
 
 
-@contextmanager
-def server(n_ctx: int, threads: int | None) -> Iterator[str]:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    url = f"http://127.0.0.1:{port}"
-    env = {**os.environ, "STARCHART_HOME": f"/tmp/starchart-bench-{port}"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "starchart", "serve", "--engine", "transformers", "--port",
-         str(port), "--n-ctx", str(n_ctx), "--log-level", "warning",
-         *(["--threads", str(threads)] if threads else [])],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 300
-        while True:
-            try:
-                if httpx.get(url + "/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline or proc.poll() is not None:
-                raise SystemExit("the server did not start")
-            time.sleep(0.5)
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+def server(n_ctx: int, threads: int | None):  # noqa: ANN201 - a context manager of the URL
+    return starchart_server("--engine", "transformers", "--n-ctx", str(n_ctx),
+                            *(["--threads", str(threads)] if threads else []))
 
 
 async def one_stream(client: httpx.AsyncClient, i: int, max_tokens: int) -> int:

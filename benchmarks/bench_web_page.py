@@ -18,15 +18,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import socket
 import statistics
-import subprocess
-import sys
 import time
 
 import httpx
 from playwright.sync_api import Route, sync_playwright
+from server_process import starchart_server
 
 QUESTION = "Write a story about a lighthouse."
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-background-networking", "--disable-component-update",
@@ -45,11 +42,6 @@ TIMING = """() => {
              {subtree: true, childList: true, characterData: true, attributes: true});
 }"""
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def api_round(client: httpx.Client, max_tokens: int) -> tuple[float, float]:
@@ -81,23 +73,7 @@ def main() -> int:
     parser.add_argument("--max-tokens", type=int, default=128)
     args = parser.parse_args()
 
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    env = {**os.environ, "STARCHART_HOME": os.path.join("/tmp", f"starchart-bench-{port}")}
-    server = subprocess.Popen([sys.executable, "-m", "starchart", "serve", "--port", str(port),
-                               "--n-ctx", "2048", "--log-level", "warning"], env=env)
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(url + "/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline or server.poll() is not None:
-                raise SystemExit("the server did not become ready")
-            time.sleep(0.1)
-
+    with starchart_server("--n-ctx", "2048") as url:
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path="/usr/bin/chromium",
                                                  args=CHROMIUM_ARGS)
@@ -123,9 +99,6 @@ def main() -> int:
                     api.append(api_round(client, args.max_tokens))
                     web.append(page_round(page, args.max_tokens))
             browser.close()
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
 
     def med(rows: list[tuple[float, float]], i: int) -> float:
         return statistics.median(r[i] for r in rows)
@@ -140,4 +113,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())
