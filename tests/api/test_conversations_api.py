@@ -339,3 +339,32 @@ def test_a_reply_being_generated_does_not_block_other_conversations(
         assert len(api.get("/v1/conversations").json()["data"]) == 3
         reply = api.get(f"/v1/conversations/{busy}").json()["messages"][-1]
         assert reply["incomplete"] is True and reply["finish_reason"] is None  # still going
+
+
+def test_regenerate_replaces_the_last_answer(api: httpx.Client) -> None:
+    conv = new_conversation(api)
+    url = f"/v1/conversations/{conv['id']}/messages"
+    first = api.post(url, json={"content": FRANCE_Q, "temperature": 0, "stream": False,
+                                "max_tokens": 32}).json()
+    assert "Paris" in first["message"]["content"]
+    with api.stream("POST", url, json={"regenerate": True, "temperature": 0,
+                                       "max_tokens": 32}) as response:
+        assert response.status_code == 200
+        chunks = sse(response)
+    text = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks if c["choices"])
+    assert text == first["message"]["content"]  # same question, greedy: same answer
+    messages = api.get(f"/v1/conversations/{conv['id']}").json()["messages"]
+    assert [m["role"] for m in messages] == ["user", "assistant"]
+    assert messages[0]["content"] == FRANCE_Q
+    assert messages[1]["id"] != first["message"]["id"] and messages[1]["content"] == text
+    assert chunks[0]["starchart"]["user_message_id"] == messages[0]["id"]
+
+
+def test_regenerate_needs_a_user_turn_and_no_content(api: httpx.Client) -> None:
+    conv = new_conversation(api)
+    url = f"/v1/conversations/{conv['id']}/messages"
+    empty = api.post(url, json={"regenerate": True, "stream": False})
+    assert empty.status_code == 400 and empty.json()["error"]["param"] == "regenerate"
+    both = api.post(url, json={"regenerate": True, "content": "hi"})
+    assert both.status_code == 400 and both.json()["error"]["param"] == "content"
+    assert api.get(f"/v1/conversations/{conv['id']}").json()["messages"] == []

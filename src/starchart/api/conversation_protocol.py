@@ -8,7 +8,14 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictStr
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictStr,
+    ValidationInfo,
+    field_validator,
+)
 
 from starchart.api.protocol import SamplingFields
 
@@ -31,10 +38,27 @@ class ConversationUpdate(BaseModel):
 
 
 class MessageCreate(SamplingFields):
-    """A user turn: its text plus any sampling field of /v1/chat/completions."""
+    """A user turn: its text plus any sampling field of /v1/chat/completions.
 
-    content: StrictStr = Field(min_length=1)
+    ``regenerate: true`` instead of ``content`` answers the last user turn
+    again, replacing the answer it had.
+    """
+
+    # Before ``content``: its validator reads it.
+    regenerate: bool = False
+    content: StrictStr | None = Field(None, min_length=1, validate_default=True)
     stream: bool = True
+
+    @field_validator("content")
+    @classmethod
+    def _content_or_regenerate(cls, value: str | None, info: ValidationInfo) -> str | None:
+        regenerate = info.data.get("regenerate", False)
+        if regenerate and value is not None:
+            raise ValueError("give either content or regenerate: true, not both")
+        if not regenerate and value is None:
+            raise ValueError("content is required (or regenerate: true to answer the last"
+                             " user turn again)")
+        return value
 
 
 ExportFormat = Literal["json", "markdown"]

@@ -189,6 +189,13 @@ class ConversationStore:
                          .where(conversations.c.id == conversation_id).values(**touched))
         return message
 
+    def delete_message(self, conversation_id: str, owner: Owner, message_id: str) -> None:
+        """Remove one message (a reply being regenerated), committed before this returns."""
+        with self.db.write() as conn:
+            self._get(conn, conversation_id, owner)
+            conn.execute(messages.delete().where(messages.c.id == message_id)
+                         .where(messages.c.conversation_id == conversation_id))
+
     def save_reply(self, message_id: str, content: str, *, incomplete: bool,
                    finish_reason: str | None = None,
                    usage: dict[str, int] | None = None) -> None:

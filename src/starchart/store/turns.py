@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from starchart.engines.base import Finish, SamplingParams, StreamEvent, TextDelta
-from starchart.errors import StarchartError
+from starchart.errors import BadRequest, StarchartError
 from starchart.service import ChatService
 from starchart.store.context import fit
 from starchart.store.conversations import ConversationStore, Owner, StoredMessage
@@ -223,10 +223,12 @@ class ConversationChat:
         self._locks = KeyedLocks()
         self._running: set[asyncio.Task[None]] = set()
 
-    async def start(self, conversation_id: str, owner: Owner, content: str,
+    async def start(self, conversation_id: str, owner: Owner, content: str | None,
                     params: SamplingParams, model: str | None = None) -> Turn:
         """Validate, commit the user message, start generating. Raises before
         anything is stored when the conversation, the model or the prompt is wrong.
+        ``content`` None regenerates: the last user turn is answered again and
+        its previous answer replaced.
         """
         await self._locks.acquire(conversation_id)
         try:
@@ -240,17 +242,31 @@ class ConversationChat:
         turn._task.add_done_callback(self._running.discard)
         return turn
 
-    def _prepare(self, conversation_id: str, owner: Owner, content: str,
+    def _prepare(self, conversation_id: str, owner: Owner, content: str | None,
                  params: SamplingParams, model: str | None) -> Turn:
         conv = self.store.get(conversation_id, owner)
         engine = self.service.engine(model or conv.model)
         system = (conv.system_prompt if conv.system_prompt is not None
                   else self.service.settings.system_prompt)
-        history = [{"role": m.role, "content": m.content} for m in conv.messages]
-        history.append({"role": "user", "content": content})
+        earlier = list(conv.messages)
+        replaced = None
+        if content is None:
+            if earlier and earlier[-1].role == "assistant":
+                replaced = earlier.pop()
+            if not earlier or earlier[-1].role != "user":
+                raise BadRequest("nothing to regenerate: the conversation has no user turn",
+                                 param="regenerate")
+        history = [{"role": m.role, "content": m.content} for m in earlier]
+        if content is not None:
+            history.append({"role": "user", "content": content})
         fitted = fit(engine, {"role": "system", "content": system}, history,
                      params.max_tokens)
-        user = self.store.add_message(conversation_id, owner, "user", content)
+        if content is None:
+            user = earlier[-1]
+            if replaced is not None:
+                self.store.delete_message(conversation_id, owner, replaced.id)
+        else:
+            user = self.store.add_message(conversation_id, owner, "user", content)
         reply = self.store.add_message(
             conversation_id, owner, "assistant", "", incomplete=True, model=engine.info.id,
             dropped_turns=fitted.dropped, params={**params.as_dict(), "system_prompt": system})

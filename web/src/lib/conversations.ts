@@ -184,8 +184,8 @@ export class BrowserStore implements ConversationStore {
 /** Conversations stored by the server: survive a server restart and other browsers. */
 export class ServerStore implements ConversationStore {
   readonly kind = 'server'
-  // The conversations API appends turns; it has no "replace the last answer".
-  readonly canRegenerate = false
+  // The server answers the last user turn again when asked to regenerate.
+  readonly canRegenerate = true
 
   async list(): Promise<Summary[]> {
     return (await getJSON<{ data: Summary[] }>('/v1/conversations')).data
@@ -217,9 +217,9 @@ export class ServerStore implements ConversationStore {
   saved(): void {}
 
   async generate(req: GenerateRequest, on: StreamHandlers): Promise<void> {
-    if (req.content === null) throw new ApiError('Regenerate is not available for conversations stored on the server.', 400)
     const body = {
-      content: req.content, stream: true, ...req.sampling,
+      ...(req.content === null ? { regenerate: true } : { content: req.content }),
+      stream: true, ...req.sampling,
       ...(req.model ? { model: req.model } : {}),
     }
     const path = `/v1/conversations/${encodeURIComponent(req.conversation.id)}/messages`
