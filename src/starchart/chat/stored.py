@@ -11,7 +11,6 @@ import sys
 from typing import TextIO
 
 from starchart.chat.terminal import TerminalChat
-from starchart.engines.base import Finish, TextDelta
 from starchart.errors import NotFound
 from starchart.service import ChatService
 from starchart.store import Store
@@ -51,22 +50,12 @@ class StoredTerminalChat(TerminalChat):
     async def answer(self, question: str) -> str:
         self.history.append({"role": "user", "content": question})
         turn = await self.turns.start(self.conversation_id, LOCAL, question, self.params)
-        parts: list[str] = []
         try:
-            async for event in turn.events():
-                if isinstance(event, TextDelta):
-                    parts.append(event.text)
-                    self.out.write(event.text)
-                    self.out.flush()
-                elif isinstance(event, Finish) and event.reason == "length":
-                    print("\n[answer cut at max_tokens]", file=sys.stderr)
+            return await self.show(turn.events())
         except asyncio.CancelledError:  # Ctrl-C: store what was said before leaving
             turn.stop()
             await turn.done()
             raise
-        finally:
-            self.history.append({"role": "assistant", "content": "".join(parts)})
-        return "".join(parts)
 
     def command(self, line: str) -> bool:
         name, _, rest = line.partition(" ")

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from collections.abc import AsyncIterator
 from typing import TextIO
 
 from starchart.engines import create_engine
-from starchart.engines.base import Finish, SamplingParams, TextDelta
+from starchart.engines.base import Finish, SamplingParams, StreamEvent, TextDelta
 from starchart.errors import StarchartError
 from starchart.service import ChatService
 from starchart.settings import Settings
@@ -47,9 +48,13 @@ class TerminalChat:
     async def answer(self, question: str) -> str:
         """Stream one answer to ``out``; a cancelled answer keeps what was said."""
         self.history.append({"role": "user", "content": question})
+        return await self.show(self.service.stream_chat(None, self.messages(), self.params))
+
+    async def show(self, events: AsyncIterator[StreamEvent]) -> str:
+        """Print an answer as it streams and add it to the history, even if cut short."""
         parts: list[str] = []
         try:
-            async for event in self.service.stream_chat(None, self.messages(), self.params):
+            async for event in events:
                 if isinstance(event, TextDelta):
                     parts.append(event.text)
                     self.out.write(event.text)

@@ -9,6 +9,7 @@ of JSON: ``{"name": {"dtype": "F16", "shape": [..], "data_offsets": [a, b]},
 from __future__ import annotations
 
 import json
+import math
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,10 +30,7 @@ class TensorHeader:
 
     @property
     def elements(self) -> int:
-        n = 1
-        for d in self.shape:
-            n *= d
-        return n
+        return math.prod(self.shape)
 
     @property
     def nbytes(self) -> int:
