@@ -16,8 +16,8 @@ from starchart.store.turns import ConversationChat, KeyedLocks
 
 
 @pytest.fixture
-def store(settings: Settings) -> Iterator[Store]:
-    with closing(Store.open(settings)) as s:
+def store(store_settings: Settings) -> Iterator[Store]:
+    with closing(Store.open(store_settings)) as s:
         yield s
 
 
