@@ -18,6 +18,7 @@ from starchart.api.routes import chat, clip, completions, conversations, doctor,
 from starchart.api.web import mount_web
 from starchart.engines import create_engine
 from starchart.engines.base import Engine
+from starchart.engines.remote import remote_engines
 from starchart.errors import StarchartError
 from starchart.service import ChatService
 from starchart.settings import Settings
@@ -50,7 +51,9 @@ def create_app(settings: Settings, engines: list[Engine] | None = None) -> FastA
     owned by the caller and are not closed at shutdown.
     """
     owned = engines is None
-    chosen = [create_engine(settings)] if engines is None else engines
+    # Models from upstream servers (--upstream, --models-file) are always the app's own.
+    remote = remote_engines(settings)
+    chosen = [*([create_engine(settings)] if engines is None else engines), *remote]
     service = ChatService(settings, {e.info.id: e for e in chosen})
     # CLIP (--clip) loads beside the chat model; a failure to load leaves chat serving.
     clip_model = ClipModel.from_settings(settings) if settings.clip else None
@@ -60,11 +63,15 @@ def create_app(settings: Settings, engines: list[Engine] | None = None) -> FastA
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         loading = asyncio.create_task(_load(service))
+        background = [asyncio.create_task(e.serve_background()) for e in chosen]
         clip_loading = asyncio.create_task(clip_model.load_in_background()) if clip_model else None
         try:
             yield
         finally:
             loading.cancel()
+            for task in background:
+                task.cancel()
+            await asyncio.gather(*background, return_exceptions=True)
             if clip_model is not None and clip_loading is not None:
                 clip_loading.cancel()
                 clip_model.close()
@@ -72,9 +79,8 @@ def create_app(settings: Settings, engines: list[Engine] | None = None) -> FastA
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(conversation_chat.drain(), timeout=5)
             store.close()
-            if owned:
-                for engine in service.engines.values():
-                    engine.close()
+            for engine in service.engines.values() if owned else remote:
+                engine.close()
 
     app = FastAPI(title="starchart", version=__version__, lifespan=lifespan)
     app.state.settings = settings

@@ -12,10 +12,15 @@ Handler = Callable[[argparse.Namespace, Settings], int]
 
 
 def _doctor(args: argparse.Namespace, settings: Settings) -> int:
+    from starchart.doctor import upstreams
     from starchart.doctor.render import to_json, to_text
     from starchart.doctor.run import run_checks
+    from starchart.engines.upstreams import upstream_models
 
     report = run_checks(settings.home, model=args.model, n_ctx=settings.n_ctx, batch=args.batch)
+    remote = upstream_models(settings)
+    if remote:
+        report.sections.append(upstreams.section(remote, settings.upstream_connect_timeout))
     if args.json:
         print(to_json(report))
     else:
@@ -64,7 +69,8 @@ def add_commands(sub: Any, handlers: dict[str, Handler],
     doctor.add_argument("--model", metavar="M", help="also plan this model's memory (a"
                         " registry name, a .gguf, or a checkpoint folder with config.json)")
     _common(doctor)
-    add_setting_flags(doctor, only=["home"])
+    add_setting_flags(doctor, only=["home", "upstream", "upstream_key", "upstream_model",
+                                    "models_file", "upstream_connect_timeout"])
     handlers["doctor"] = _doctor
 
     plan = sub.add_parser(

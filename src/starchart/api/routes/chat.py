@@ -8,6 +8,8 @@ from fastapi import APIRouter, Request
 
 from starchart.api import generation
 from starchart.api.protocol import ChatCompletionRequest, chat_chunk, new_id, now
+from starchart.api.relay import relay
+from starchart.engines.remote import RemoteEngine
 
 router = APIRouter()
 
@@ -27,6 +29,8 @@ def _role_chunk(id_: str, created: int, model: str, include_usage: bool) -> dict
 async def create_chat_completion(body: ChatCompletionRequest, request: Request) -> Any:
     service = request.app.state.service
     engine = service.engine(body.model)
+    if isinstance(engine, RemoteEngine):  # passed through as the client sent it
+        return await relay(request, engine, "/v1/chat/completions", service.stats)
     events = service.stream_chat(
         body.model, [m.as_template_message() for m in body.messages],
         body.sampling(service.defaults),

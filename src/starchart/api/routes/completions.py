@@ -8,6 +8,8 @@ from fastapi import APIRouter, Request
 
 from starchart.api import generation
 from starchart.api.protocol import CompletionRequest, completion_chunk, new_id, now
+from starchart.api.relay import relay
+from starchart.engines.remote import RemoteEngine
 
 router = APIRouter()
 
@@ -21,6 +23,8 @@ def _chunk(id_: str, created: int, model: str, text: str | None, finish: str | N
 async def create_completion(body: CompletionRequest, request: Request) -> Any:
     service = request.app.state.service
     engine = service.engine(body.model)
+    if isinstance(engine, RemoteEngine):  # passed through as the client sent it
+        return await relay(request, engine, "/v1/completions", service.stats)
     events = service.stream_completion(body.model, body.text, body.sampling(service.defaults))
     model = engine.info.id
     if body.stream:

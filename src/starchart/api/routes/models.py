@@ -8,6 +8,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from starchart.api.routes import clip
+from starchart.engines.remote import RemoteEngine
 from starchart.service import ChatService
 
 router = APIRouter()
@@ -24,7 +25,9 @@ async def list_models(request: Request) -> dict[str, Any]:
         "object": "list",
         "data": [
             {"id": engine.info.id, "object": "model", "created": 0, "owned_by": "starchart",
-             "kind": "chat", "loaded": engine.loaded, **engine.info.as_dict()}
+             "kind": "chat", "loaded": engine.loaded, **engine.info.as_dict(),
+             **({"upstreams": [u.as_dict() for u in engine.upstreams]}
+                if isinstance(engine, RemoteEngine) else {})}
             for engine in service.engines.values()
         ] + clip.model_entries(request),
     }

@@ -1,0 +1,76 @@
+"""Chat and text completions for a remote model: the request passed through.
+
+The client's JSON goes upstream as it came (every sampling field,
+``response_format``, ``tools``, ``stream_options``, whatever the upstream
+understands), with only ``model`` set to the upstream's name for it. Answers
+come back with ``model`` set to ours; streamed events are relayed one by one
+as they arrive. A stream that breaks after the first event ends with an error
+event before ``[DONE]``, never silently short.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import Request
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from starchart.api.streaming import cancel_on_disconnect
+from starchart.engines.remote import RemoteEngine, UpstreamStream
+from starchart.errors import StarchartError
+from starchart.service import Stats
+
+log = logging.getLogger("starchart.api")
+
+
+def _renamed(payload: str, model: str) -> str:
+    try:
+        chunk = json.loads(payload)
+    except ValueError:
+        return payload  # not ours to judge: relayed as it came
+    if isinstance(chunk, dict) and "model" in chunk:
+        chunk["model"] = model
+        return json.dumps(chunk, ensure_ascii=False)
+    return payload
+
+
+async def _frames(stream: UpstreamStream, model: str, stats: Stats) -> AsyncIterator[str]:
+    try:
+        async for payload in stream.data():
+            yield f"data: {_renamed(payload, model)}\n\n"
+    except StarchartError as exc:
+        log.warning("relayed stream of %s ended early: %s", model, exc.message)
+        yield f"data: {json.dumps(exc.to_dict())}\n\n"
+    finally:
+        stats.in_flight -= 1
+        await stream.aclose()
+    yield "data: [DONE]\n\n"
+
+
+async def relay(request: Request, engine: RemoteEngine, path: str, stats: Stats) -> Any:
+    """The whole answer (JSON) or the relayed stream, for a remote model."""
+    body: dict[str, Any] = await request.json()  # already validated by the route's model
+    stats.requests += 1
+    if not body.get("stream"):
+        stats.in_flight += 1
+        try:
+            answer = await cancel_on_disconnect(request, engine.post_json(path, body))
+        finally:
+            stats.in_flight -= 1
+        if isinstance(answer, dict):
+            answer["model"] = engine.info.id
+            usage = answer.get("usage") or {}
+            stats.completion_tokens += int(usage.get("completion_tokens") or 0)
+        return JSONResponse(answer)
+    stats.in_flight += 1
+    try:
+        stream = await cancel_on_disconnect(request, engine.open_stream(path, body))
+    except BaseException:
+        stats.in_flight -= 1
+        raise
+    return StreamingResponse(
+        _frames(stream, engine.info.id, stats), media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
