@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -26,15 +27,14 @@ from starchart.service import Stats
 log = logging.getLogger("starchart.api")
 
 
+# The first "model" member of an event is the top-level one (every OpenAI-style
+# server writes it before "choices"; one inside a string would be escaped).
+# Renaming in the text, not parse + dump, keeps the relay's per-token cost down.
+_MODEL = re.compile(r'"model"\s*:\s*"(?:[^"\\]|\\.)*"')
+
+
 def _renamed(payload: str, model: str) -> str:
-    try:
-        chunk = json.loads(payload)
-    except ValueError:
-        return payload  # not ours to judge: relayed as it came
-    if isinstance(chunk, dict) and "model" in chunk:
-        chunk["model"] = model
-        return json.dumps(chunk, ensure_ascii=False)
-    return payload
+    return _MODEL.sub(lambda _: f'"model": {json.dumps(model)}', payload, count=1)
 
 
 async def _frames(stream: UpstreamStream, model: str, stats: Stats) -> AsyncIterator[str]:
