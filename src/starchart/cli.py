@@ -128,7 +128,8 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
                                                "max_body_bytes", "log_level",
                                                "allowed_hosts", "cors_origins",
                                                "insecure_no_auth")
-                                  and not n.startswith("clip")])
+                                  and not n.startswith(("clip", "upstream"))
+                                  and n != "models_file"])
     handlers["chat"] = _chat
 
     clip = sub.add_parser(
