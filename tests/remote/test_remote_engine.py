@@ -208,6 +208,20 @@ def test_a_stored_conversation_on_a_remote_model(front: LiveServer) -> None:
     assert answer["message"]["usage"]["completion_tokens"] > 0
 
 
+def test_a_client_hanging_up_mid_stream_releases_the_upstream(front: LiveServer) -> None:
+    llama = _remote(front, "llama").upstreams[0]
+    body = {"model": "llama", "messages": CAPITAL, "stream": True, "max_tokens": 200}
+    with httpx.stream("POST", front.url + "/v1/chat/completions", json=body,
+                      timeout=60) as response:
+        next(response.iter_lines())
+        assert llama.outstanding == 1
+    deadline = time.monotonic() + 10
+    while llama.outstanding:
+        assert time.monotonic() < deadline, "the upstream request was never closed"
+        time.sleep(0.05)
+    assert front.app.state.service.stats.in_flight == 0
+
+
 def _stream_lines(response: httpx.Response) -> Iterator[str]:
     for line in response.iter_lines():
         if line.startswith("data: "):

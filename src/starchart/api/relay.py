@@ -37,7 +37,7 @@ def _renamed(payload: str, model: str) -> str:
     return _MODEL.sub(lambda _: f'"model": {json.dumps(model)}', payload, count=1)
 
 
-async def _frames(stream: UpstreamStream, model: str, stats: Stats) -> AsyncIterator[str]:
+async def _frames(stream: UpstreamStream, model: str) -> AsyncIterator[str]:
     try:
         async for payload in stream.data():
             yield f"data: {_renamed(payload, model)}\n\n"
@@ -45,9 +45,26 @@ async def _frames(stream: UpstreamStream, model: str, stats: Stats) -> AsyncIter
         log.warning("relayed stream of %s ended early: %s", model, exc.message)
         yield f"data: {json.dumps(exc.to_dict())}\n\n"
     finally:
-        stats.in_flight -= 1
         await stream.aclose()
     yield "data: [DONE]\n\n"
+
+
+class _RelayedStream(StreamingResponse):
+    """Closes the upstream stream however the response ends: a client gone before
+    the body started never runs the generator's ``finally``."""
+
+    def __init__(self, stream: UpstreamStream, model: str, stats: Stats) -> None:
+        super().__init__(_frames(stream, model), media_type="text/event-stream",
+                         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        self._stream = stream
+        self._stats = stats
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._stats.in_flight -= 1
+            await self._stream.aclose()
 
 
 async def relay(request: Request, engine: RemoteEngine, path: str, stats: Stats) -> Any:
@@ -71,6 +88,4 @@ async def relay(request: Request, engine: RemoteEngine, path: str, stats: Stats)
     except BaseException:
         stats.in_flight -= 1
         raise
-    return StreamingResponse(
-        _frames(stream, engine.info.id, stats), media_type="text/event-stream",
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    return _RelayedStream(stream, engine.info.id, stats)
