@@ -101,9 +101,11 @@ def front(tmp_path_factory: pytest.TempPathFactory, engine: LlamaCppEngine,
                 f"both={llama_upstream.url},{starchart_upstream.url}",
                 f"llama={llama_upstream.url}",
                 f"ghost={starchart_upstream.url}",
+                f"star={starchart_upstream.url}",
                 f"dead=http://127.0.0.1:{free_port()}",
                 upstream_model=[f"both={EMBEDDED_NAME}", f"llama={EMBEDDED_NAME}",
-                                "ghost=no-such-model", f"dead={EMBEDDED_NAME}"]) as server:
+                                "ghost=no-such-model", f"dead={EMBEDDED_NAME}",
+                                f"star={EMBEDDED_NAME}"]) as server:
         yield server
 
 
@@ -209,8 +211,9 @@ def test_a_stored_conversation_on_a_remote_model(front: LiveServer) -> None:
 
 
 def test_a_client_hanging_up_mid_stream_releases_the_upstream(front: LiveServer) -> None:
-    llama = _remote(front, "llama").upstreams[0]
-    body = {"model": "llama", "messages": CAPITAL, "stream": True, "max_tokens": 200}
+    llama = _remote(front, "star").upstreams[0]  # starchart honours ignore_eos: a long answer
+    body = {"model": "star", "messages": CAPITAL, "stream": True, "max_tokens": 500,
+            "ignore_eos": True}
     with httpx.stream("POST", front.url + "/v1/chat/completions", json=body,
                       timeout=60) as response:
         next(response.iter_lines())

@@ -19,10 +19,11 @@ from typing import Any
 from fastapi import Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
+from starchart.api.protocol import ErrorResponse
 from starchart.api.streaming import cancel_on_disconnect
 from starchart.engines.remote import RemoteEngine, UpstreamStream
 from starchart.errors import StarchartError
-from starchart.service import Stats
+from starchart.services.chat import Stats
 
 log = logging.getLogger("starchart.api")
 
@@ -43,7 +44,7 @@ async def _frames(stream: UpstreamStream, model: str) -> AsyncIterator[str]:
             yield f"data: {_renamed(payload, model)}\n\n"
     except StarchartError as exc:
         log.warning("relayed stream of %s ended early: %s", model, exc.message)
-        yield f"data: {json.dumps(exc.to_dict())}\n\n"
+        yield f"data: {ErrorResponse.of(exc).wire()}\n\n"
     finally:
         await stream.aclose()
     yield "data: [DONE]\n\n"
