@@ -162,6 +162,12 @@ def check_quantization(mode: str, device: str) -> None:
               " the 8-bit one, Q4_K_M a good 4-bit one); or leave out --quantize to run"
               " this checkpoint unquantized.")
     if device != "cuda":
+        if not torch.cuda.is_available() and (fix := _torch_gpu_fix()):
+            raise QuantizationUnavailable(
+                f"--quantize {mode} needs PyTorch to use this machine's NVIDIA GPU, and the"
+                f" installed torch {torch.__version__} cannot ({fix[0]}). Install the build"
+                f" that runs here: `{fix[1]}` (or run `starchart doctor --fix`), then start"
+                " again.", param="quantize")
         found = "no CUDA device" if not torch.cuda.is_available() else f"--device {device}"
         raise QuantizationUnavailable(
             f"--quantize {mode} needs an NVIDIA GPU: bitsandbytes' {mode} weights only run"
@@ -170,8 +176,8 @@ def check_quantization(mode: str, device: str) -> None:
     if importlib.util.find_spec("bitsandbytes") is None:
         raise QuantizationUnavailable(
             f"--quantize {mode} needs the bitsandbytes package, which is not installed:"
-            " `pip install bitsandbytes` (in starchart's environment), then start again."
-            " `starchart doctor` checks that its CUDA library loads.", param="quantize")
+            f" `{_bnb_install()}`, then start again. `starchart doctor` checks that its CUDA"
+            " library loads.", param="quantize")
     try:
         import bitsandbytes  # noqa: F401 - importing loads its native CUDA library
     except Exception as exc:  # noqa: BLE001 - any failure here means the library is unusable
@@ -179,9 +185,38 @@ def check_quantization(mode: str, device: str) -> None:
         raise QuantizationUnavailable(
             f"--quantize {mode}: bitsandbytes is installed but its native library failed to"
             f" load ({first}). Usually its build does not match the CUDA version of PyTorch"
-            f" (torch.version.cuda = {torch.version.cuda}): reinstall a matching wheel with"
-            " `pip install -U bitsandbytes`, or run without --quantize.",
+            f" (torch.version.cuda = {torch.version.cuda}): install the matching release with"
+            f" `{_bnb_install()}`, or run without --quantize.",
             param="quantize") from None
+
+
+def _bnb_install() -> str:
+    """The install plan's bitsandbytes line for this torch's CUDA build."""
+    import shlex
+    import sys
+
+    from starchart.doctor import compat
+
+    row = compat.recommend_bnb(torch.version.cuda, torch.__version__)
+    if row is None:
+        return "starchart doctor (no bitsandbytes release in its table fits this torch)"
+    return shlex.join([sys.executable, "-m", "pip", "install", f"bitsandbytes=={row.bnb}"])
+
+
+def _torch_gpu_fix() -> tuple[str, str] | None:
+    """(why torch cannot see the GPU, the install line) when this box has an NVIDIA GPU."""
+    from starchart.doctor import nvidia
+    from starchart.doctor.pytorch import default_plan, torch_fix
+
+    gpus = nvidia.probe()
+    if not gpus.gpus:
+        return None
+    plan = default_plan(gpus)
+    build = torch.version.cuda
+    why = (f"a CPU-only build, driver {gpus.driver_version}" if build is None else
+           f"built for CUDA {build}, driver {gpus.driver_version} supports up to"
+           f" {gpus.cuda_version}")
+    return why, torch_fix(plan)
 
 
 def load_failure(what: str, exc: Exception) -> StarchartError:
