@@ -24,7 +24,6 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
-
 CUDA_RELEASE_NOTES = (
     "NVIDIA CUDA Toolkit Release Notes, table 'CUDA Toolkit and Corresponding Driver"
     " Versions' (docs.nvidia.com/cuda/cuda-toolkit-release-notes)"

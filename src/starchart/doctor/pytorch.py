@@ -186,7 +186,8 @@ def section(found: TorchFacts, gpus: GpuProbe,
         elif found.cuda:
             out.checks.append(warn("torch.cuda", "PyTorch CUDA", f"a CUDA {found.cuda} build on"
                                    " a machine without an NVIDIA GPU (gigabytes of unused CUDA"
-                                   " libraries)", f"{shlex.quote(sys.executable)} -m pip uninstall -y torch"
+                                   " libraries)",
+                                   f"{shlex.quote(sys.executable)} -m pip uninstall -y torch"
                                    f" && {install}"))
         if found.mps_available:
             out.checks.append(ok("torch.mps", "Apple MPS", "available: torch can use the"

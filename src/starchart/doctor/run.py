@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import platform
 import sys
+from pathlib import Path
 
 from starchart.doctor import bnb, install_plan, llamacpp, nvidia, pytorch, system, versions
 from starchart.doctor.planner import Plan, load_shape, plan

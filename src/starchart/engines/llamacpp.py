@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from starchart.chat.templates import ChatTemplate
+from starchart.doctor.gguf import file_type_name
 from starchart.engines.base import (
     Engine,
     Finish,
@@ -27,7 +28,6 @@ from starchart.engines.base import (
     Usage,
 )
 from starchart.engines.textstream import TextStream
-from starchart.doctor.gguf import file_type_name
 from starchart.engines.worker import SerialWorker
 from starchart.errors import Unavailable
 
