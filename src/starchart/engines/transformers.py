@@ -216,6 +216,11 @@ class TransformersEngine(Engine):
     def _start_batching(self, device: str) -> None:
         from transformers import GenerationConfig
 
+        # CB logs every start, cache size and stop at INFO on its own stderr handler,
+        # which `chat` would print over the conversation: kept for --log-level debug.
+        logging.getLogger("ContinuousBatchingLogger").setLevel(
+            logging.DEBUG if log.isEnabledFor(logging.DEBUG) else logging.WARNING)
+
         # Temperature != 1, top_k > 0 and top_p < 1 make CB build its per-request versions
         # of those three processors; every request then passes its own values.
         generation = GenerationConfig(
