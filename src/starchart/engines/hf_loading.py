@@ -199,7 +199,9 @@ def _bnb_install() -> str:
 
     row = compat.recommend_bnb(torch.version.cuda, torch.__version__)
     if row is None:
-        return "starchart doctor (no bitsandbytes release in its table fits this torch)"
+        why = "this torch has no CUDA build" if torch.version.cuda is None else \
+            f"no bitsandbytes release in its table ships a library for CUDA {torch.version.cuda}"
+        return f"starchart doctor --fix ({why})"
     return shlex.join([sys.executable, "-m", "pip", "install", f"bitsandbytes=={row.bnb}"])
 
 
