@@ -96,7 +96,7 @@ def install_lines(plan: InstallPlan) -> str:
                        if step.package == "llama-cpp-python")
 
 
-def _gpu_advice(plan: InstallPlan) -> str:
+def gpu_advice(plan: InstallPlan) -> str:
     """How to get GPU offload: the plan's CUDA build, or why there is none (nvcc)."""
     steps = [s for s in plan.steps if s.package == "llama-cpp-python"]
     if any(dict(s.env).get("CMAKE_ARGS") == CUDA_ARGS for s in steps):
@@ -137,7 +137,7 @@ def section(found: LlamaFacts, system: SystemFacts, gpus: GpuProbe,
         detail += f" (this CPU also has {', '.join(unused)})"
     if gpus.gpus and "CUDA" not in build.backends:
         out.checks.append(warn("llamacpp", title, detail + "; built without CUDA, so GGUF"
-                               " models will not use the NVIDIA GPU", _gpu_advice(plan)))
+                               " models will not use the NVIDIA GPU", gpu_advice(plan)))
     elif system.machine.lower() == "arm64" and system.os.startswith("Darwin") \
             and "Metal" not in build.backends:
         out.checks.append(warn("llamacpp", title, detail + "; built without Metal",

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,11 +19,10 @@ from typing import Any
 import torch
 
 from starchart.errors import NotFound, StarchartError, Unavailable
-from starchart.registry import resolve
+from starchart.registry import is_hub_id, resolve
 
 log = logging.getLogger("starchart.transformers")
 
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 # What a checkpoint needs; skips other formats a repo may also carry (GGUF, ONNX, ...).
 _HUB_FILES = ["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja", "*.tiktoken", "*.py"]
 
@@ -40,20 +38,12 @@ class Source:
     gguf_file: str | None = None
 
 
-def model_id(name: str) -> str:
-    """The id the API shows for ``--model name``, known before anything loads."""
-    path = Path(name).expanduser()
-    if path.exists():
-        return path.stem if path.is_file() else path.resolve().name
-    return name
-
-
 def locate(name: str, *, trust_remote_code: bool = False) -> Source:
     """Registry name, .gguf file, checkpoint folder, or hub id (downloaded)."""
     try:
         spec = resolve(name)
     except NotFound:
-        if not _HUB_ID.match(name) or name.startswith((".", "~")):
+        if not is_hub_id(name):
             raise
         return Source(name, download(name, trust_remote_code=trust_remote_code))
     if spec.path.is_file():
