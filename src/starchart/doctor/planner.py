@@ -27,6 +27,7 @@ Memory per option = weights + KV cache + runtime overhead:
 from __future__ import annotations
 
 import json
+import logging
 import math
 import re
 from dataclasses import asdict, dataclass, field
@@ -184,15 +185,27 @@ def fetch_command(repo_id: str) -> str:
     return f"hf download {repo_id} config.json"
 
 
+def _unreachable(repo_id: str, exc: Exception) -> NotFound:
+    return NotFound(
+        f"no local model {repo_id!r} and the Hugging Face hub is not reachable"
+        f" ({type(exc).__name__}). The planner needs only its config.json: fetch that one"
+        f" file on a machine with internet with `{fetch_command(repo_id)}` (it lands in the"
+        " HF cache, ~/.cache/huggingface; copy that here or point HF_HOME at it), then"
+        " plan again", param="model", code="model_not_found")
+
+
 def shape_from_hub(repo_id: str) -> ModelShape:
     """Only config.json (into the HF cache) and the safetensors headers (HTTP range
     requests, no weights) through huggingface_hub; offline, the command to fetch it."""
     from huggingface_hub import get_safetensors_metadata, hf_hub_download
     from huggingface_hub.errors import (
         GatedRepoError,
-        NotASafetensorsRepoError,
+        HfHubHTTPError,
         RepositoryNotFoundError,
     )
+
+    # httpx logs every request at INFO; the planner's output is the table.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
 
     try:
         config_path = Path(hf_hub_download(repo_id, "config.json"))
@@ -200,16 +213,15 @@ def shape_from_hub(repo_id: str) -> ModelShape:
         raise NotFound(f"{repo_id!r} is gated on the Hugging Face hub: accept its licence on"
                        " the model page and log in (`hf auth login`), then plan again",
                        param="model", code="model_not_found") from None
-    except RepositoryNotFoundError:
-        raise NotFound(f"no model {repo_id!r} on the Hugging Face hub (or it is private)",
-                       param="model", code="model_not_found") from None
+    except (RepositoryNotFoundError, HfHubHTTPError) as exc:
+        status = getattr(getattr(exc, "response", None), "status_code", None)
+        if isinstance(exc, RepositoryNotFoundError) or status in (401, 404):
+            raise NotFound(f"no model {repo_id!r} on the Hugging Face hub (or it is private:"
+                           " log in with `hf auth login`)", param="model",
+                           code="model_not_found") from None
+        raise _unreachable(repo_id, exc) from None
     except Exception as exc:  # noqa: BLE001 - offline, DNS, proxy: all the same advice
-        raise NotFound(
-            f"no local model {repo_id!r} and the Hugging Face hub is not reachable"
-            f" ({type(exc).__name__}). The planner needs only its config.json: fetch that one"
-            f" file on a machine with internet with `{fetch_command(repo_id)}` (it lands in the"
-            " HF cache, ~/.cache/huggingface; copy that here or point HF_HOME at it), then"
-            " plan again", param="model", code="model_not_found") from None
+        raise _unreachable(repo_id, exc) from None
     try:
         config = json.loads(config_path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
@@ -217,9 +229,7 @@ def shape_from_hub(repo_id: str) -> ModelShape:
     shape = shape_from_config(config, name=repo_id, path=repo_id)
     try:
         meta = get_safetensors_metadata(repo_id)
-    except (NotASafetensorsRepoError, OSError, ValueError):
-        return shape  # no safetensors (or not readable): the count from config.json
-    except Exception:  # noqa: BLE001 - any hub error here only costs the exact count
+    except Exception:  # noqa: BLE001 - no safetensors, or unreadable: config.json's estimate
         return shape
     tensors = [(name, info.shape) for file in meta.files_metadata.values()
                for name, info in file.tensors.items()]

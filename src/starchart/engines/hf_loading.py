@@ -111,6 +111,10 @@ def choose_device(requested: str = "auto") -> str:
     return "cpu"
 
 
+def multiple_gpus() -> bool:
+    return torch.cuda.is_available() and torch.cuda.device_count() > 1
+
+
 def choose_dtype(device: str, requested: str = "auto") -> torch.dtype:
     """bf16 on CUDA where the GPU has it, else fp16; fp16 on mps; fp32 on CPU."""
     if requested != "auto":

@@ -41,6 +41,7 @@ from starchart.engines.hf_loading import (
     load_failure,
     locate,
     model_id,
+    multiple_gpus,
     quantization_config,
 )
 from starchart.engines.textstream import TextStream
@@ -136,9 +137,11 @@ class TransformersEngine(Engine):
             tokenizer = AutoTokenizer.from_pretrained(source.folder, **common)
         except Exception as exc:  # noqa: BLE001 - reported as one line, not a traceback
             raise load_failure(f"the tokenizer of {source.model_id}", exc) from None
+        # Several GPUs: accelerate splits the layers over all of them (what `plan` assumes).
+        placement = "auto" if device == "cuda" and multiple_gpus() else device
         try:
             model = AutoModelForCausalLM.from_pretrained(
-                source.folder, dtype=dtype, device_map=device,
+                source.folder, dtype=dtype, device_map=placement,
                 quantization_config=quantization, **common)
         except Exception as exc:  # noqa: BLE001
             raise load_failure(source.model_id, exc) from None
