@@ -81,8 +81,8 @@ class DoctorSchema(BaseModel):
     plan: PlanSchema | None = None
 
 
-def starchart(*args: str, home: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "STARCHART_HOME": home}
+def starchart(*args: str, home: str, **extra: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "STARCHART_HOME": home, **extra}
     return subprocess.run([sys.executable, "-m", "starchart", *args], capture_output=True,
                           text=True, timeout=120, env=env, check=False)
 
@@ -154,10 +154,12 @@ def test_plan_command_prints_the_table(tmp_path):
 
 
 def test_plan_of_an_unknown_model_fails_cleanly(tmp_path):
-    done = starchart("plan", "no/such-model", home=str(tmp_path))
+    done = starchart("plan", "no/such-model", home=str(tmp_path), HF_HUB_OFFLINE="1",
+                     HF_HOME=str(tmp_path / "hf"))
     assert done.returncode == 1
     assert done.stdout == ""
     assert done.stderr.startswith("starchart: no local model 'no/such-model'")
+    assert "`hf download no/such-model config.json`" in done.stderr
     assert "Traceback" not in done.stderr
 
 

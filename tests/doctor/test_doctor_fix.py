@@ -147,3 +147,26 @@ def test_every_fix_line_is_pinned_and_installable(tmp_path, monkeypatch, stem):
         assert not any("downgrade" in f for f in fixes)
     text = " ".join(fixes)
     assert "torch==1.12.1" not in text and "pip install bitsandbytes " not in text + " "
+
+
+def test_plan_on_the_2xv100_box_checks_torch_first(tmp_path):
+    """StarChat on the recorded 2xV100 box (driver 470) with this venv's CPU torch: the
+    plan sizes it across both GPUs, recommends nothing torch cannot run, and names the
+    torch line to run first."""
+    folder = tmp_path / "starchat-beta"
+    folder.mkdir()
+    data = Path(__file__).parent.parent / "data" / "configs" / "starchat-beta.json"
+    (folder / "config.json").write_text(data.read_text())
+    env = {**os.environ, "PATH": box_path(tmp_path, "470.199.02-2xV100"),
+           "STARCHART_HOME": str(tmp_path / "home")}
+    done = subprocess.run([sys.executable, "-m", "starchart", "plan", str(folder),
+                           "--n-ctx", "2048"], capture_output=True, text=True, timeout=180,
+                          env=env, check=False)
+    out = done.stdout
+    assert "2 GPUs together (Tesla V100-SXM2-32GB)" in out, out + done.stderr
+    assert "torch cannot use the GPU" in out and "fix that first" in out
+    assert (f"fix: {sys.executable} -m pip install torch==2.7.1+cu118 --index-url"
+            " https://download.pytorch.org/whl/cu118") in out
+    assert "Everything looks fine" not in out and "run: " not in out
+    assert "--quantize" not in out
+    assert done.returncode == 1

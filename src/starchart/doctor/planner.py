@@ -204,8 +204,10 @@ def shape_from_hub(repo_id: str) -> ModelShape:
         RepositoryNotFoundError,
     )
 
-    # httpx logs every request at INFO; the planner's output is the table.
+    # httpx logs every request at INFO, huggingface_hub every retry: the planner's
+    # output is the table, or one line saying what to do.
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    logging.getLogger("huggingface_hub").setLevel(logging.ERROR)
 
     try:
         config_path = Path(hf_hub_download(repo_id, "config.json"))
