@@ -38,9 +38,9 @@ from starchart.doctor import gguf
 from starchart.doctor.nvidia import GpuProbe
 from starchart.doctor.report import Check, fail, ok, warn
 from starchart.doctor.safetensors_header import read_checkpoint
+from starchart.doctor.units import GB, gb
 from starchart.errors import BadRequest, NotFound
 
-GB = 1000**3
 # 4 bits, plus NF4's per-64 block absmax, itself quantized to 8 bits (double
 # quantization) with an fp32 scale per 256 blocks.
 NF4_BYTES = 0.5 + (1 + 4 / 256) / 64
@@ -330,7 +330,7 @@ class Plan:
     best: Option | None = None
 
     def check(self) -> Check:
-        where = f"{self.budget.what} ({_gb(self.budget.free)} free)"
+        where = f"{self.budget.what} ({gb(self.budget.free)} free)"
         title = f"Plan for {self.shape.name}"
         if self.best is not None:
             split = ""
@@ -338,17 +338,17 @@ class Plan:
                 how = ("--tensor-split" if self.shape.source == "gguf"
                        else "transformers device_map='auto'")
                 split = f" split across {len(self.budget.gpus_free)} GPUs ({how})"
-            return ok("plan", title, f"{self.best.name} fits{split}: ~{_gb(self.best.total)} of"
+            return ok("plan", title, f"{self.best.name} fits{split}: ~{gb(self.best.total)} of"
                       f" {where}; run: {self.best.command}")
         waiting = [o for o in self.ranked if o.blocked_by and self.budget.free is not None
                    and o.total <= self.budget.free]
         if waiting:
             first = waiting[0]
-            return fail("plan", title, f"{first.name} would fit (~{_gb(first.total)} of {where}),"
+            return fail("plan", title, f"{first.name} would fit (~{gb(first.total)} of {where}),"
                         f" but {first.note}: fix that first", first.blocked_by or "")
         runnable = [o for o in self.options if o.runnable]
         smallest = min(runnable, key=lambda o: o.total, default=None)
-        need = f"; the smallest option ({smallest.name}) needs ~{_gb(smallest.total)}" \
+        need = f"; the smallest option ({smallest.name}) needs ~{gb(smallest.total)}" \
             if smallest else ""
         if self.budget.free is None:
             return warn("plan", title, f"free memory unknown{need}",
@@ -365,10 +365,6 @@ class Plan:
             "best": self.best.name if self.best else None,
             "command": self.best.command if self.best else None,
         }
-
-
-def _gb(n: int | None) -> str:
-    return "unknown" if n is None else f"{n / GB:.1f} GB"
 
 
 def weight_bytes(shape: ModelShape, precision: str) -> int:
