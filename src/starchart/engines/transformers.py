@@ -40,12 +40,12 @@ from starchart.engines.hf_loading import (
     dtype_name,
     load_failure,
     locate,
-    model_id,
     multiple_gpus,
     quantization_config,
 )
 from starchart.engines.textstream import TextStream
 from starchart.errors import StarchartError, Unavailable
+from starchart.registry import model_id
 
 log = logging.getLogger("starchart.transformers")
 
