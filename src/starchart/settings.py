@@ -144,3 +144,9 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", description="Server log level."
     )
+
+    # starchart bench (the client side; not a server setting).
+    bench_timeout: float = Field(
+        120.0, gt=0, description="starchart bench: longest one request may take, in seconds,"
+        " before it counts as a timeout error.",
+    )
