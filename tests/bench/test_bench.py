@@ -136,8 +136,11 @@ async def misbehaving_peer(scope, receive, send) -> None:  # noqa: ANN001 - raw 
     if path.startswith("/garbled/"):
         await send({"type": "http.response.body", "body": good + b"data: {\"choi\n\n",
                     "more_body": True})
-    elif path.startswith("/ends/"):  # a clean end of body, but no [DONE]
+    elif path.startswith("/ends/"):  # a clean end of body, but no [DONE] nor finish_reason
         await send({"type": "http.response.body", "body": good, "more_body": True})
+    elif path.startswith("/nodone/"):  # finish_reason, then the end (as transformers serve)
+        finish = b'data: {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}\n\n'
+        await send({"type": "http.response.body", "body": good + finish, "more_body": True})
     elif path.startswith("/drops/"):  # the connection goes away mid-stream
         await send({"type": "http.response.body", "body": good, "more_body": True})
         raise RuntimeError("dropping the connection on purpose")
@@ -161,6 +164,13 @@ def test_wire_failures_are_classified(peer: LiveServer, prefix: str, kind: str) 
     for level in doc["levels"]:
         assert level["errors"] == {kind: 2}, level["error_examples"]
     jsonschema.validate(doc, schema())
+
+
+def test_a_stream_ending_after_its_finish_reason_without_done_is_complete(
+        peer: LiveServer) -> None:
+    (level,) = bench(f"{peer.url}/nodone", "m", requests=2)["levels"]
+    assert level["errors"] == {} and level["succeeded"] == 2
+    assert level["token_source"] == "deltas" and level["completion_tokens"] == 2
 
 
 def test_a_server_that_is_down_is_counted_as_connect_errors() -> None:

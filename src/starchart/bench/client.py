@@ -23,7 +23,8 @@ ERROR_KINDS = {
     "not_sse": "answered 200 but not with text/event-stream",
     "bad_sse": "a data frame that is not JSON or not a chat.completion.chunk",
     "stream_error": "the server sent an error object inside the stream",
-    "truncated": "the stream ended (or the connection dropped) before [DONE]",
+    "truncated": "the connection dropped, or the stream ended with neither [DONE] nor a"
+                 " finish_reason",
     "transport": "any other transport failure",
 }
 
@@ -96,6 +97,8 @@ async def _consume(response: httpx.Response, sample: Sample) -> None:
     if not response.headers.get("content-type", "").startswith("text/event-stream"):
         raise _Failed("not_sse", f"content-type {response.headers.get('content-type')!r}")
     deltas = 0
+    finished = False  # a finish_reason seen: a stream that then ends without [DONE] is
+    # complete (transformers serve never sends [DONE]; the openai client accepts that)
     async for line in response.aiter_lines():
         if not line.startswith("data:"):
             continue  # blank separators, comments, event: lines
@@ -111,6 +114,7 @@ async def _consume(response: httpx.Response, sample: Sample) -> None:
             choices = chunk.get("choices") or []
             usage = chunk.get("usage")
             contents = [c["delta"].get("content") for c in choices]
+            finished = finished or any(c.get("finish_reason") for c in choices)
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise _Failed("bad_sse", f"{exc}: {payload[:120]!r}") from None
         if any(contents):
@@ -121,7 +125,9 @@ async def _consume(response: httpx.Response, sample: Sample) -> None:
             sample.prompt_tokens = usage.get("prompt_tokens")
             sample.token_source = "usage"
     else:
-        raise _Failed("truncated", f"the stream ended before [DONE] after {deltas} chunks")
+        if not finished:
+            raise _Failed("truncated", f"the stream ended after {deltas} chunks with neither"
+                          " [DONE] nor a finish_reason")
     if sample.token_source is None:
         sample.completion_tokens, sample.token_source = deltas, "deltas"
 
