@@ -22,12 +22,12 @@ from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.exposition import choose_encoder
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from starchart.engines.base import Engine, Finish, StreamEvent
 
-__all__ = ["CONTENT_TYPE_LATEST", "MetricsMiddleware", "ServerMetrics"]
+__all__ = ["MetricsMiddleware", "ServerMetrics"]
 
 TTFT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 ITL_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56)
@@ -116,8 +116,11 @@ class ServerMetrics:
     def model_loaded(self, model: str, seconds: float) -> None:
         self.load_seconds.labels(model).set(seconds)
 
-    def exposition(self) -> bytes:
-        return generate_latest(self.registry)
+    def exposition(self, accept: str | None) -> tuple[bytes, str]:
+        """(body, content type) in the format the scraper's Accept header asks for:
+        Prometheus text 0.0.4 by default, OpenMetrics when asked."""
+        encode, content_type = choose_encoder(accept or "")
+        return encode(self.registry), content_type
 
     async def track(self, model: str, events: AsyncIterator[StreamEvent]
                     ) -> AsyncIterator[StreamEvent]:
