@@ -92,7 +92,10 @@ def llama_cpp_server(args: argparse.Namespace) -> Iterator[tuple[str, str]]:
             [sys.executable, "-m", "llama_cpp.server", "--model", str(embedded_gguf()),
              "--model_alias", EMBEDDED_NAME, "--host", "127.0.0.1", "--port", str(port),
              "--n_ctx", str(args.n_ctx), "--n_threads", str(args.threads),
-             "--n_threads_batch", str(args.threads)],
+             "--n_threads_batch", str(args.threads),
+             # Its default cuts a running stream short (with [DONE]) as soon as another
+             # request waits: at concurrency > 1 its streams would be one or two tokens long.
+             "--interrupt_requests", "False"],
             f"http://127.0.0.1:{port}") as url:
         yield url, EMBEDDED_NAME
 
@@ -187,7 +190,7 @@ def table(results: dict[str, dict | str], levels: list[int]) -> tuple[str, list[
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     losses = []
     for i, conc in enumerate(levels):
-        rows = [("errors", None, 0, True), *METRICS]
+        rows = [("errors", None, 0, True), ("completion tokens", "tokens", 0, True), *METRICS]
         for label, key, digits, higher in rows:
             cells = [str(conc), label]
             values: dict[str, float | None] = {}
@@ -202,11 +205,14 @@ def table(results: dict[str, dict | str], levels: list[int]) -> tuple[str, list[
                     errors = sum(level["errors"].values())
                     cells.append(f"{errors}/{level['requests']}")
                     values[name] = None
+                elif key == "tokens":  # the same work? and where the count came from
+                    cells.append(f"{level['completion_tokens']} ({level['token_source']})")
+                    values[name] = None
                 else:
                     values[name] = pick(level, key)
                     cells.append(fmt(values[name], digits))
             for a, b in PAIRS:
-                cell = "" if key is None else ratio(values[a], values[b], higher)
+                cell = "" if key in (None, "tokens") else ratio(values[a], values[b], higher)
                 cells.append(cell)
                 if "⚠" in cell:
                     losses.append(f"{a} vs {b} at concurrency {conc}: {label} {cell[2:6]}×")
@@ -260,6 +266,9 @@ def main() -> int:
             why = getattr(exc, "stderr", None) or str(exc)
             results[name] = why.strip().splitlines()[-1] if why.strip() else repr(exc)
             print(f"   {name} did not run: {why}", file=sys.stderr, flush=True)
+    raw = Path(tempfile.gettempdir()) / "compare_servers.json"
+    raw.write_text(json.dumps(results, indent=1), "utf-8")
+    print(f"raw bench documents: {raw}", file=sys.stderr)
     body, losses = table(results, levels)
     command = "`.venv/bin/python benchmarks/compare_servers.py " + " ".join(sys.argv[1:]) + "`"
     failed = [f"- {name}: did not run ({why})" for name, why in results.items()
