@@ -22,7 +22,9 @@ log = logging.getLogger("starchart.api")
 
 
 def error_response(exc: StarchartError) -> JSONResponse:
-    return JSONResponse(exc.to_dict(), status_code=exc.status)
+    retry_after = getattr(exc, "retry_after", None)
+    headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
+    return JSONResponse(exc.to_dict(), status_code=exc.status, headers=headers)
 
 
 # pydantic puts the member type of a union into the location ("str",

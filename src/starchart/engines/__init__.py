@@ -21,4 +21,6 @@ def create_engine(settings: Settings) -> Engine:
     spec = resolve(settings.model)
     from starchart.engines.llamacpp import LlamaCppEngine
 
-    return LlamaCppEngine(spec.id, spec.path, n_ctx=settings.n_ctx, threads=settings.threads)
+    return LlamaCppEngine(spec.id, spec.path, n_ctx=settings.n_ctx, threads=settings.threads,
+                          parallel=settings.parallel, max_queue=settings.max_queue,
+                          prefill_chunk=settings.prefill_chunk)

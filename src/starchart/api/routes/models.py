@@ -39,7 +39,9 @@ async def generation_defaults(request: Request) -> dict[str, Any]:
 
 @router.get("/v1/stats")
 async def stats(request: Request) -> dict[str, Any]:
-    return _service(request).stats.as_dict()
+    service = _service(request)
+    return {**service.stats.as_dict(),
+            "models": {name: engine.batch_stats() for name, engine in service.engines.items()}}
 
 
 @router.get("/health")
