@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 import llama_cpp
 
 from starchart.engines.base import Finish, SamplingParams, StreamEvent, TextDelta, Usage
-from starchart.engines.llama_sampling import SequenceSampler
+from starchart.engines.llama_sampling import Sampler, make_sampler
 from starchart.engines.textstream import TextStream
 from starchart.errors import QueueFull, StarchartError, Unavailable
 
@@ -69,7 +69,7 @@ class _Slot:
     cached: list[int] = field(default_factory=list)
     last_used: float = 0.0
     request: _Request | None = None
-    sampler: SequenceSampler | None = None
+    sampler: Sampler | None = None
     text: TextStream | None = None
     pending: int | None = None  # sampled, to be decoded next step
     produced: int = 0
@@ -236,7 +236,7 @@ class BatchScheduler:
         self.reused_tokens += keep
         params = request.params
         slot.request = request  # from here a failure reaches the request through _end
-        slot.sampler = SequenceSampler(params, n_vocab=self._n_vocab,
+        slot.sampler = make_sampler(params, n_vocab=self._n_vocab,
                                        banned=self._eog_list if params.ignore_eos else ())
         slot.text = TextStream(params.stop)
         slot.pending = None
