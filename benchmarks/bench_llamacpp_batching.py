@@ -81,7 +81,9 @@ def llama_cpp_server(threads: int, n_ctx: int) -> Iterator[str]:
     proc = subprocess.Popen(
         [sys.executable, "-m", "llama_cpp.server", "--model", str(embedded_gguf()),
          "--n_ctx", str(n_ctx), "--n_threads", str(threads), "--n_threads_batch", str(threads),
-         "--host", "127.0.0.1", "--port", str(port), "--verbose", "false"],
+         "--host", "127.0.0.1", "--port", str(port), "--verbose", "false",
+         # Its default cuts a running stream off when another request arrives.
+         "--interrupt_requests", "false"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 120
