@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from starchart.chat.templates import ChatTemplate
+from starchart.doctor.gguf import file_type_name
 from starchart.engines.base import (
     Engine,
     ModelInfo,
@@ -54,8 +55,10 @@ def default_threads() -> int:
 class LlamaCppEngine(Engine):
     def __init__(self, model_id: str, path: Path, *, n_ctx: int = 4096,
                  threads: int | None = None, parallel: int = 8, max_queue: int = 64,
-                 prefill_chunk: int = 128) -> None:
+                 prefill_chunk: int = 128, n_gpu_layers: int = 0,
+                 tensor_split: list[float] | None = None) -> None:
         super().__init__()
+        self.gpu = {"n_gpu_layers": n_gpu_layers, "tensor_split": tensor_split}
         self.path = path
         self.n_threads = threads or default_threads()
         self.info = ModelInfo(id=model_id, engine="llamacpp", path=str(path), n_ctx=n_ctx,
@@ -109,6 +112,12 @@ class LlamaCppEngine(Engine):
         logging.getLogger("llama-cpp-python").setLevel(logging.ERROR)
         llama_cpp.llama_backend_init()
         params = llama_cpp.llama_model_default_params()
+        params.n_gpu_layers = self.gpu["n_gpu_layers"]
+        if self.gpu["tensor_split"]:
+            split = self.gpu["tensor_split"]
+            # Kept on self: llama.cpp reads the array while it loads.
+            self._split = (ctypes.c_float * llama_cpp.LLAMA_MAX_DEVICES)(*split)
+            params.tensor_split = self._split
         try:
             model = LlamaModel(path_model=str(self.path), params=params, verbose=False)
         except (ValueError, RuntimeError) as exc:
@@ -207,10 +216,6 @@ class LlamaCppEngine(Engine):
 
 
 def _file_type(meta: dict[str, str]) -> str | None:
-    """GGUF ``general.file_type`` number -> its llama.cpp name (the common ones)."""
-    names = {"0": "F32", "1": "F16", "2": "Q4_0", "3": "Q4_1", "7": "Q8_0", "8": "Q5_0",
-             "9": "Q5_1", "10": "Q2_K", "11": "Q3_K_S", "12": "Q3_K_M", "13": "Q3_K_L",
-             "14": "Q4_K_S", "15": "Q4_K_M", "16": "Q5_K_S", "17": "Q5_K_M", "18": "Q6_K",
-             "32": "BF16"}
-    return names.get(str(meta.get("general.file_type", "")))
-
+    """GGUF ``general.file_type`` number -> its llama.cpp name."""
+    value = meta.get("general.file_type")
+    return None if value is None else file_type_name(int(value))
