@@ -167,3 +167,20 @@ class Settings(BaseSettings):
         120.0, gt=0, description="starchart bench: longest one request may take, in seconds,"
         " before it counts as a timeout error.",
     )
+
+    # llama.cpp continuous batching (README "Continuous batching").
+    parallel: int = Field(
+        8, ge=1, le=64,
+        description="llama.cpp engine: sequences decoded together in one batch (each keeps"
+        " its own n_ctx of KV cache). 8 measured best on a 2-core CPU.",
+    )
+    max_queue: int = Field(
+        64, ge=0,
+        description="llama.cpp engine: requests that may wait beyond the --parallel running"
+        " ones; past it a request gets 429 with Retry-After.",
+    )
+    prefill_chunk: int = Field(
+        128, ge=1,
+        description="llama.cpp engine: most prompt tokens read per decode step while other"
+        " sequences generate (bounds how long a long prompt stalls running streams).",
+    )

@@ -276,6 +276,13 @@ class GenerationDefaults(WireModel):
     system_prompt: str
 
 
+class SequenceStats(WireModel):
+    running: int
+    queued: int
+    parallel: int
+    reused_tokens: int
+
+
 class ServerStats(WireModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -283,6 +290,9 @@ class ServerStats(WireModel):
     requests_total: int
     completion_tokens_total: int
     last_tokens_per_second: float | None
+    # Per model, from engines that batch sequences (llama.cpp).
+    models: dict[str, SequenceStats] = {}
+
 
 
 class Health(WireModel):

@@ -31,4 +31,6 @@ def create_engine(settings: Settings) -> Engine:
     split = [float(x) for x in settings.tensor_split.split(",")] if settings.tensor_split \
         else None
     return LlamaCppEngine(spec.id, spec.path, n_ctx=settings.n_ctx, threads=settings.threads,
+                          parallel=settings.parallel, max_queue=settings.max_queue,
+                          prefill_chunk=settings.prefill_chunk,
                           n_gpu_layers=settings.n_gpu_layers, tensor_split=split)

@@ -126,6 +126,10 @@ class Engine(ABC):
     ) -> AsyncIterator[StreamEvent]:
         """Generate from already-tokenized input; the prompt fits the context."""
 
+    def batch_stats(self) -> dict[str, int]:
+        """Sequences running and waiting, for ``/v1/stats`` (engines that batch fill it)."""
+        return {}
+
     def render_chat(self, messages: Sequence[Message]) -> str:
         return self.chat_template.render(messages)
 
