@@ -17,6 +17,7 @@ from tests.e2e.chat_page import (
     open_chat,
     open_conversation,
     set_param,
+    stored,
     user_messages,
     wait_answered,
 )
@@ -223,3 +224,70 @@ def test_screenshots_and_layout(browser: Browser, live_server) -> None:
             screenshot(page, f"status_{name}")
         finally:
             context.close()
+
+
+def test_edit_and_resend_then_delete_a_message(page: Page, live_server) -> None:
+    open_chat(page, live_server.url)
+    set_param(page, "max_tokens", 4)
+    ask(page, "First question")
+    wait_answered(page)
+    ask(page, "Second question")
+    wait_answered(page)
+    first_user = page.locator("[data-role=user]").first
+    first_user.get_by_test_id("edit").click()
+    page.get_by_test_id("edit-text").fill("Name the capital of Germany.")
+    with page.expect_request(GENERATE) as sent:
+        page.get_by_test_id("edit-send").click()
+    assert sent.value.post_data_json["replace"].startswith("msg_")
+    wait_answered(page)
+    # The later turns were replaced, on the page and on the server.
+    expect(user_messages(page)).to_have_text(["Name the capital of Germany."])
+    turns = stored(live_server.url, current_id(page))
+    assert [role for role, _ in turns] == ["user", "assistant"]
+    assert turns[0][1] == "Name the capital of Germany."
+
+    answer = page.locator("[data-role=assistant]")
+    answer.get_by_test_id("delete-message").click()
+    answer.get_by_role("button", name="Really delete?").click()
+    expect(answer).to_have_count(0)
+    left = stored(live_server.url, current_id(page))
+    assert left == [("user", "Name the capital of Germany.")]
+
+
+def test_reply_figures_stay_after_reload(page: Page, live_server) -> None:
+    open_chat(page, live_server.url)
+    set_param(page, "max_tokens", 12)
+    ask(page, "Name the capital of Germany.")
+    wait_answered(page)
+    page.reload()
+    open_chat(page, live_server.url)
+    stats = page.get_by_test_id("stats").last
+    expect(stats).to_contain_text("tok/s")
+    expect(stats).to_contain_text("first token")
+    expect(stats).to_contain_text("prompt")
+
+
+def test_export_import_round_trip_and_content_search(page: Page, live_server) -> None:
+    open_chat(page, live_server.url)
+    set_param(page, "max_tokens", 4)
+    ask(page, "Tell me about the Fresnel lens.")
+    wait_answered(page)
+    chats = page.get_by_test_id("conversation")
+    chats.first.get_by_test_id("row-menu").click()
+    with page.expect_download() as download:
+        chats.first.get_by_role("button", name="JSON").click()
+    path = download.value.path()
+    page.locator("[data-testid=import] input[type=file]").set_input_files(path)
+    expect(chats).to_have_count(2)
+    expect(user_messages(page)).to_have_text(["Tell me about the Fresnel lens."])
+    expect(page.locator("[data-role=assistant]")).to_have_count(1)
+    first, second = (c["id"] for c in httpx.get(live_server.url + "/v1/conversations")
+                     .json()["data"])
+    assert stored(live_server.url, first) == stored(live_server.url, second)
+    # Search finds words inside the messages, not only in titles.
+    page.get_by_test_id("new-chat").click()
+    ask(page, "Trains")
+    wait_answered(page)
+    expect(chats).to_have_count(3)
+    page.get_by_test_id("chat-search").fill("fresnel")
+    expect(chats).to_have_count(2)

@@ -24,6 +24,14 @@ export interface Message {
   dropped_turns?: number | null
   /** While it streams: what this browser has seen so far. */
   live?: LiveFigures | null
+  /** The reply's speed as the server measured and stored it. */
+  timings?: ReplyTimings | null
+}
+
+export interface ReplyTimings {
+  ttft_ms: number | null
+  prompt_tokens_per_second: number | null
+  tokens_per_second: number | null
 }
 
 export interface LiveFigures {
@@ -66,6 +74,8 @@ export interface GenerateRequest {
   conversationId: string
   /** The new user message; null regenerates the answer to the last one. */
   content: string | null
+  /** Edit: the id of the user message that this one (and its answer) replaces. */
+  replace?: string
   model: string | null
   sampling: Record<string, unknown>
   signal: AbortSignal
@@ -75,8 +85,27 @@ function path(id: string, rest = ''): string {
   return `/v1/conversations/${encodeURIComponent(id)}${rest}`
 }
 
-export async function listConversations(): Promise<Summary[]> {
-  return (await getJSON<{ data: Summary[] }>('/v1/conversations')).data
+/** Newest first; ``search`` keeps those whose title or any message contains it. */
+export async function listConversations(search = ''): Promise<Summary[]> {
+  const query = search ? `?search=${encodeURIComponent(search)}` : ''
+  return (await getJSON<{ data: Summary[] }>(`/v1/conversations${query}`)).data
+}
+
+export async function deleteMessage(conversationId: string, messageId: string): Promise<void> {
+  await request('DELETE', path(conversationId, `/messages/${encodeURIComponent(messageId)}`))
+}
+
+/** Bring in a conversation exported as JSON (GET .../export): a new one on this server. */
+export async function importConversation(exported: unknown): Promise<Conversation> {
+  const e = exported as Partial<Conversation> | null
+  if (!e || !Array.isArray(e.messages)) {
+    throw new Error('This file is not an exported conversation (no "messages" list).')
+  }
+  const messages = e.messages
+    .filter((m) => (m.role === 'user' || m.role === 'assistant') && typeof m.content === 'string')
+    .map((m) => ({ role: m.role, content: m.content }))
+  const body = { title: e.title ?? undefined, system_prompt: e.system_prompt ?? undefined, messages }
+  return sendJSON<Conversation>('POST', '/v1/conversations', body)
 }
 
 export async function getConversation(id: string): Promise<Conversation> {
@@ -106,14 +135,15 @@ export async function deleteConversation(id: string): Promise<void> {
   await request('DELETE', path(id))
 }
 
-export async function exportMarkdown(id: string): Promise<string> {
-  return (await request('GET', path(id, '/export?format=markdown'))).text()
+export async function exportFile(id: string, format: 'markdown' | 'json'): Promise<string> {
+  return (await request('GET', path(id, `/export?format=${format}`))).text()
 }
 
 /** Stream an answer; the server stores both turns, the caller shows them. */
 export async function generate(req: GenerateRequest, on: StreamHandlers): Promise<void> {
   const body = {
     ...(req.content === null ? { regenerate: true } : { content: req.content }),
+    ...(req.replace ? { replace: req.replace } : {}),
     stream: true, ...req.sampling,
     ...(req.model ? { model: req.model } : {}),
   }
