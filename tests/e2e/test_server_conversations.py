@@ -10,7 +10,14 @@ from starchart.store import Store
 
 from tests.conftest import LiveServer, free_port
 from tests.e2e.artifacts import screenshot
-from tests.e2e.chat_page import GENERATE, ask, open_chat, set_param, wait_answered
+from tests.e2e.chat_page import (
+    GENERATE,
+    ask,
+    open_chat,
+    open_conversation,
+    set_param,
+    wait_answered,
+)
 
 
 def test_conversations_live_on_the_server_across_a_restart(browser: Browser, live_server,
@@ -34,7 +41,7 @@ def test_conversations_live_on_the_server_across_a_restart(browser: Browser, liv
         open_chat(page, again.url)
         chats = page.get_by_test_id("conversation")
         expect(chats).to_have_count(1)
-        chats.first.get_by_role("button", name="Remember the lighthouse").click()
+        open_conversation(page, "Remember the lighthouse")
         expect(page.locator("[data-role=user]")).to_contain_text("Remember the lighthouse")
         expect(page.locator("[data-role=assistant]")).to_have_count(1)
         page.context.close()
