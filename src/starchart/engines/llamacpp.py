@@ -29,6 +29,7 @@ from starchart.engines.base import (
 from starchart.engines.textstream import TextStream
 from starchart.engines.worker import SerialWorker
 from starchart.errors import Unavailable
+from starchart.structured.decoding import Constraint, StructuredDecoder
 
 # llama.cpp's OpenMP threads spin while they wait for work. When anything else
 # wants a core (a browser, another process) long spinning collapses decoding;
@@ -114,6 +115,8 @@ class LlamaCppEngine(Engine):
             "n_ctx_train": llama._model.n_ctx_train(),
             "threads": self.n_threads,
         }
+        self.structured = StructuredDecoder(lambda: _llguidance_tokenizer(llama, eog),
+                                            llama.n_vocab())
         self._llama = llama
 
     def close(self) -> None:
@@ -145,7 +148,7 @@ class LlamaCppEngine(Engine):
     def _generate(self, llama, prompt: list[int], params: SamplingParams,
                   cancel: threading.Event) -> Iterator[StreamEvent]:
         llama.set_seed(params.seed if params.seed is not None else random.getrandbits(32))
-        processors = None
+        processors = []
         if params.ignore_eos:
             eog = self._eog
 
@@ -153,7 +156,10 @@ class LlamaCppEngine(Engine):
                 scores[eog] = -np.inf
                 return scores
 
-            processors = [mask_eog]
+            processors.append(mask_eog)
+        constraint = self._constraint(params)
+        if constraint is not None:
+            processors.append(_masking(constraint))
         budget = min(params.max_tokens, self.info.n_ctx - len(prompt))
         text = TextStream(params.stop)
         produced: list[int] = []
@@ -168,7 +174,7 @@ class LlamaCppEngine(Engine):
                 repeat_penalty=params.repetition_penalty,
                 presence_penalty=params.presence_penalty,
                 frequency_penalty=params.frequency_penalty,
-                logits_processor=processors,
+                logits_processor=processors or None,
             ):
                 if cancel.is_set():
                     reason = "stop"
@@ -176,6 +182,8 @@ class LlamaCppEngine(Engine):
                 if not params.ignore_eos and token in self._eog_set:
                     reason = "stop"
                     break
+                if constraint is not None:
+                    constraint.advance(token)
                 produced.append(token)
                 self.tokens_generated += 1
                 piece = text.feed(llama.detokenize([token]))
@@ -190,6 +198,32 @@ class LlamaCppEngine(Engine):
         if tail:
             yield TextDelta(tail)
         yield Finish(reason, Usage(len(prompt), len(produced)))
+
+    def _constraint(self, params: SamplingParams) -> Constraint | None:
+        """This sequence's grammar state, if the request constrains its output.
+
+        The sampling-path hook (a batched scheduler calls the same per sequence):
+        ``constraint.mask_logits(row)`` before a token is drawn from ``row``,
+        ``constraint.advance(token)`` once it is chosen.
+        """
+        if params.grammar is None or self.structured is None:
+            return None
+        return self.structured.start(params.grammar)
+
+
+def _masking(constraint: Constraint):  # -> a llama-cpp-python logits processor
+    def mask(_ids: np.ndarray, scores: np.ndarray) -> np.ndarray:
+        constraint.mask_logits(scores)
+        return scores
+
+    return mask
+
+
+def _llguidance_tokenizer(llama, eog: list[int]):  # noqa: ANN001 - llama_cpp.Llama
+    """llguidance's view of a llama.cpp vocabulary; any end-of-generation token ends."""
+    from llguidance.llamacpp import lltokenizer_from_vocab
+
+    return lltokenizer_from_vocab(llama._model.vocab, eos_token=eog or None)
 
 
 def _file_type(meta: dict[str, str]) -> str | None:
