@@ -221,9 +221,13 @@ def _masking(constraint: Constraint):  # -> a llama-cpp-python logits processor
 
 def _llguidance_tokenizer(llama, eog: list[int]):  # noqa: ANN001 - llama_cpp.Llama
     """llguidance's view of a llama.cpp vocabulary; any end-of-generation token ends."""
+    import warnings
+
     from llguidance.llamacpp import lltokenizer_from_vocab
 
-    return lltokenizer_from_vocab(llama._model.vocab, eos_token=eog or None)
+    with warnings.catch_warnings():  # it calls a deprecated llama.cpp name once per token
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return lltokenizer_from_vocab(llama._model.vocab, eos_token=eog or None)
 
 
 def _file_type(meta: dict[str, str]) -> str | None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import re
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -126,24 +126,29 @@ def generic_tool_prompt(tools: Sequence[Tool], choice: ToolChoice) -> str:
 def history_without_tools(messages: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """Tool calls and results as plain turns, for templates that know no tools.
 
-    An assistant's calls become its text in the JSON form the tool prompt asks
-    for; a tool result becomes a user turn in ``<tool_response>`` tags.
+    An assistant's calls become a sentence naming them ("I called get_weather
+    with {...}."); a tool result becomes a user turn ("get_weather answered:
+    ..."). Measured on the embedded model: with the calls left as raw JSON in
+    the history it repeats the call instead of answering from the result.
     """
+    names: dict[str, str] = {}
     out = []
     for message in messages:
         if message.get("role") == "tool":
-            out.append({"role": "user", "content": "<tool_response>\n"
-                        f"{message.get('content') or ''}\n</tool_response>"})
+            name = names.get(message.get("tool_call_id") or "", "the tool")
+            out.append({"role": "user",
+                        "content": f"{name} answered: {message.get('content') or ''}"})
         elif message.get("tool_calls"):
-            calls = [{"name": c["function"]["name"],
-                      "arguments": _loads(c["function"]["arguments"])}
-                     for c in message["tool_calls"]]
-            text = json.dumps(calls[0] if len(calls) == 1 else calls, ensure_ascii=False)
+            said = []
+            for call in message["tool_calls"]:
+                names[call["id"]] = call["function"]["name"]
+                said.append(f"{call['function']['name']} with {call['function']['arguments']}")
+            text = "I called " + " and ".join(said) + "."
             content = message.get("content") or ""
             out.append({"role": "assistant", "content": f"{content}\n{text}" if content
                         else text})
         else:
-            out.append(message)
+            out.append(dict(message))
     return out
 
 
@@ -246,7 +251,10 @@ def could_be_call(text: str) -> bool:
             or stripped.startswith("<tool_call>") or "<tool_call>".startswith(stripped))
 
 
-async def deltas_from_calls(calls: Sequence[ToolCall]) -> AsyncIterator[ToolCallDelta]:
+def deltas_from_calls(calls: Sequence[ToolCall]) -> list[ToolCallDelta]:
+    """Whole calls as stream pieces: the name first, then the arguments."""
+    out = []
     for index, call in enumerate(calls):
-        yield ToolCallDelta(index, "", call.id, call.name)
-        yield ToolCallDelta(index, call.arguments)
+        out.append(ToolCallDelta(index, "", call.id, call.name))
+        out.append(ToolCallDelta(index, call.arguments))
+    return out
