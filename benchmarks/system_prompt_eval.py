@@ -12,7 +12,7 @@ import asyncio
 
 from starchart.engines.llamacpp import LlamaCppEngine
 from starchart.registry import EMBEDDED_NAME, embedded_gguf
-from starchart.service import collect, default_params
+from starchart.services.chat import collect, default_params
 from starchart.settings import Settings
 
 QUESTIONS = [

@@ -20,7 +20,7 @@ import uvicorn
 from starchart.api.app import create_app
 from starchart.engines.llamacpp import LlamaCppEngine
 from starchart.registry import EMBEDDED_NAME, embedded_gguf
-from starchart.service import ChatService
+from starchart.services.chat import ChatService
 from starchart.settings import Settings
 
 FRANCE = [
@@ -56,8 +56,9 @@ def free_port() -> int:
 class LiveServer:
     """uvicorn on 127.0.0.1:<free port> in a thread; stopped by the fixture."""
 
-    def __init__(self, app, port: int) -> None:  # noqa: ANN001
+    def __init__(self, app, port: int, *, wait_ready: bool = True) -> None:  # noqa: ANN001
         self.app = app
+        self.ready_path = "/ready" if wait_ready else "/health"
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
         config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
@@ -70,7 +71,7 @@ class LiveServer:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             try:
-                if httpx.get(self.url + "/ready", timeout=1).status_code == 200:
+                if httpx.get(self.url + self.ready_path, timeout=1).status_code == 200:
                     return self
             except httpx.HTTPError:
                 pass

@@ -2,8 +2,9 @@
 
 ``StarchartError`` carries what the API needs to answer in OpenAI's shape:
 an HTTP status, an error ``type``, a machine-readable ``code`` and the
-``param`` that was wrong. Engines and the service raise it; ``api/errors.py``
-turns it into ``{"error": {...}}``; the CLI prints its message.
+``param`` that was wrong. Engines and the services raise it; ``api/errors.py``
+turns it into ``{"error": {...}}`` (``ErrorResponse`` in ``api/protocol.py``);
+the CLI prints its message.
 
     StarchartError
      ├── BadRequest            400 invalid_request_error
@@ -11,7 +12,7 @@ turns it into ``{"error": {...}}``; the CLI prints its message.
      ├── Unauthorized          401 invalid_api_key
      ├── NotFound              404 not_found / model_not_found
      ├── PayloadTooLarge       413 request_too_large
-     └── Unavailable           503 model_not_ready (or a load failure at start)
+     └── Unavailable           503 model_not_ready (still loading, or its load failed)
 """
 
 from __future__ import annotations
@@ -28,16 +29,6 @@ class StarchartError(Exception):
         self.param = param
         if code is not None:
             self.code = code
-
-    def to_dict(self) -> dict[str, object]:
-        return {
-            "error": {
-                "message": self.message,
-                "type": self.type,
-                "param": self.param,
-                "code": self.code,
-            }
-        }
 
 
 class BadRequest(StarchartError):

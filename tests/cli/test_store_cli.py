@@ -14,7 +14,7 @@ import pytest
 
 from starchart.cli import main
 from starchart.server import exposure_refusal, is_loopback
-from starchart.service import ChatService
+from starchart.services.chat import ChatService
 from starchart.settings import Settings
 from starchart.store import Store
 from starchart.store.conversations import LOCAL

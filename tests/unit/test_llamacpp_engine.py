@@ -6,7 +6,7 @@ import pytest
 
 from starchart.engines.base import Finish, SamplingParams, TextDelta
 from starchart.errors import ContextOverflow
-from starchart.service import ChatService, collect
+from starchart.services.chat import ChatService, collect
 
 from tests.conftest import FRANCE
 

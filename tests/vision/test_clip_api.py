@@ -268,19 +268,36 @@ def test_without_clip_the_endpoints_say_how_to_start_it(api: httpx.Client) -> No
     assert all(m["kind"] == "chat" for m in api.get("/v1/models").json()["data"])
 
 
+def test_ready_counts_the_clip_model(client: httpx.Client, tiny_clip_dir: Path) -> None:
+    ready = client.get("/ready")
+    assert ready.status_code == 200 and ready.json()["status"] == "ready"
+    assert ready.json()["models"][tiny_clip_dir.name] is True
+    assert len(ready.json()["models"]) == 2
+
+
 def test_a_clip_model_that_cannot_load_leaves_chat_serving(
         engine: LlamaCppEngine, tmp_path: Path) -> None:
     settings = Settings(home=tmp_path, clip="openai/clip-vit-base-patch32")
-    with LiveServer(create_app(settings, engines=[engine]), free_port()) as server, \
+    with LiveServer(create_app(settings, engines=[engine]), free_port(),
+                    wait_ready=False) as server, \
             httpx.Client(base_url=server.url, timeout=60) as http:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            response = http.post("/v1/clip/classify", json={"image": URI, "labels": LABELS})
-            if response.status_code != 503:  # 503 while the load is still being tried
+            ready = http.get("/ready")
+            if ready.json()["status"] != "loading":
                 break
             time.sleep(0.05)
-        error = error_of(response, 404, "model")
+        # Not ready, and saying why: every configured model counts.
+        assert ready.status_code == 503 and ready.json()["status"] == "error"
+        assert ready.json()["models"] == {engine.info.id: True,
+                                          "openai/clip-vit-base-patch32": False}
+        assert "hf download openai/clip-vit-base-patch32" in ready.json()["error"]
+        # A model that failed to load is unavailable (503), as for a chat model.
+        response = http.post("/v1/clip/classify", json={"image": URI, "labels": LABELS})
+        error = error_of(response, 503, "model")
         assert "hf download openai/clip-vit-base-patch32" in error["message"]
-        assert http.get("/ready").status_code == 200
         clip = [m for m in http.get("/v1/models").json()["data"] if m["kind"] == "clip"]
         assert clip[0]["loaded"] is False
+        chat = http.post("/v1/chat/completions",
+                         json={"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 1})
+        assert chat.status_code == 200

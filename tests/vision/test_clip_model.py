@@ -200,7 +200,7 @@ def test_missing_hub_model_says_how_to_fetch_it() -> None:
     assert not model.loaded
     with pytest.raises(StarchartError) as later:
         model.require()
-    assert later.value.status == 404 and "hf download" in later.value.message
+    assert later.value.status == 503 and "hf download" in later.value.message
 
 
 def test_a_folder_that_is_not_clip_is_refused(tmp_path: Path) -> None:

@@ -13,17 +13,28 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from starchart import __version__
 from starchart.api.auth import AccessGuard, split_setting
+from starchart.api.conversation_protocol import ConversationChunk
 from starchart.api.errors import BodySizeLimit, install_error_handlers
-from starchart.api.routes import chat, clip, completions, conversations, doctor, models
+from starchart.api.openapi import describe
+from starchart.api.protocol import ChatCompletionChunk, CompletionChunk
+from starchart.api.routes import (
+    chat,
+    completions,
+    conversation_messages,
+    conversations,
+    doctor,
+    models,
+)
+from starchart.api.routes import clip as clip_routes
 from starchart.api.web import mount_web
 from starchart.engines import create_engine
 from starchart.engines.base import Engine
 from starchart.errors import StarchartError
-from starchart.service import ChatService
+from starchart.services.chat import ChatService
+from starchart.services.clip import ClipService
+from starchart.services.conversations import ConversationChat
 from starchart.settings import Settings
 from starchart.store import Store
-from starchart.store.turns import ConversationChat
-from starchart.vision.clip import ClipModel
 
 log = logging.getLogger("starchart")
 
@@ -52,22 +63,20 @@ def create_app(settings: Settings, engines: list[Engine] | None = None) -> FastA
     owned = engines is None
     chosen = [create_engine(settings)] if engines is None else engines
     service = ChatService(settings, {e.info.id: e for e in chosen})
-    # CLIP (--clip) loads beside the chat model; a failure to load leaves chat serving.
-    clip_model = ClipModel.from_settings(settings) if settings.clip else None
+    clip = ClipService.from_settings(settings, service)
     store = Store.open(settings)
     conversation_chat = ConversationChat(service, store.conversations)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         loading = asyncio.create_task(_load(service))
-        clip_loading = asyncio.create_task(clip_model.load_in_background()) if clip_model else None
+        clip_loading = asyncio.create_task(clip.load())
         try:
             yield
         finally:
             loading.cancel()
-            if clip_model is not None and clip_loading is not None:
-                clip_loading.cancel()
-                clip_model.close()
+            clip_loading.cancel()
+            clip.close()
             # Replies still being generated store what they have.
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(conversation_chat.drain(), timeout=5)
@@ -79,7 +88,7 @@ def create_app(settings: Settings, engines: list[Engine] | None = None) -> FastA
     app = FastAPI(title="starchart", version=__version__, lifespan=lifespan)
     app.state.settings = settings
     app.state.service = service
-    app.state.clip = clip_model
+    app.state.clip = clip
     app.state.store = store
     app.state.conversation_chat = conversation_chat
     install_error_handlers(app)
@@ -89,7 +98,9 @@ def create_app(settings: Settings, engines: list[Engine] | None = None) -> FastA
     if settings.cors_origins:  # outermost, so preflights and 401s carry CORS headers
         app.add_middleware(CORSMiddleware, allow_origins=split_setting(settings.cors_origins),
                            allow_methods=["*"], allow_headers=["*"])
-    for module in (chat, completions, models, doctor, clip, conversations):
+    for module in (chat, completions, models, doctor, clip_routes, conversations,
+                   conversation_messages):
         app.include_router(module.router)
+    describe(app, chunks=(ChatCompletionChunk, CompletionChunk, ConversationChunk))
     mount_web(app)
     return app

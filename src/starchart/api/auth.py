@@ -19,7 +19,7 @@ In order, for every request:
    keys all get the same 401.
 
 The key id (or ``None``) goes into ``scope["state"]["api_key_id"]``: routes
-read it as ``request.state.api_key_id`` to scope what a key may see.
+read it with ``key_id(request)`` to scope what a key may see.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ import asyncio
 import ipaddress
 from urllib.parse import urlsplit
 
+from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from starchart.api.errors import error_response
@@ -52,6 +53,11 @@ class OriginNotAllowed(StarchartError):
 
 def is_public(path: str) -> bool:
     return path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES)
+
+
+def key_id(conn: HTTPConnection) -> str | None:
+    """The id of the API key the request came with (None when no keys exist)."""
+    return getattr(conn.state, "api_key_id", None)
 
 
 def split_setting(value: str) -> list[str]:

@@ -13,6 +13,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictStr
 
+from starchart.api.protocol import WireModel
 from starchart.errors import BadRequest
 from starchart.settings import Settings
 from starchart.vision.clip import DEFAULT_TEMPLATES
@@ -120,3 +121,48 @@ class EmbeddingRequest(BaseModel):
             if not is_image and not text.strip():
                 param = "input" if isinstance(self.input, str) else f"input[{i}]"
                 raise BadRequest(f"{param} is empty", param=param)
+
+
+# -- responses ----------------------------------------------------------------------------
+
+
+class LabelScore(WireModel):
+    label: str
+    probability: float
+    similarity: float
+
+
+class Classification(WireModel):
+    object: Literal["clip.classification"] = "clip.classification"
+    model: str
+    labels: list[LabelScore] = Field(description="Most likely first.")
+    templates: list[str]
+    logit_scale: float
+
+
+class Similarity(WireModel):
+    object: Literal["clip.similarity"] = "clip.similarity"
+    model: str
+    similarity: list[list[float]] = Field(description="logit_scale x cosine; a row per image,"
+                                                      " a column per text.")
+    logit_scale: float
+
+
+class Embedding(WireModel):
+    object: Literal["embedding"] = "embedding"
+    index: int
+    embedding: list[float] | str = Field(description="Floats, or with encoding_format"
+                                                     " base64 their float32 little-endian"
+                                                     " bytes in base64.")
+
+
+class EmbeddingUsage(WireModel):
+    prompt_tokens: int
+    total_tokens: int
+
+
+class EmbeddingList(WireModel):
+    object: Literal["list"] = "list"
+    data: list[Embedding]
+    model: str
+    usage: EmbeddingUsage

@@ -6,7 +6,7 @@ it, so the conversation store can be merged without touching that module.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -17,7 +17,18 @@ from pydantic import (
     field_validator,
 )
 
-from starchart.api.protocol import SamplingFields
+from starchart.api.protocol import (
+    ChatCompletionChunk,
+    ErrorDetail,
+    ErrorResponse,
+    SamplingFields,
+    Usage,
+    WireModel,
+)
+from starchart.engines.base import Finish
+from starchart.errors import StarchartError
+from starchart.store.conversations import Conversation as StoredConversation
+from starchart.store.conversations import StoredMessage
 
 TITLE_MAX = 500
 
@@ -62,3 +73,123 @@ class MessageCreate(SamplingFields):
 
 
 ExportFormat = Literal["json", "markdown"]
+
+
+# -- responses ----------------------------------------------------------------------------
+
+
+class ConversationMessage(WireModel):
+    id: str
+    object: Literal["conversation.message"] = "conversation.message"
+    role: str
+    content: str
+    created_at: int
+    incomplete: bool
+    finish_reason: str | None
+    model: str | None
+    params: dict[str, Any] | None
+    usage: Usage | None
+    dropped_turns: int | None
+
+    @classmethod
+    def of(cls, m: StoredMessage) -> ConversationMessage:
+        return cls(id=m.id, role=m.role, content=m.content, created_at=int(m.created_at),
+                   incomplete=m.incomplete, finish_reason=m.finish_reason, model=m.model,
+                   params=m.params, usage=Usage.model_validate(m.usage) if m.usage else None,
+                   dropped_turns=m.dropped_turns)
+
+
+class Conversation(WireModel):
+    """A conversation; ``messages`` is left out of lists."""
+
+    omittable = frozenset({"messages"})
+
+    id: str
+    object: Literal["conversation"] = "conversation"
+    title: str | None
+    system_prompt: str | None
+    model: str | None
+    created_at: int
+    updated_at: int
+    messages: list[ConversationMessage] | None = None
+
+    @classmethod
+    def of(cls, conv: StoredConversation, *, with_messages: bool = True) -> Conversation:
+        out = cls(id=conv.id, title=conv.title, system_prompt=conv.system_prompt,
+                  model=conv.model, created_at=int(conv.created_at),
+                  updated_at=int(conv.updated_at))
+        if with_messages:
+            out.messages = [ConversationMessage.of(m) for m in conv.messages]
+        return out
+
+
+class ConversationList(WireModel):
+    object: Literal["list"] = "list"
+    data: list[Conversation]
+
+
+class ConversationDeleted(WireModel):
+    id: str
+    object: Literal["conversation.deleted"] = "conversation.deleted"
+    deleted: Literal[True] = True
+
+
+class TurnInfo(WireModel):
+    """Which stored messages a turn wrote, and how much history the prompt left out."""
+
+    conversation_id: str
+    message_id: str
+    user_message_id: str
+    dropped_turns: int
+
+
+class ConversationChunk(ChatCompletionChunk):
+    """A streamed turn's chunk; the first (the role chunk) also says which turn it is."""
+
+    omittable = frozenset({"usage", "starchart"})
+
+    starchart: TurnInfo | None = None
+
+
+class ConversationTurn(WireModel):
+    """A turn answered without streaming."""
+
+    object: Literal["conversation.turn"] = "conversation.turn"
+    conversation_id: str
+    message_id: str
+    user_message_id: str
+    dropped_turns: int
+    message: ConversationMessage
+    usage: Usage | None
+
+
+# WebSocket frames, server to client.
+
+
+class WsDelta(WireModel):
+    type: Literal["delta"] = "delta"
+    content: str
+
+
+class WsDone(WireModel):
+    type: Literal["done"] = "done"
+    finish_reason: str
+    usage: Usage | None
+    message_id: str
+    dropped_turns: int
+
+    @classmethod
+    def of(cls, finish: Finish | None, info: TurnInfo) -> WsDone:
+        """``finish`` None: the turn was stopped before its end (what was said is stored)."""
+        return cls(finish_reason=finish.reason if finish else "cancelled",
+                   usage=Usage.of(finish.usage) if finish else None,
+                   message_id=info.message_id, dropped_turns=info.dropped_turns)
+
+
+class WsError(WireModel):
+    type: Literal["error"] = "error"
+    error: ErrorDetail
+
+    @classmethod
+    def of(cls, exc: StarchartError) -> WsError:
+        return cls(error=ErrorResponse.of(exc).error)

@@ -12,17 +12,19 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import Response
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from starchart.api.protocol import ErrorResponse
 from starchart.errors import BadRequest, NotFound, PayloadTooLarge, StarchartError
 
 log = logging.getLogger("starchart.api")
 
 
-def error_response(exc: StarchartError) -> JSONResponse:
-    return JSONResponse(exc.to_dict(), status_code=exc.status)
+def error_response(exc: StarchartError) -> Response:
+    return Response(ErrorResponse.of(exc).wire(), status_code=exc.status,
+                    media_type="application/json")
 
 
 # pydantic puts the member type of a union into the location ("str",
@@ -59,15 +61,15 @@ def validation_error(exc: RequestValidationError) -> StarchartError:
 
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarchartError)
-    async def _starchart(_: Request, exc: StarchartError) -> JSONResponse:
+    async def _starchart(_: Request, exc: StarchartError) -> Response:
         return error_response(exc)
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _validation(_: Request, exc: RequestValidationError) -> Response:
         return error_response(validation_error(exc))
 
     @app.exception_handler(HTTPException)
-    async def _http(_: Request, exc: HTTPException) -> JSONResponse:
+    async def _http(_: Request, exc: HTTPException) -> Response:
         if exc.status_code == 404:
             return error_response(NotFound("no such route"))
         err = StarchartError(str(exc.detail))
@@ -77,7 +79,7 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(err)
 
     @app.exception_handler(Exception)
-    async def _bug(request: Request, exc: Exception) -> JSONResponse:
+    async def _bug(request: Request, exc: Exception) -> Response:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return error_response(StarchartError("internal server error (logged on the server)"))
 

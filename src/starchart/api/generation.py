@@ -1,50 +1,192 @@
-"""Engine events -> OpenAI responses, for chat and text completions alike."""
+"""Engine events -> typed OpenAI responses, for chat and text completions alike.
+
+A streamed reply is a ``Chunks`` object turning each event into the chunk
+model of its endpoint; ``stream`` frames them as server-sent events.
+"""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
-from typing import Any
+from collections.abc import AsyncIterator
+from typing import Generic, TypeVar
 
 from fastapi import Request
+from fastapi.responses import StreamingResponse
 
-from starchart.api.protocol import new_id, now, usage_chunk
+from starchart.api.conversation_protocol import ConversationChunk, TurnInfo
+from starchart.api.protocol import (
+    AssistantMessage,
+    ChatChoice,
+    ChatCompletion,
+    ChatCompletionChunk,
+    ChunkChoice,
+    Completion,
+    CompletionChoice,
+    CompletionChunk,
+    Delta,
+    FunctionCall,
+    FunctionCallDelta,
+    ToolCall,
+    ToolCallDelta,
+    Usage,
+    WireModel,
+    new_id,
+    now,
+)
 from starchart.api.streaming import cancel_on_disconnect, sse_response
 from starchart.engines.base import Finish, StreamEvent, TextDelta
-from starchart.service import Reply, collect
+from starchart.services.chat import collect
+from starchart.structured import tools
+from starchart.structured.replies import ReplyEvent
+
+C = TypeVar("C", bound=WireModel)
 
 
-async def _chunks(events: AsyncIterator[StreamEvent], *, id_: str, created: int, model: str,
-                  make: Callable[[str | None, str | None], dict[str, Any]],
-                  first: dict[str, Any] | None, usage_object: str | None,
-                  ) -> AsyncIterator[dict[str, Any]]:
+class Chunks(Generic[C]):
+    """The chunks of one streamed reply: one id and creation time for all of them."""
+
+    prefix = "chatcmpl"
+
+    def __init__(self, model: str, include_usage: bool) -> None:
+        self.id, self.created, self.model = new_id(self.prefix), now(), model
+        self.include_usage = include_usage
+
+    def first(self) -> C | None:
+        return None
+
+    def text(self, text: str) -> C:
+        raise NotImplementedError
+
+    def finish(self, reason: str) -> C:
+        raise NotImplementedError
+
+    def usage(self, usage: Usage) -> C:
+        raise NotImplementedError
+
+
+class ChatChunks(Chunks[ChatCompletionChunk]):
+    kind: type[ChatCompletionChunk] = ChatCompletionChunk
+
+    def _chunk(self, delta: Delta, finish: str | None = None,
+               **extra: object) -> ChatCompletionChunk:
+        chunk = self.kind(id=self.id, created=self.created, model=self.model,
+                          choices=[ChunkChoice(delta=delta, finish_reason=finish)], **extra)
+        if self.include_usage:
+            chunk.usage = None
+        return chunk
+
+    def first(self) -> ChatCompletionChunk:
+        return self._chunk(Delta(role="assistant", content=""))
+
+    def text(self, text: str) -> ChatCompletionChunk:
+        return self._chunk(Delta(content=text))
+
+    def finish(self, reason: str) -> ChatCompletionChunk:
+        return self._chunk(Delta(), reason)
+
+    def tool_call(self, delta: tools.ToolCallDelta) -> ChatCompletionChunk:
+        piece = ToolCallDelta(index=delta.index,
+                              function=FunctionCallDelta(arguments=delta.arguments))
+        if delta.name is not None:
+            piece = ToolCallDelta(index=delta.index, id=delta.id, type="function",
+                                  function=FunctionCallDelta(name=delta.name,
+                                                             arguments=delta.arguments))
+        return self._chunk(Delta(tool_calls=[piece]))
+
+    def usage(self, usage: Usage) -> ChatCompletionChunk:
+        return self.kind(id=self.id, created=self.created, model=self.model, choices=[],
+                         usage=usage)
+
+
+class TurnChunks(ChatChunks):
+    """A stored conversation's turn: its first chunk names the messages it writes."""
+
+    kind = ConversationChunk
+
+    def __init__(self, model: str, turn: TurnInfo) -> None:
+        super().__init__(model, include_usage=True)
+        self.turn = turn
+
+    def first(self) -> ChatCompletionChunk:
+        return self._chunk(Delta(role="assistant", content=""), starchart=self.turn)
+
+
+class CompletionChunks(Chunks[CompletionChunk]):
+    prefix = "cmpl"
+
+    def _chunk(self, text: str, finish: str | None = None) -> CompletionChunk:
+        chunk = CompletionChunk(id=self.id, created=self.created, model=self.model,
+                                choices=[CompletionChoice(text=text, finish_reason=finish)])
+        if self.include_usage:
+            chunk.usage = None
+        return chunk
+
+    def text(self, text: str) -> CompletionChunk:
+        return self._chunk(text)
+
+    def finish(self, reason: str) -> CompletionChunk:
+        return self._chunk("", reason)
+
+    def usage(self, usage: Usage) -> CompletionChunk:
+        return CompletionChunk(id=self.id, created=self.created, model=self.model,
+                               choices=[], usage=usage)
+
+
+async def _chunks(events: AsyncIterator[ReplyEvent], chunks: Chunks[C]) -> AsyncIterator[C]:
+    first = chunks.first()
     if first is not None:
         yield first
     try:
         async for event in events:
             if isinstance(event, TextDelta):
-                yield make(event.text, None)
+                yield chunks.text(event.text)
+            elif isinstance(event, tools.ToolCallDelta):
+                yield chunks.tool_call(event)  # type: ignore[attr-defined]
             elif isinstance(event, Finish):
-                yield make(None, event.reason)
-                if usage_object is not None:
-                    yield usage_chunk(id_, created, model, usage_object, event.usage.as_dict())
+                yield chunks.finish(event.reason)
+                if chunks.include_usage:
+                    yield chunks.usage(Usage.of(event.usage))
     finally:
         await events.aclose()  # type: ignore[attr-defined]
 
 
-def stream(events: AsyncIterator[StreamEvent], *, prefix: str, model: str,
-           make: Callable[..., dict[str, Any]], object_name: str, include_usage: bool,
-           first: Callable[..., dict[str, Any]] | None = None):  # -> StreamingResponse
-    id_, created = new_id(prefix), now()
-
-    def chunk(text: str | None, finish: str | None) -> dict[str, Any]:
-        return make(id_, created, model, text, finish, include_usage)
-
-    return sse_response(_chunks(
-        events, id_=id_, created=created, model=model, make=chunk,
-        first=first(id_, created, model, include_usage) if first else None,
-        usage_object=object_name if include_usage else None,
-    ))
+def stream(events: AsyncIterator[ReplyEvent], chunks: Chunks[C]) -> StreamingResponse:
+    return sse_response(_chunks(events, chunks))
 
 
-async def complete(request: Request, events: AsyncIterator[StreamEvent]) -> Reply:
-    return await cancel_on_disconnect(request, collect(events))
+async def _collect_calls(events: AsyncIterator[ReplyEvent]
+                         ) -> tuple[AssistantMessage, Finish]:
+    text: list[str] = []
+    calls: list[ToolCall] = []
+    finish: Finish | None = None
+    async for event in events:
+        if isinstance(event, TextDelta):
+            text.append(event.text)
+        elif isinstance(event, tools.ToolCallDelta):
+            if event.name is not None:
+                calls.append(ToolCall(id=event.id or tools.new_call_id(),
+                                      function=FunctionCall(name=event.name, arguments="")))
+            calls[event.index].function.arguments += event.arguments
+        else:
+            finish = event
+    assert finish is not None, "an engine stream always ends with Finish"
+    if calls:
+        return AssistantMessage(content="".join(text) or None, tool_calls=calls), finish
+    return AssistantMessage(content="".join(text)), finish
+
+
+async def chat_completion(request: Request, events: AsyncIterator[ReplyEvent],
+                          model: str) -> ChatCompletion:
+    message, finish = await cancel_on_disconnect(request, _collect_calls(events))
+    return ChatCompletion(
+        id=new_id("chatcmpl"), created=now(), model=model,
+        choices=[ChatChoice(finish_reason=finish.reason, message=message)],
+        usage=Usage.of(finish.usage))
+
+
+async def completion(request: Request, events: AsyncIterator[StreamEvent],
+                     model: str) -> Completion:
+    reply = await cancel_on_disconnect(request, collect(events))
+    return Completion(
+        id=new_id("cmpl"), created=now(), model=model,
+        choices=[CompletionChoice(text=reply.text, finish_reason=reply.finish.reason)],
+        usage=Usage.of(reply.finish.usage))

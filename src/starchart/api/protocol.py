@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
     AliasChoices,
@@ -21,6 +21,8 @@ from pydantic import (
 )
 
 from starchart.engines.base import SamplingParams
+from starchart.engines.base import Usage as EngineUsage
+from starchart.errors import StarchartError
 
 Role = Literal["system", "developer", "user", "assistant", "tool"]
 
@@ -198,33 +200,223 @@ def now() -> int:
     return int(time.time())
 
 
-def chat_chunk(id_: str, created: int, model: str, delta: dict[str, Any],
-               finish_reason: str | None, include_usage: bool) -> dict[str, Any]:
-    chunk: dict[str, Any] = {
-        "id": id_, "object": "chat.completion.chunk", "created": created, "model": model,
-        "system_fingerprint": None,
-        "choices": [{"index": 0, "delta": delta, "logprobs": None,
-                     "finish_reason": finish_reason}],
-    }
-    if include_usage:
-        chunk["usage"] = None
-    return chunk
+# -- responses ----------------------------------------------------------------------------
 
 
-def completion_chunk(id_: str, created: int, model: str, text: str,
-                     finish_reason: str | None, include_usage: bool) -> dict[str, Any]:
-    chunk: dict[str, Any] = {
-        "id": id_, "object": "text_completion", "created": created, "model": model,
-        "system_fingerprint": None,
-        "choices": [{"index": 0, "text": text, "logprobs": None,
-                     "finish_reason": finish_reason}],
-    }
-    if include_usage:
-        chunk["usage"] = None
-    return chunk
+class WireModel(BaseModel):
+    """A body the server sends, serialised with ``exclude_unset``.
+
+    Every field is on the wire, nulls included (as OpenAI sends them), except
+    those named in ``omittable``: they appear only when given.
+    """
+
+    omittable: ClassVar[frozenset[str]] = frozenset()
+
+    def model_post_init(self, context: Any, /) -> None:
+        self.model_fields_set.update(set(type(self).model_fields) - self.omittable)
+
+    def wire(self) -> str:
+        return self.model_dump_json(exclude_unset=True)
 
 
-def usage_chunk(id_: str, created: int, model: str, obj: str,
-                usage: dict[str, int]) -> dict[str, Any]:
-    return {"id": id_, "object": obj, "created": created, "model": model,
-            "system_fingerprint": None, "choices": [], "usage": usage}
+class ErrorDetail(WireModel):
+    message: str
+    type: str
+    param: str | None
+    code: str | None
+
+
+class ErrorResponse(WireModel):
+    """Every 4xx/5xx body, and the SSE frame of an error mid-stream."""
+
+    error: ErrorDetail
+
+    @classmethod
+    def of(cls, exc: StarchartError) -> ErrorResponse:
+        return cls(error=ErrorDetail(message=exc.message, type=exc.type, param=exc.param,
+                                     code=exc.code))
+
+
+class Usage(WireModel):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+    @classmethod
+    def of(cls, usage: EngineUsage) -> Usage:
+        return cls(prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
+                   total_tokens=usage.total_tokens)
+
+
+class FunctionCall(WireModel):
+    name: str
+    arguments: str  # JSON text matching the tool's parameters
+
+
+class ToolCall(WireModel):
+    id: str
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
+class AssistantMessage(WireModel):
+    omittable = frozenset({"tool_calls"})
+
+    role: Literal["assistant"] = "assistant"
+    # null when the reply is tool calls
+    content: str | None
+    tool_calls: list[ToolCall] | None = None
+
+
+class ChatChoice(WireModel):
+    index: int = 0
+    logprobs: None = None
+    finish_reason: str
+    message: AssistantMessage
+
+
+class ChatCompletion(WireModel):
+    id: str
+    object: Literal["chat.completion"] = "chat.completion"
+    created: int
+    model: str
+    system_fingerprint: None = None
+    choices: list[ChatChoice]
+    usage: Usage
+
+
+class FunctionCallDelta(WireModel):
+    omittable = frozenset({"name"})
+
+    name: str | None = None
+    arguments: str
+
+
+class ToolCallDelta(WireModel):
+    """A piece of a streamed call: the first names it (id, type, function.name),
+    the next ones carry its arguments."""
+
+    omittable = frozenset({"id", "type"})
+
+    index: int
+    id: str | None = None
+    type: Literal["function"] | None = None
+    function: FunctionCallDelta
+
+
+class Delta(WireModel):
+    omittable = frozenset({"role", "content", "tool_calls"})
+
+    role: Literal["assistant"] | None = None
+    content: str | None = None
+    tool_calls: list[ToolCallDelta] | None = None
+
+
+class ChunkChoice(WireModel):
+    index: int = 0
+    delta: Delta
+    logprobs: None = None
+    finish_reason: str | None = None
+
+
+class ChatCompletionChunk(WireModel):
+    """One SSE frame of a streamed chat completion. ``usage`` is there (null
+    until the last, choice-less chunk) only when ``stream_options.include_usage``."""
+
+    omittable = frozenset({"usage"})
+
+    id: str
+    object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
+    created: int
+    model: str
+    system_fingerprint: None = None
+    choices: list[ChunkChoice]
+    usage: Usage | None = None
+
+
+class CompletionChoice(WireModel):
+    index: int = 0
+    text: str
+    logprobs: None = None
+    finish_reason: str | None = None
+
+
+class Completion(WireModel):
+    id: str
+    object: Literal["text_completion"] = "text_completion"
+    created: int
+    model: str
+    system_fingerprint: None = None
+    choices: list[CompletionChoice]
+    usage: Usage
+
+
+class CompletionChunk(WireModel):
+    omittable = frozenset({"usage"})
+
+    id: str
+    object: Literal["text_completion"] = "text_completion"
+    created: int
+    model: str
+    system_fingerprint: None = None
+    choices: list[CompletionChoice]
+    usage: Usage | None = None
+
+
+class ModelCard(WireModel):
+    """A row of ``GET /v1/models``; the engine's own facts follow the OpenAI fields."""
+
+    model_config = ConfigDict(extra="allow")
+
+    id: str
+    object: Literal["model"] = "model"
+    created: int = 0
+    owned_by: str = "starchart"
+    kind: Literal["chat", "clip"]
+    loaded: bool
+
+
+class ModelList(WireModel):
+    object: Literal["list"] = "list"
+    data: list[ModelCard]
+
+
+class GenerationDefaults(WireModel):
+    # Built from SamplingParams: a field added there must be added here (forbid says so).
+    model_config = ConfigDict(extra="forbid")
+
+    temperature: float
+    top_p: float
+    top_k: int
+    min_p: float
+    max_tokens: int
+    repetition_penalty: float
+    presence_penalty: float
+    frequency_penalty: float
+    seed: int | None
+    stop: list[str]
+    ignore_eos: bool
+    system_prompt: str
+
+
+class ServerStats(WireModel):
+    model_config = ConfigDict(extra="forbid")
+
+    requests_in_flight: int
+    requests_total: int
+    completion_tokens_total: int
+    last_tokens_per_second: float | None
+
+
+class Health(WireModel):
+    status: Literal["ok"] = "ok"
+
+
+class Readiness(WireModel):
+    """``/ready``: every configured model (chat and CLIP) and whether it is loaded."""
+
+    omittable = frozenset({"error"})
+
+    status: Literal["ready", "loading", "error"]
+    models: dict[str, bool]
+    error: str | None = None

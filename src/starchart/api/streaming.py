@@ -6,37 +6,41 @@ import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from fastapi import Request
 from fastapi.responses import StreamingResponse
 
+from starchart.api.protocol import ErrorResponse, WireModel
 from starchart.errors import StarchartError
 
 log = logging.getLogger("starchart.api")
 T = TypeVar("T")
 
 
-def _frame(obj: Any) -> str:
-    return f"data: {json.dumps(obj, ensure_ascii=False)}\n\n"
+def _frame(chunk: WireModel) -> str:
+    # json.dumps' own spacing: the frames stay byte for byte what they always were.
+    body = json.dumps(chunk.model_dump(mode="json", exclude_unset=True), ensure_ascii=False)
+    return f"data: {body}\n\n"
 
 
-async def _sse(chunks: AsyncIterator[dict[str, Any]]) -> AsyncIterator[str]:
+async def _sse(chunks: AsyncIterator[WireModel]) -> AsyncIterator[str]:
     try:
         async for chunk in chunks:
             yield _frame(chunk)
     except StarchartError as exc:
         # Headers are gone already: the error travels as a data frame.
-        yield _frame(exc.to_dict())
+        yield _frame(ErrorResponse.of(exc))
     except Exception:
         log.exception("error while streaming")
-        yield _frame(StarchartError("internal server error (logged on the server)").to_dict())
+        yield _frame(ErrorResponse.of(
+            StarchartError("internal server error (logged on the server)")))
     finally:
         await chunks.aclose()  # type: ignore[attr-defined]
     yield "data: [DONE]\n\n"
 
 
-def sse_response(chunks: AsyncIterator[dict[str, Any]]) -> StreamingResponse:
+def sse_response(chunks: AsyncIterator[WireModel]) -> StreamingResponse:
     # Starlette cancels this body iterator when the client disconnects; the
     # cancellation reaches the engine's worker through the generator's finally.
     return StreamingResponse(

@@ -1,6 +1,6 @@
 """`starchart chat --conversation ID`: resume a stored conversation in the terminal.
 
-Turns go through ``store.turns`` like the server's, so what is said here is
+Turns go through ``services.conversations`` like the server's, so what is said here is
 stored the same way (and shows up over the API).
 """
 
@@ -12,10 +12,10 @@ from typing import TextIO
 
 from starchart.chat.terminal import TerminalChat
 from starchart.errors import NotFound
-from starchart.service import ChatService
+from starchart.services.chat import ChatService
+from starchart.services.conversations import ConversationChat
 from starchart.store import Store
 from starchart.store.conversations import LOCAL
-from starchart.store.turns import ConversationChat
 
 REPLAYED = 6  # messages shown when resuming
 

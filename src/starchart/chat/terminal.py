@@ -10,7 +10,7 @@ from typing import TextIO
 from starchart.engines import create_engine
 from starchart.engines.base import Finish, SamplingParams, StreamEvent, TextDelta
 from starchart.errors import StarchartError
-from starchart.service import ChatService
+from starchart.services.chat import ChatService
 from starchart.settings import Settings
 
 HELP = """commands:

@@ -51,15 +51,6 @@ class StoredMessage:
     usage: dict[str, int] | None = None
     dropped_turns: int | None = None
 
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "id": self.id, "object": "conversation.message", "role": self.role,
-            "content": self.content, "created_at": int(self.created_at),
-            "incomplete": self.incomplete, "finish_reason": self.finish_reason,
-            "model": self.model, "params": self.params, "usage": self.usage,
-            "dropped_turns": self.dropped_turns,
-        }
-
 
 @dataclass
 class Conversation:
@@ -71,16 +62,6 @@ class Conversation:
     created_at: float
     updated_at: float
     messages: list[StoredMessage] = field(default_factory=list)
-
-    def as_dict(self, *, with_messages: bool = True) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "id": self.id, "object": "conversation", "title": self.title,
-            "system_prompt": self.system_prompt, "model": self.model,
-            "created_at": int(self.created_at), "updated_at": int(self.updated_at),
-        }
-        if with_messages:
-            out["messages"] = [m.as_dict() for m in self.messages]
-        return out
 
 
 def _not_found(conversation_id: str) -> NotFound:

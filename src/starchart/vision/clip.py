@@ -232,9 +232,9 @@ class ClipModel:
         """Raise the error a request gets when the model cannot answer."""
         if self.loaded:
             return
-        if self.load_error is not None:
-            raise NotFound(f"the CLIP model could not be loaded: {self.load_error.message}",
-                           param="model", code="model_not_found")
+        if self.load_error is not None:  # as for a chat model that failed to load
+            raise Unavailable(f"the CLIP model could not be loaded: {self.load_error.message}",
+                              param="model")
         raise Unavailable(f"the CLIP model {self.info.id!r} is still loading; try again shortly",
                           param="model")
 

@@ -14,6 +14,7 @@ from typing import Any
 
 from fastapi import APIRouter, Query, Request
 
+from starchart.api.openapi import errors
 from starchart.errors import BadRequest, NotFound
 from starchart.registry import EMBEDDED
 
@@ -47,7 +48,7 @@ def _model_path(request: Request, model: str) -> str:
                    param="model", code="model_not_found")
 
 
-@router.get("/v1/doctor")
+@router.get("/v1/doctor", responses=errors(404))
 async def doctor(
     request: Request,
     model: str | None = Query(None, description="also plan this model's memory"),

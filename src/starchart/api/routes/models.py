@@ -1,14 +1,20 @@
-"""GET /v1/models, /health, /ready"""
+"""GET /v1/models, /v1/defaults, /v1/stats, /health, /ready"""
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
-from starchart.api.routes import clip
-from starchart.service import ChatService
+from starchart.api.protocol import (
+    GenerationDefaults,
+    Health,
+    ModelCard,
+    ModelList,
+    Readiness,
+    ServerStats,
+)
+from starchart.services.chat import ChatService
+from starchart.services.clip import ClipService
 
 router = APIRouter()
 
@@ -17,44 +23,49 @@ def _service(request: Request) -> ChatService:
     return request.app.state.service
 
 
-@router.get("/v1/models")
-async def list_models(request: Request) -> dict[str, Any]:
-    service = _service(request)
-    return {
-        "object": "list",
-        "data": [
-            {"id": engine.info.id, "object": "model", "created": 0, "owned_by": "starchart",
-             "kind": "chat", "loaded": engine.loaded, **engine.info.as_dict()}
-            for engine in service.engines.values()
-        ] + clip.model_entries(request),
-    }
+def _clip(request: Request) -> ClipService:
+    return request.app.state.clip
 
 
-@router.get("/v1/defaults")
-async def generation_defaults(request: Request) -> dict[str, Any]:
+@router.get("/v1/models", response_model=ModelList)
+async def list_models(request: Request) -> ModelList:
+    chat = [ModelCard(kind="chat", loaded=engine.loaded, **engine.info.as_dict())
+            for engine in _service(request).engines.values()]
+    clip = [ModelCard.model_validate(row) for row in _clip(request).model_entries()]
+    return ModelList(data=chat + clip)
+
+
+@router.get("/v1/defaults", response_model=GenerationDefaults)
+async def generation_defaults(request: Request) -> GenerationDefaults:
     """The server's default generation parameters (the web page's "reset" uses these)."""
     service = _service(request)
-    return {**service.defaults.as_dict(), "system_prompt": service.settings.system_prompt}
+    return GenerationDefaults(**service.defaults.as_dict(),
+                              system_prompt=service.settings.system_prompt)
 
 
-@router.get("/v1/stats")
-async def stats(request: Request) -> dict[str, Any]:
-    return _service(request).stats.as_dict()
+@router.get("/v1/stats", response_model=ServerStats)
+async def stats(request: Request) -> ServerStats:
+    return ServerStats(**_service(request).stats.as_dict())
 
 
-@router.get("/health")
-async def health() -> dict[str, str]:
+@router.get("/health", response_model=Health)
+async def health() -> Health:
     """Liveness: the process answers."""
-    return {"status": "ok"}
+    return Health()
 
 
-@router.get("/ready")
-async def ready(request: Request) -> JSONResponse:
-    """Readiness: every model is loaded."""
-    service = _service(request)
+@router.get("/ready", response_model=Readiness, response_model_exclude_unset=True,
+            responses={503: {"model": Readiness,
+                             "description": "A model is still loading, or failed to load"}})
+async def ready(request: Request) -> Response:
+    """Readiness: every configured model, chat and CLIP, is loaded."""
+    service, clip = _service(request), _clip(request)
     models = {name: engine.loaded for name, engine in service.engines.items()}
+    models.update(clip.loaded())
     ok = bool(models) and all(models.values())
-    body: dict[str, Any] = {"status": "ready" if ok else "loading", "models": models}
-    if service.load_error:
-        body.update(status="error", error=service.load_error)
-    return JSONResponse(body, status_code=200 if ok else 503)
+    body = Readiness(status="ready" if ok else "loading", models=models)
+    error = service.load_error or clip.load_error
+    if error:
+        body.status, body.error = "error", error
+    return JSONResponse(body.model_dump(mode="json", exclude_unset=True),
+                        status_code=200 if ok else 503)

@@ -8,11 +8,11 @@ from contextlib import closing
 
 import pytest
 
-from starchart.service import ChatService
+from starchart.services.chat import ChatService
+from starchart.services.conversations import ConversationChat, KeyedLocks
 from starchart.settings import Settings
 from starchart.store import Store
 from starchart.store.conversations import LOCAL
-from starchart.store.turns import ConversationChat, KeyedLocks
 
 
 @pytest.fixture

@@ -69,13 +69,19 @@ class ChatService:
     def defaults(self) -> SamplingParams:
         return default_params(self.settings)
 
-    def engine(self, model: str | None) -> Engine:
+    def served(self, model: str | None) -> Engine:
+        """The engine of ``model`` (None: the default one), loaded or not."""
         name = model or self.default_model
         engine = self.engines.get(name) if name else None
         if engine is None:
             served = ", ".join(self.engines) or "none"
             raise NotFound(f"model {model!r} is not served here (served: {served})",
                            param="model", code="model_not_found")
+        return engine
+
+    def engine(self, model: str | None) -> Engine:
+        """The engine of ``model``, ready to generate."""
+        engine = self.served(model)
         if not engine.loaded:
             why = f": {self.load_error}" if self.load_error else "; try again shortly (GET /ready)"
             raise Unavailable(f"model {engine.info.id!r} is not loaded{why}")

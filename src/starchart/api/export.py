@@ -5,11 +5,14 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 
+from starchart.api.conversation_protocol import Conversation as WireConversation
 from starchart.store.conversations import Conversation
 
 
 def to_json(conv: Conversation) -> str:
-    return json.dumps(conv.as_dict(), ensure_ascii=False, indent=2)
+    """What ``GET /v1/conversations/{id}`` answers, indented."""
+    body = WireConversation.of(conv).model_dump(mode="json", exclude_unset=True)
+    return json.dumps(body, ensure_ascii=False, indent=2)
 
 
 def _when(ts: float) -> str:

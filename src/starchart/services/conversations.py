@@ -29,11 +29,11 @@ from typing import Any
 
 from starchart.engines.base import Finish, SamplingParams, StreamEvent, TextDelta
 from starchart.errors import BadRequest, StarchartError
-from starchart.service import ChatService
-from starchart.store.context import fit
+from starchart.services.chat import ChatService
+from starchart.services.context import fit
 from starchart.store.conversations import ConversationStore, Owner, StoredMessage
 
-log = logging.getLogger("starchart.store")
+log = logging.getLogger("starchart.conversations")
 
 FLUSH_SECONDS = 0.5
 

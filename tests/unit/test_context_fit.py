@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from starchart.errors import ContextOverflow
-from starchart.store.context import fit, reply_reserve
+from starchart.services.context import fit, reply_reserve
 
 SYSTEM = {"role": "system", "content": "You are terse."}
 
