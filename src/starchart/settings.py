@@ -46,6 +46,18 @@ class Settings(BaseSettings):
         None, ge=1, description="CPU threads for generation (default: all cores)."
     )
 
+    # llama.cpp GPU offload (needs a CUDA/Metal build of llama-cpp-python; `starchart plan`
+    # prints the values for a model and this machine's GPUs).
+    n_gpu_layers: int = Field(
+        0, ge=-1, description="llamacpp engine: layers offloaded to the GPU(s) (-1 = all,"
+        " 0 = CPU only).",
+    )
+    tensor_split: str | None = Field(
+        None, pattern=r"^\d+(\.\d+)?(,\d+(\.\d+)?)*$",
+        description="llamacpp engine: share of the offloaded layers per GPU, comma-separated"
+        " (e.g. 32,15 puts about twice as many on GPU 0 as on GPU 1); default: by free memory.",
+    )
+
     # The transformers engine (ignored by llamacpp).
     device: Literal["auto", "cuda", "mps", "cpu"] = Field(
         "auto", description="transformers engine: device (auto = CUDA, else Apple mps, else CPU)."

@@ -113,6 +113,17 @@ def _load(settings: Settings, quiet: bool) -> ChatService:
 def run_chat(settings: Settings, prompt: str | None = None,
              conversation: str | None = None) -> int:
     service = _load(settings, quiet=prompt is not None)
+    try:
+        return _chat(service, settings, prompt, conversation)
+    finally:
+        # Engines own threads (transformers' continuous-batching loop is not a
+        # daemon): stopped here, or the interpreter waits for them at exit.
+        for engine in service.engines.values():
+            engine.close()
+
+
+def _chat(service: ChatService, settings: Settings, prompt: str | None,
+          conversation: str | None) -> int:
     if conversation is not None:
         from starchart.chat.stored import StoredTerminalChat
         from starchart.store import Store
@@ -132,12 +143,9 @@ def run_chat(settings: Settings, prompt: str | None = None,
         while True:
             try:
                 line = input("\n> ")
-            except EOFError:
+            except (EOFError, KeyboardInterrupt):  # Ctrl-D or Ctrl-C at the prompt: leave
                 print()
                 return 0
-            except KeyboardInterrupt:
-                print()
-                continue
             if not line.strip():
                 continue
             if line.startswith("/"):

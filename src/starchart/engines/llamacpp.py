@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from starchart.chat.templates import ChatTemplate
+from starchart.doctor.gguf import file_type_name
 from starchart.engines.base import (
     Engine,
     Finish,
@@ -57,8 +58,10 @@ def default_threads() -> int:
 
 class LlamaCppEngine(Engine):
     def __init__(self, model_id: str, path: Path, *, n_ctx: int = 4096,
-                 threads: int | None = None) -> None:
+                 threads: int | None = None, n_gpu_layers: int = 0,
+                 tensor_split: list[float] | None = None) -> None:
         super().__init__()
+        self.gpu = {"n_gpu_layers": n_gpu_layers, "tensor_split": tensor_split}
         self.path = path
         self.n_threads = threads or default_threads()
         self.info = ModelInfo(id=model_id, engine="llamacpp", path=str(path), n_ctx=n_ctx,
@@ -87,6 +90,7 @@ class LlamaCppEngine(Engine):
                 n_threads=self.n_threads,
                 n_threads_batch=self.n_threads,
                 verbose=False,
+                **self.gpu,
             )
         except (ValueError, RuntimeError) as exc:
             raise Unavailable(f"llama.cpp could not load {self.path}: {exc}") from None
@@ -231,10 +235,6 @@ def _llguidance_tokenizer(llama, eog: list[int]):  # noqa: ANN001 - llama_cpp.Ll
 
 
 def _file_type(meta: dict[str, str]) -> str | None:
-    """GGUF ``general.file_type`` number -> its llama.cpp name (the common ones)."""
-    names = {"0": "F32", "1": "F16", "2": "Q4_0", "3": "Q4_1", "7": "Q8_0", "8": "Q5_0",
-             "9": "Q5_1", "10": "Q2_K", "11": "Q3_K_S", "12": "Q3_K_M", "13": "Q3_K_L",
-             "14": "Q4_K_S", "15": "Q4_K_M", "16": "Q5_K_S", "17": "Q5_K_M", "18": "Q6_K",
-             "32": "BF16"}
-    return names.get(str(meta.get("general.file_type", "")))
-
+    """GGUF ``general.file_type`` number -> its llama.cpp name."""
+    value = meta.get("general.file_type")
+    return None if value is None else file_type_name(int(value))

@@ -40,11 +40,12 @@ from starchart.engines.hf_loading import (
     dtype_name,
     load_failure,
     locate,
-    model_id,
+    multiple_gpus,
     quantization_config,
 )
 from starchart.engines.textstream import TextStream
 from starchart.errors import StarchartError, Unavailable
+from starchart.registry import model_id
 from starchart.structured.decoding import StructuredDecoder
 
 log = logging.getLogger("starchart.transformers")
@@ -149,9 +150,11 @@ class TransformersEngine(Engine):
             tokenizer = AutoTokenizer.from_pretrained(source.folder, **common)
         except Exception as exc:  # noqa: BLE001 - reported as one line, not a traceback
             raise load_failure(f"the tokenizer of {source.model_id}", exc) from None
+        # Several GPUs: accelerate splits the layers over all of them (what `plan` assumes).
+        placement = "auto" if device == "cuda" and multiple_gpus() else device
         try:
             model = AutoModelForCausalLM.from_pretrained(
-                source.folder, dtype=dtype, device_map=device,
+                source.folder, dtype=dtype, device_map=placement,
                 quantization_config=quantization, **common)
         except Exception as exc:  # noqa: BLE001
             raise load_failure(source.model_id, exc) from None
@@ -228,6 +231,11 @@ class TransformersEngine(Engine):
 
     def _start_batching(self, device: str) -> None:
         from transformers import GenerationConfig
+
+        # CB logs every start, cache size and stop at INFO on its own stderr handler,
+        # which `chat` would print over the conversation: kept for --log-level debug.
+        logging.getLogger("ContinuousBatchingLogger").setLevel(
+            logging.DEBUG if log.isEnabledFor(logging.DEBUG) else logging.WARNING)
 
         # Temperature != 1, top_k > 0 and top_p < 1 make CB build its per-request versions
         # of those three processors; every request then passes its own values.
