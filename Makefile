@@ -21,12 +21,12 @@ PLAN := PYTHONPATH=src $(BIN)/python -m starchart.doctor.install_plan
 # pull a build that does not match the torch above, and we import none of it.
 OPEN_CLIP := open_clip_torch==3.3.0
 
-.PHONY: run test install install-test install-plan web browser lint bench clean
+.PHONY: run test install install-test install-plan web browser node lint bench clean
 
 run: $(VENV)/.installed
 	$(BIN)/starchart serve --host $(HOST) --port $(PORT)
 
-test: $(VENV)/.installed-test browser
+test: $(VENV)/.installed-test browser node
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/python -m pytest
 
@@ -61,6 +61,19 @@ browser:
 	    echo "ERROR: /usr/bin/chromium is missing and we are not root: run 'sudo apt-get install -y chromium'" >&2; exit 1; \
 	  fi; \
 	  [ -x /usr/bin/chromium ] || { echo "ERROR: chromium could not be installed: the browser tests cannot run" >&2; exit 1; }; \
+	fi
+
+# tests/unit/test_web_build.py rebuilds the page with Node; install Debian's
+# nodejs and npm when missing (needs root), and fail loudly otherwise.
+node:
+	@if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing nodejs and npm for the web page build test"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null; \
+	  else \
+	    echo "ERROR: node or npm is missing and we are not root: run 'sudo apt-get install -y nodejs npm'" >&2; exit 1; \
+	  fi; \
+	  command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || { echo "ERROR: nodejs and npm could not be installed: the web page build test cannot run" >&2; exit 1; }; \
 	fi
 
 # Rebuild the web page into src/starchart/web/dist (committed, so `make run`

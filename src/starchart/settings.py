@@ -156,3 +156,14 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", description="Server log level."
     )
+
+    metrics_open: bool = Field(
+        False, description="Serve GET /metrics (Prometheus) without an API key even when keys"
+        " exist (for a scraper on a trusted network).",
+    )
+
+    # starchart bench (the client side; not a server setting).
+    bench_timeout: float = Field(
+        120.0, gt=0, description="starchart bench: longest one request may take, in seconds,"
+        " before it counts as a timeout error.",
+    )

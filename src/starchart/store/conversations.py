@@ -106,6 +106,12 @@ class ConversationStore:
                 model=model, created_at=now, updated_at=now))
         return conv
 
+    def count(self) -> int:
+        """Conversations stored, whoever owns them (for /metrics)."""
+        with self.db.read() as conn:
+            return int(conn.execute(sa.select(sa.func.count()).select_from(conversations))
+                       .scalar_one())
+
     def list(self, owner: Owner, *, limit: int = 100) -> list[Conversation]:
         query = (sa.select(conversations).where(_owned(owner))
                  .order_by(conversations.c.updated_at.desc()).limit(limit))
