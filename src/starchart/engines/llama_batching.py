@@ -40,6 +40,7 @@ from starchart.engines.base import Finish, SamplingParams, StreamEvent, TextDelt
 from starchart.engines.llama_sampling import Sampler, make_sampler
 from starchart.engines.textstream import TextStream
 from starchart.errors import QueueFull, StarchartError, Unavailable
+from starchart.structured.decoding import Constraint
 
 log = logging.getLogger("starchart.llamacpp")
 
@@ -57,6 +58,7 @@ class _Request:
     prompt: list[int]
     params: SamplingParams
     emit: Callable[[object], None]
+    constraint: Constraint | None = None  # the request's grammar state (structured output)
     submitted: float = field(default_factory=time.monotonic)
     # Set by the consumer (any thread); the scheduler looks at it every step.
     cancelled: bool = False
@@ -145,8 +147,8 @@ class BatchScheduler:
             retry_after=max(1, round(seconds)),
         )
 
-    async def stream(self, prompt: list[int], params: SamplingParams
-                     ) -> AsyncIterator[StreamEvent]:
+    async def stream(self, prompt: list[int], params: SamplingParams, *,
+                     constraint: Constraint | None = None) -> AsyncIterator[StreamEvent]:
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[object] = asyncio.Queue()
         request: _Request
@@ -157,7 +159,7 @@ class BatchScheduler:
             except RuntimeError:  # the loop is gone: nobody is listening
                 request.cancelled = True
 
-        request = _Request(prompt, params, emit)
+        request = _Request(prompt, params, emit, constraint)
         with self._cond:
             if self._closing:
                 raise Unavailable("the model is shutting down")
@@ -237,7 +239,8 @@ class BatchScheduler:
         params = request.params
         slot.request = request  # from here a failure reaches the request through _end
         slot.sampler = make_sampler(params, n_vocab=self._n_vocab,
-                                       banned=self._eog_list if params.ignore_eos else ())
+                                    banned=self._eog_list if params.ignore_eos else (),
+                                    constraint=request.constraint, eog=self._eog)
         slot.text = TextStream(params.stop)
         slot.pending = None
         slot.produced = 0
@@ -286,7 +289,12 @@ class BatchScheduler:
             raise Unavailable(f"llama.cpp could not decode a batch of {n} tokens"
                               f" (llama_decode returned {status})")
         for index, slot in outputs:
-            self._next_token(slot, slot.sampler.sample(self._ctx, index))  # type: ignore[union-attr]
+            try:
+                token = slot.sampler.sample(self._ctx, index)  # type: ignore[union-attr]
+            except StarchartError as exc:  # this sequence's grammar failed; the others go on
+                self._end(slot, failure=exc, free_cells=True)
+                continue
+            self._next_token(slot, token)
 
     def _next_token(self, slot: _Slot, token: int) -> None:
         request = slot.request

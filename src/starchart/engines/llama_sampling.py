@@ -29,6 +29,7 @@ import llama_cpp
 import numpy as np
 
 from starchart.engines.base import SamplingParams
+from starchart.structured.decoding import Constraint
 
 # The penalty window in tokens (llama.cpp's default ``penalty_last_n``). It covers
 # the answer only: the prompt's chat-template tokens (the end-of-turn marker
@@ -44,10 +45,45 @@ class Sampler(Protocol):
     def close(self) -> None: ...
 
 
-def make_sampler(params: SamplingParams, *, n_vocab: int, banned: Sequence[int] = ()) -> Sampler:
+def make_sampler(params: SamplingParams, *, n_vocab: int, banned: Sequence[int] = (),
+                 constraint: Constraint | None = None,
+                 eog: frozenset[int] = frozenset()) -> Sampler:
+    sampler: Sampler
     if params.temperature <= 0:
-        return GreedySampler(params, n_vocab=n_vocab, banned=banned)
-    return ChainSampler(params, n_vocab=n_vocab, banned=banned)
+        sampler = GreedySampler(params, n_vocab=n_vocab, banned=banned)
+    else:
+        sampler = ChainSampler(params, n_vocab=n_vocab, banned=banned)
+    if constraint is not None:
+        sampler = ConstrainedSampler(sampler, constraint, n_vocab=n_vocab, eog=eog)
+    return sampler
+
+
+class ConstrainedSampler:
+    """A sampler drawing only what the sequence's grammar allows (structured output).
+
+    The grammar's mask is written into the decode's own logits row, so greedy and
+    llama.cpp's chain both draw from the masked row; the grammar then advances
+    past the chosen token (an end-of-generation token ends the sequence instead).
+    """
+
+    def __init__(self, inner: Sampler, constraint: Constraint, *, n_vocab: int,
+                 eog: frozenset[int]) -> None:
+        self._inner = inner
+        self._constraint = constraint
+        self._n_vocab = n_vocab
+        self._eog = eog
+
+    def sample(self, ctx: ctypes.c_void_p, index: int) -> int:
+        row = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(ctx, index),
+                                    shape=(self._n_vocab,))
+        self._constraint.mask_logits(row)
+        token = self._inner.sample(ctx, index)
+        if token not in self._eog:
+            self._constraint.advance(token)
+        return token
+
+    def close(self) -> None:
+        self._inner.close()
 
 
 class GreedySampler:

@@ -13,7 +13,7 @@ import logging
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from starchart.chat.templates import ChatTemplate
 from starchart.doctor.gguf import file_type_name
@@ -24,8 +24,11 @@ from starchart.engines.base import (
     StreamEvent,
 )
 from starchart.errors import Unavailable
+from starchart.structured.decoding import Constraint, StructuredDecoder
 
 if TYPE_CHECKING:
+    from llama_cpp._internals import LlamaModel
+
     from starchart.engines.llama_batching import BatchScheduler
 
 # llama.cpp's OpenMP threads spin while they wait for work. When anything else
@@ -163,6 +166,7 @@ class LlamaCppEngine(Engine):
             "parallel": config.parallel,
         }
         self._model, self._ctx = model, ctx
+        self.structured = StructuredDecoder(lambda: _llguidance_tokenizer(model, eog), n_vocab)
         self._scheduler = BatchScheduler(
             self.info.id, ctx, config, n_vocab=n_vocab, eog=frozenset(eog), piece=self._piece,
             on_token=self._count_token)
@@ -212,7 +216,26 @@ class LlamaCppEngine(Engine):
                       params: SamplingParams) -> AsyncIterator[StreamEvent]:
         scheduler = self._require()
         scheduler.check_room()  # a 429 before the response starts, not mid-stream
-        return scheduler.stream(prompt_tokens, params)
+        # The grammar is compiled (or taken from the cache) here, so a grammar that
+        # cannot compile fails before the stream starts, and never on the decode thread.
+        return scheduler.stream(prompt_tokens, params, constraint=self._constraint(params))
+
+    def _constraint(self, params: SamplingParams) -> Constraint | None:
+        """This sequence's grammar state, if the request constrains its output."""
+        if params.grammar is None or self.structured is None:
+            return None
+        return self.structured.start(params.grammar)
+
+
+def _llguidance_tokenizer(model: LlamaModel, eog: list[int]) -> Any:
+    """llguidance's view of a llama.cpp vocabulary; any end-of-generation token ends."""
+    import warnings
+
+    from llguidance.llamacpp import lltokenizer_from_vocab
+
+    with warnings.catch_warnings():  # it calls a deprecated llama.cpp name once per token
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return lltokenizer_from_vocab(model.vocab, eos_token=eog or None)
 
 
 def _file_type(meta: dict[str, str]) -> str | None:

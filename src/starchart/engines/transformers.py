@@ -46,6 +46,7 @@ from starchart.engines.hf_loading import (
 from starchart.engines.textstream import TextStream
 from starchart.errors import StarchartError, Unavailable
 from starchart.registry import model_id
+from starchart.structured.decoding import StructuredDecoder
 
 log = logging.getLogger("starchart.transformers")
 
@@ -93,6 +94,7 @@ class TransformersEngine(Engine):
         self._tokenizer: Any = None
         self._manager: Any = None
         self._pick: batch_sampling.Pick | None = None
+        self._constrain: batch_sampling.Constrain | None = None
         self._fold_system = False
         self._stop_ids: list[int] = []
 
@@ -125,6 +127,17 @@ class TransformersEngine(Engine):
         self._stop_ids = self._end_token_ids(template.stop_strings)
         self.info = self._describe(source, model, device, dtype, template_name)
         self._start_batching(device)
+        if getattr(tokenizer, "is_fast", False):  # llguidance reads fast tokenizers only
+            self.structured = StructuredDecoder(self._llguidance_tokenizer, self._n_logits())
+
+    def _n_logits(self) -> int:
+        return int(self._model.get_output_embeddings().weight.shape[0])
+
+    def _llguidance_tokenizer(self) -> Any:
+        from llguidance.hf import from_tokenizer
+
+        return from_tokenizer(self._tokenizer, n_vocab=self._n_logits(),
+                              eos_token=list(self._stop_ids) or None)
 
     def _load_weights(self, source: Source, device: str, dtype: Any) -> tuple[Any, Any]:
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -236,7 +249,7 @@ class TransformersEngine(Engine):
         try:
             manager = self._model.init_continuous_batching(
                 generation_config=generation, continuous_batching_config=batching)
-            self._pick = batch_sampling.install(manager)
+            self._pick, self._constrain = batch_sampling.install(manager)
             if device == "cuda":
                 manager.warmup()
             manager.start()
@@ -297,6 +310,10 @@ class TransformersEngine(Engine):
         budget = min(params.max_tokens, self.info.n_ctx - len(prompt))
         outputs: asyncio.Queue[Any] = asyncio.Queue()
         request_id = f"starchart-{uuid.uuid4().hex}"
+        if params.grammar is not None and self.structured is not None and self._constrain:
+            # Off the event loop: the first constrained request builds llguidance's vocabulary.
+            constraint = await asyncio.to_thread(self.structured.start, params.grammar)
+            self._constrain.add(request_id, constraint)
         manager.register_result_handler(request_id, outputs.put_nowait)
         manager.add_request(
             prompt, request_id=request_id, max_new_tokens=budget, streaming=True,
@@ -355,6 +372,8 @@ class TransformersEngine(Engine):
             router.result_handlers.pop(request_id, None)
         if self._pick is not None:
             self._pick.forget(request_id)
+        if self._constrain is not None:
+            self._constrain.forget(request_id)
 
     @property
     def active_requests(self) -> int:
