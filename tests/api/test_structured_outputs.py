@@ -106,6 +106,29 @@ def test_fifty_seeds_at_temperature_0_8_all_validate(client: openai.OpenAI) -> N
         jsonschema.validate(json.loads(out.choices[0].message.content), schema)
 
 
+def test_each_sequence_of_a_batch_keeps_its_own_grammar(client: openai.OpenAI) -> None:
+    """Two schemas and two free answers decoded in one llama.cpp batch."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    color = {"type": "object", "properties": {"color": {"enum": ["red", "blue"]}},
+             "required": ["color"], "additionalProperties": False}
+    jobs = [PERSON, color, None, None]
+
+    def run(schema: dict | None) -> object:
+        extra = {"response_format": person_format(schema)} if schema else {}
+        return client.chat.completions.create(model=MODEL, messages=ASK, max_tokens=80,
+                                              temperature=0.7, seed=1, **extra)
+
+    with ThreadPoolExecutor(len(jobs)) as pool:
+        outs = list(pool.map(run, jobs))
+    for schema, out in zip(jobs, outs, strict=True):
+        if schema is not None:
+            assert out.choices[0].finish_reason == "stop"
+            jsonschema.validate(json.loads(out.choices[0].message.content), schema)
+        else:
+            assert out.choices[0].finish_reason in ("stop", "length")
+
+
 def _check_call(call, tools: list[dict]) -> None:  # noqa: ANN001 - an openai tool call
     schemas = {t["function"]["name"]: t["function"]["parameters"] for t in tools}
     assert call.id and call.type == "function"
