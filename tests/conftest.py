@@ -7,6 +7,7 @@ shared by the in-process service, the live server and the tests.
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import threading
 import time
@@ -27,6 +28,24 @@ FRANCE = [
     {"role": "system", "content": ""},
     {"role": "user", "content": "What is the capital of France?"},
 ]
+
+
+# Knobs of the test harness itself, not settings of starchart.
+HARNESS_VARIABLES = frozenset({"STARCHART_CHROMIUM"})
+
+
+@pytest.fixture(autouse=True)
+def isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
+                         ) -> Path:
+    """No developer's own ``STARCHART_*`` setting reaches a test, and nothing a test
+    (or a server or CLI it starts: they inherit this environment) writes lands in
+    the developer's data directory."""
+    for name in list(os.environ):
+        if name.startswith("STARCHART_") and name not in HARNESS_VARIABLES:
+            monkeypatch.delenv(name)
+    home = tmp_path_factory.mktemp("starchart-home")
+    monkeypatch.setenv("STARCHART_HOME", str(home))
+    return home
 
 
 @pytest.fixture

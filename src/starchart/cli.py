@@ -1,4 +1,4 @@
-"""The one entry point: ``starchart serve | chat | clip | models | keys | doctor | plan``.
+"""The one entry point: ``starchart serve | chat | clip | models | keys | doctor | plan | bench``.
 
 Setting flags are generated from ``Settings``, so every setting has a flag
 (``--n-ctx``), an environment variable (``STARCHART_N_CTX``) and one
@@ -19,6 +19,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from starchart import __version__
+from starchart.bench.command import add_bench_command
 from starchart.doctor.command import add_commands as add_doctor_commands
 from starchart.errors import StarchartError
 from starchart.settings import Settings
@@ -26,6 +27,8 @@ from starchart.store.commands import add_keys_command
 from starchart.vision import command as clip_command
 
 Handler = Callable[[argparse.Namespace, Settings], int]
+# Settings of client commands, not of a server: `serve` and `chat` take no flag for them.
+CLIENT_ONLY = ("bench_timeout",)
 
 
 def _flag_type(annotation: Any) -> tuple[Any, list[Any] | None]:
@@ -110,13 +113,13 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
         "serve", help="serve the OpenAI-compatible API (and the web page)",
         description="Serve the OpenAI-compatible API on http://HOST:PORT/v1 with one model.",
     )
-    add_setting_flags(serve)
+    add_setting_flags(serve, only=[n for n in Settings.model_fields if n not in CLIENT_ONLY])
     handlers["serve"] = _serve
 
     chat = sub.add_parser(
         "chat", help="chat with a model in the terminal",
         description="A terminal chat that streams answers. Type /help inside for commands;"
-        " Ctrl-C stops the current answer, /exit (or Ctrl-D) leaves.",
+        " Ctrl-C stops the current answer; /exit, Ctrl-D or Ctrl-C at the prompt leaves.",
     )
     chat.add_argument("-p", "--prompt", help="answer this one question and exit (for scripts:"
                       " only the answer goes to stdout)")
@@ -127,7 +130,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
                                   if n not in ("host", "port", "system_prompt",
                                                "max_body_bytes", "log_level",
                                                "allowed_hosts", "cors_origins",
-                                               "insecure_no_auth")
+                                               "insecure_no_auth", *CLIENT_ONLY)
                                   and not n.startswith(("clip", "upstream"))
                                   and n != "models_file"])
     handlers["chat"] = _chat
@@ -147,6 +150,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
     sub.add_parser("models", help="list the models starchart knows by name")
     handlers["models"] = _models
     add_doctor_commands(sub, handlers, add_setting_flags)
+    handlers["bench"] = add_bench_command(sub, add_setting_flags)
     return parser, handlers
 
 

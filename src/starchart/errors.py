@@ -12,6 +12,7 @@ the CLI prints its message.
      ├── Unauthorized          401 invalid_api_key
      ├── NotFound              404 not_found / model_not_found
      ├── PayloadTooLarge       413 request_too_large
+     ├── QueueFull             429 rate_limit_exceeded (+ Retry-After)
      ├── Unavailable           503 model_not_ready (still loading, or its load failed)
      ├── UpstreamRejected      an upstream's own 4xx, passed on (remote engine)
      ├── BadGateway            502 upstream_error (upstream 5xx, unreachable, broken stream)
@@ -70,6 +71,18 @@ class PayloadTooLarge(StarchartError):
     status = 413
     type = "invalid_request_error"
     code = "request_too_large"
+
+
+class QueueFull(StarchartError):
+    """Every sequence slot is busy and the waiting queue is full (``--max-queue``)."""
+
+    status = 429
+    type = "rate_limit_error"
+    code = "rate_limit_exceeded"
+
+    def __init__(self, message: str, *, retry_after: int):
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class Unavailable(StarchartError):

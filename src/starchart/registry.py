@@ -8,6 +8,7 @@ or a Hugging Face hub id.
 from __future__ import annotations
 
 import importlib.util
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,3 +72,20 @@ def resolve(name: str) -> ModelSpec:
         param="model",
         code="model_not_found",
     )
+
+
+# owner/name (or a bare legacy name such as gpt2), as the Hugging Face hub spells ids.
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+
+
+def is_hub_id(name: str) -> bool:
+    """Whether ``name`` reads as a Hugging Face hub id (and not as a local path)."""
+    return bool(HUB_ID.match(name)) and not name.startswith((".", "~"))
+
+
+def model_id(name: str) -> str:
+    """The id the API shows for ``--model name``, known before anything loads."""
+    path = Path(name).expanduser()
+    if path.exists():
+        return path.stem if path.is_file() else path.resolve().name
+    return name

@@ -46,6 +46,18 @@ class Settings(BaseSettings):
         None, ge=1, description="CPU threads for generation (default: all cores)."
     )
 
+    # llama.cpp GPU offload (needs a CUDA/Metal build of llama-cpp-python; `starchart plan`
+    # prints the values for a model and this machine's GPUs).
+    n_gpu_layers: int = Field(
+        0, ge=-1, description="llamacpp engine: layers offloaded to the GPU(s) (-1 = all,"
+        " 0 = CPU only).",
+    )
+    tensor_split: str | None = Field(
+        None, pattern=r"^\d+(\.\d+)?(,\d+(\.\d+)?)*$",
+        description="llamacpp engine: share of the offloaded layers per GPU, comma-separated"
+        " (e.g. 32,15 puts about twice as many on GPU 0 as on GPU 1); default: by free memory.",
+    )
+
     # The transformers engine (ignored by llamacpp).
     device: Literal["auto", "cuda", "mps", "cpu"] = Field(
         "auto", description="transformers engine: device (auto = CUDA, else Apple mps, else CPU)."
@@ -143,6 +155,34 @@ class Settings(BaseSettings):
     )
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", description="Server log level."
+    )
+
+    metrics_open: bool = Field(
+        False, description="Serve GET /metrics (Prometheus) without an API key even when keys"
+        " exist (for a scraper on a trusted network).",
+    )
+
+    # starchart bench (the client side; not a server setting).
+    bench_timeout: float = Field(
+        120.0, gt=0, description="starchart bench: longest one request may take, in seconds,"
+        " before it counts as a timeout error.",
+    )
+
+    # llama.cpp continuous batching (README "Continuous batching").
+    parallel: int = Field(
+        8, ge=1, le=64,
+        description="llama.cpp engine: sequences decoded together in one batch (each keeps"
+        " its own n_ctx of KV cache). 8 measured best on a 2-core CPU.",
+    )
+    max_queue: int = Field(
+        64, ge=0,
+        description="llama.cpp engine: requests that may wait beyond the --parallel running"
+        " ones; past it a request gets 429 with Retry-After.",
+    )
+    prefill_chunk: int = Field(
+        128, ge=1,
+        description="llama.cpp engine: most prompt tokens read per decode step while other"
+        " sequences generate (bounds how long a long prompt stalls running streams).",
     )
 
     # The remote engine: models served by upstream OpenAI-compatible servers

@@ -37,7 +37,7 @@ def ask(url: str, question: str, *, stream: bool) -> dict:
         return {"text": "".join(texts), "finish": finish, "times": times}
 
 
-def test_eight_concurrent_streams_complete_and_do_not_interleave(
+def test_eight_concurrent_streams_complete_each_with_its_own_text(
         live_server: LiveServer) -> None:
     expected = {q: ask(live_server.url, q, stream=False) for q in QUESTIONS}
     results: dict[str, dict] = {}
@@ -55,10 +55,9 @@ def test_eight_concurrent_streams_complete_and_do_not_interleave(
         assert results[q]["finish"] in ("stop", "length")
         # Each answer is exactly what that question gets alone: nothing mixed in.
         assert results[q]["text"] == expected[q]["text"], q
-    # Served one after another: no two streams' token windows overlap.
+    # Decoded together (continuous batching): token windows overlap.
     windows = sorted((r["times"][0], r["times"][-1]) for r in results.values() if r["times"])
-    for (_, end), (start, _) in zip(windows, windows[1:], strict=False):
-        assert start >= end
+    assert any(start < end for (_, end), (start, _) in zip(windows, windows[1:], strict=False))
 
 
 def test_disconnected_stream_stops_the_engine(live_server: LiveServer, engine) -> None:

@@ -35,6 +35,7 @@ OWN_ERRORS = {
     ("/v1/conversations/{conversation_id}", "delete"): {404},
     ("/v1/conversations/{conversation_id}/export", "get"): {404},
     ("/v1/conversations/{conversation_id}/messages", "post"): {404, 503},
+    ("/v1/conversations/{conversation_id}/messages/{message_id}", "delete"): {404},
 }
 STREAMING = {
     "/v1/chat/completions": "ChatCompletionChunk",

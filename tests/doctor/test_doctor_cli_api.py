@@ -81,8 +81,8 @@ class DoctorSchema(BaseModel):
     plan: PlanSchema | None = None
 
 
-def starchart(*args: str, home: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "STARCHART_HOME": home}
+def starchart(*args: str, home: str, **extra: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "STARCHART_HOME": home, **extra}
     return subprocess.run([sys.executable, "-m", "starchart", *args], capture_output=True,
                           text=True, timeout=120, env=env, check=False)
 
@@ -96,7 +96,7 @@ def test_doctor_text_on_this_cpu_machine(tmp_path):
                     "Python packages"):
         assert f"\n{heading}\n" in out
     assert "no NVIDIA GPU" in out
-    assert "pip install torch==" in out and "whl/cpu" in out
+    assert f"{sys.executable} -m pip install torch==2.13.0" in out
 
 
 def test_doctor_json_follows_the_schema(tmp_path):
@@ -135,7 +135,8 @@ def test_doctor_on_a_recorded_gpu_machine(tmp_path):
     report = DoctorSchema.model_validate(json.loads(done.stdout))
     assert report.nvidia.driver_version == "470.82.01" and report.nvidia.cuda_version == "11.4"
     assert [g.name for g in report.nvidia.gpus] == ["Tesla T4"]
-    recommended = "pip install torch==2.7.1 --index-url https://download.pytorch.org/whl/cu118"
+    recommended = (f"{sys.executable} -m pip install torch==2.7.1+cu118 --index-url"
+                   " https://download.pytorch.org/whl/cu118")
     assert report.torch["recommended_install"] == recommended
     if report.torch["installed"] and report.torch["cuda"] is None:  # this venv: torch+cpu
         assert done.returncode == 1 and report.status == "fail"
@@ -153,10 +154,12 @@ def test_plan_command_prints_the_table(tmp_path):
 
 
 def test_plan_of_an_unknown_model_fails_cleanly(tmp_path):
-    done = starchart("plan", "no/such-model", home=str(tmp_path))
+    done = starchart("plan", "no/such-model", home=str(tmp_path), HF_HUB_OFFLINE="1",
+                     HF_HOME=str(tmp_path / "hf"))
     assert done.returncode == 1
     assert done.stdout == ""
     assert done.stderr.startswith("starchart: no local model 'no/such-model'")
+    assert "`hf download no/such-model config.json`" in done.stderr
     assert "Traceback" not in done.stderr
 
 

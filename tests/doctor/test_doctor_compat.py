@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -47,33 +48,56 @@ def test_cuda_build_verdicts(build, driver_cuda, driver, verdict):
 
 
 @pytest.mark.parametrize("driver_cuda,driver,torch,cuda,verdict", [
-    ("11.4", "470.82.01", "2.7.1", "11.8", "warn"),
-    ("12.2", "535.104.05", "2.9.1", "12.6", "warn"),
-    ("12.4", "550.54.15", "2.9.1", "12.6", "warn"),
-    ("12.8", "570.124.06", "2.9.1", "12.8", "ok"),
-    ("13.0", "580.65.06", "2.9.1", "13.0", "ok"),
-    ("10.2", "440.33", "1.12.1", "10.2", "ok"),
+    ("11.4", "470.82.01", "2.7.1", "11.8", "warn"),  # the last release with a CUDA 11 build
+    ("12.2", "535.104.05", "2.15.0", "12.8", "warn"),
+    ("12.4", "550.54.15", "2.15.0", "12.8", "warn"),
+    ("12.8", "570.124.06", "2.15.0", "12.8", "ok"),
+    ("13.0", "580.65.06", "2.15.0", "13.0", "ok"),
 ])
 def test_recommended_wheel(driver_cuda, driver, torch, cuda, verdict):
-    choice = compat.recommend_torch(driver_cuda, driver)
+    choice = compat.recommend_torch(driver_cuda, driver, python="3.11.7")
+    assert choice is not None
     assert (choice.torch, choice.cuda, choice.verdict) == (torch, cuda, verdict)
-    assert choice.pip_command == (f"pip install torch=={torch} --index-url"
-                                  f" https://download.pytorch.org/whl/{compat.cuda_tag(cuda)}")
+    assert choice.requirement == f"torch=={torch}+{compat.cuda_tag(cuda)}"
+    assert choice.index_url == f"https://download.pytorch.org/whl/{compat.cuda_tag(cuda)}"
 
 
-def test_strict_match_for_cuda_11_4_is_the_users_choice():
-    # The user's document installed torch 1.12.1+cu113 on this driver by hand.
-    strict = compat.strict_torch("11.4")
-    assert strict is not None and (strict.torch, strict.cuda) == ("1.12.1", "11.3")
+def test_volta_gets_a_build_with_its_kernels():
+    # torch's CUDA 12.8+ builds have no sm_70 kernels: a V100 on driver 570 needs cu126.
+    choice = compat.recommend_torch("12.8", "570.124.06", python="3.11", capabilities=["7.0"])
+    assert choice is not None and (choice.torch, choice.cuda) == ("2.10.0", "12.6")
+
+
+def test_strict_match_for_cuda_11_4_is_not_the_users_choice():
+    # The user's document installed torch 1.12.1+cu113 by hand: no wheels for Python 3.11
+    # and below starchart's torch>=2.4, so nothing is an exact match for CUDA 11.4 now.
+    assert compat.strict_torch("11.4", python="3.11") is None
+    row = next(r for r in compat.TORCH_TABLE if r.torch == "1.12.1")
+    assert not compat.python_has_wheels(row, "3.11.7")
+    assert compat.python_has_wheels(row, "3.10.12")
 
 
 def test_too_old_driver_has_no_wheel():
-    assert compat.recommend_torch("10.1", "418.39").verdict == "fail"
+    assert compat.recommend_torch("10.2", "440.33") is None
+
+
+def test_torch_floor_is_starchart_s_own():
+    pyproject = (Path(__file__).parents[2] / "pyproject.toml").read_text()
+    assert f'"torch>={compat.TORCH_FLOOR}"' in pyproject
+
+
+def test_bitsandbytes_follows_torch_s_cuda_build():
+    assert compat.recommend_bnb("11.8", "2.7.1").bnb == "0.46.1"
+    assert compat.recommend_bnb("12.8", "2.15.0").bnb == "0.48.2"
+    assert compat.recommend_bnb("13.0", "2.15.0").bnb == "0.48.2"
+    assert compat.recommend_bnb(None, "2.13.0") is None
+    assert compat.recommend_bnb("11.3", "1.12.1") is None  # the document's build-it-yourself case
 
 
 def test_every_row_cites_its_source():
     for row in (*compat.DRIVER_TABLE, *compat.TORCH_TABLE):
-        assert "nvidia.com" in row.source or "pytorch.org" in row.source
+        assert "nvidia.com" in row.source or "pytorch" in row.source
+    assert all("bitsandbytes" in row.source for row in compat.BNB_TABLE)
     assert all(src for _, src in compat.MINOR_COMPAT_FLOOR.values())
 
 
@@ -97,9 +121,9 @@ def test_new_torch_on_old_driver_says_why_in_words():
     assert check.detail == ("this torch is built for CUDA 12.8, your driver 470.82.01 supports"
                             " up to 11.4")
     assert check.fix is not None
-    assert check.fix.startswith("upgrade the driver to ≥ R570 or install torch built for cu118")
-    assert "pip install torch==2.7.1 --index-url https://download.pytorch.org/whl/cu118" \
-        in check.fix
+    assert check.fix == (f"upgrade the driver to ≥ R570 or install torch built for cu118:"
+                         f" {sys.executable} -m pip install torch==2.7.1+cu118 --index-url"
+                         " https://download.pytorch.org/whl/cu118")
 
 
 def test_cpu_torch_on_a_gpu_machine_gets_the_cuda_wheel():
@@ -107,8 +131,19 @@ def test_cpu_torch_on_a_gpu_machine_gets_the_cuda_wheel():
     section = pytorch.section(torch, gpus_from("570.124.06-2xRTX4090"))
     check = by_id(section, "torch.cuda")
     assert check.status == "fail" and "CPU-only build" in check.detail
-    assert check.fix == "pip install torch==2.9.1 --index-url https://download.pytorch.org/whl/cu128"
+    assert check.fix == (f"{sys.executable} -m pip install torch==2.15.0+cu128 --index-url"
+                         " https://download.pytorch.org/whl/cu128")
     assert section.facts["recommended_install"] == check.fix
+    assert section.facts["needs_install"] is True
+
+
+def test_working_newer_torch_on_driver_570_is_not_downgraded():
+    torch = TorchFacts(installed=True, version="2.16.0+cu128", cuda="12.8", cuda_available=True,
+                       device_count=2, cudnn="91100")
+    section = pytorch.section(torch, gpus_from("570.124.06-2xRTX4090"))
+    assert by_id(section, "torch.cuda").status == "ok"
+    assert section.facts["needs_install"] is False
+    assert all("2.15.0" not in (c.fix or "") for c in section.checks)
 
 
 def test_working_cuda_torch_is_ok_and_minor_compat_is_a_warning():
@@ -127,7 +162,8 @@ def test_cuda_torch_on_a_cpu_machine_suggests_the_cpu_wheel():
     torch = TorchFacts(installed=True, version="2.9.1+cu128", cuda="12.8")
     check = by_id(pytorch.section(torch, nvidia.GpuProbe()), "torch.cuda")
     assert check.status == "warn"
-    assert check.fix == "pip install torch==2.9.1 --index-url https://download.pytorch.org/whl/cpu"
+    assert check.fix == (f"{sys.executable} -m pip uninstall -y torch &&"
+                         f" {sys.executable} -m pip install torch==2.13.0")
 
 
 def test_this_machine_torch_is_reported_without_a_gpu():
@@ -138,7 +174,7 @@ def test_this_machine_torch_is_reported_without_a_gpu():
         return
     assert found.version and by_id(section, "torch.installed").status == "ok"
     assert not found.cuda_available
-    assert "whl/cpu" in section.facts["recommended_install"]
+    assert section.facts["recommended_install"] == f"{sys.executable} -m pip install torch==2.13.0"
     # Without a GPU the doctor reads the build from torch/version.py: the same answer.
     quick = pytorch.probe(import_torch=False)
     assert (quick.version, quick.cuda) == (found.version, found.cuda)

@@ -82,9 +82,16 @@ def test_a_corrupt_gguf_is_a_clear_error(tmp_path):
         planner.load_shape(str(tmp_path / "not.gguf"))
 
 
-def test_unknown_models_and_folders_without_config(tmp_path):
-    with pytest.raises(NotFound, match="local files only"):
+def test_unknown_models_and_folders_without_config(tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
+    # Offline, a hub id that is not cached: the exact command to fetch its one file.
+    with pytest.raises(NotFound, match="`hf download bigcode/no-such-model-here config.json`"):
         planner.load_shape("bigcode/no-such-model-here")
+    with pytest.raises(NotFound, match="no local model"):
+        planner.load_shape("./no/such/folder")
     with pytest.raises(BadRequest, match="no config.json"):
         planner.load_shape(str(tmp_path))
 
@@ -274,16 +281,60 @@ def test_starchat_on_a_cpu_box_needs_a_gguf():
     assert plan.check().status == "fail"
 
 
-def test_a_model_too_big_for_one_gpu_but_not_for_all_is_a_warning():
+def test_starchat_on_the_2xv100_box_is_split_across_both_gpus():
     shape = planner.shape_from_config(config("starchat-beta"), name="starchat", path="-")
     two = smi("470.199.02-2xV100")  # 32 GB free and ~15 GB free
     plan = planner.plan(shape, n_ctx=2048, batch=1, gpus=two, ram_available=None)
-    # 31 GB of fp16 weights just fit a 32 GB V100; no bf16 there (and a 470 driver
-    # cannot say the compute capability): float16.
+    assert plan.budget.what == "2 GPUs together (Tesla V100-SXM2-32GB)"
+    assert plan.budget.free == sum(g.memory_free for g in two.gpus)
+    # ~34 GB of fp16, split over both, with float16 (no bf16 on Volta, and a 470 driver
+    # cannot say the compute capability).
     assert plan.best is not None and plan.best.name == "fp16/bf16"
-    assert "--dtype float16" in (plan.best.command or "")
+    assert plan.best.command == ("starchart serve --model starchat --engine transformers"
+                                 " --dtype float16 --n-ctx 2048")
+    check = plan.check()
+    assert check.status == "ok"
+    assert "split across 2 GPUs (transformers device_map='auto')" in check.detail
     big = planner.shape_from_config({**config("starchat-beta"), "n_layer": 200}, name="big",
                                     path="-")  # ~76B parameters: ~40 GB even in 4-bit
     plan = planner.plan(big, n_ctx=2048, batch=1, gpus=two, ram_available=None)
+    assert plan.best is not None and plan.best.name == "int4"
+    huge = planner.shape_from_config({**config("starchat-beta"), "n_layer": 400}, name="huge",
+                                     path="-")
+    plan = planner.plan(huge, n_ctx=2048, batch=1, gpus=two, ram_available=None)
+    assert plan.best is None and plan.check().status == "fail"
+
+
+def test_a_gguf_on_two_gpus_gets_the_tensor_split():
+    shape = planner.load_shape(EMBEDDED_NAME)
+    plan = planner.plan(shape, n_ctx=2048, batch=1, gpus=smi("470.199.02-2xV100"),
+                        ram_available=None)
+    assert plan.best is not None
+    assert plan.best.command == (f"starchart serve --model {EMBEDDED_NAME} --n-gpu-layers -1"
+                                 " --tensor-split 34,16 --n-ctx 2048")
+    assert "--tensor-split" in plan.check().detail
+    # A llama.cpp build without GPU offload runs it on the CPU, planned against RAM.
+    cpu = planner.plan(shape, n_ctx=2048, batch=1, gpus=smi("470.199.02-2xV100"),
+                       ram_available=8 * GB, ready=planner.Readiness(llama_gpu=False))
+    assert cpu.budget.device == "cpu" and cpu.best is not None
+    assert cpu.best.command == f"starchart serve --model {EMBEDDED_NAME} --n-ctx 2048"
+
+
+def test_the_environment_is_checked_before_recommending():
+    """The document's box as it is at first: torch cannot see the T4, no bitsandbytes."""
+    shape = planner.shape_from_config(config("starchat-beta"), name="starchat", path="-")
+    broken = planner.Readiness(torch_gpu=False, torch_fix="TORCH-LINE", bnb=False,
+                               bnb_fix="BNB-LINE")
+    plan = planner.plan(shape, n_ctx=2048, batch=1, gpus=smi("470.82.01-1xT4"),
+                        ram_available=None, ready=broken)
+    assert plan.best is None
+    assert all(not o.runnable for o in plan.options)
     check = plan.check()
-    assert plan.best is None and check.status == "warn" and "all GPUs together" in check.detail
+    assert check.status == "fail" and check.fix == "TORCH-LINE"
+    assert check.detail.startswith("int4 would fit") and "torch cannot use the GPU" in check.detail
+    # torch fixed, bitsandbytes not: no quantized suggestion, the bitsandbytes line instead.
+    plan = planner.plan(shape, n_ctx=2048, batch=1, gpus=smi("470.82.01-1xT4"),
+                        ram_available=None, ready=planner.Readiness(torch_gpu=True, bnb=False,
+                                                                    bnb_fix="BNB-LINE"))
+    assert plan.best is None and plan.check().fix == "BNB-LINE"
+    assert "--quantize" not in plan.check().detail

@@ -2,25 +2,21 @@
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
+import httpx
 from playwright.sync_api import Locator, Page, expect
 
 ANSWER = "[data-role=assistant]"
-# The request that generates an answer: chat completions with the history when
-# chats live in the browser, the conversation's messages route when the server
-# stores them (issue 6).
-GENERATE = re.compile(r"/v1/(chat/completions|conversations/[^/]+/messages)$")
+# The request that generates an answer: the server stores every conversation.
+GENERATE = re.compile(r"/v1/conversations/[^/]+/messages$")
 
 
 def user_text(body: dict[str, Any]) -> str:
-    """The new user message a generation request carries, in either form."""
-    return body["content"] if "content" in body else body["messages"][-1]["content"]
-
-
-def stored_on_server(page: Page) -> bool:
-    return page.get_by_text("Saved on the server").is_visible()
+    """The new user message a generation request carries."""
+    return body["content"]
 
 
 def open_chat(page: Page, url: str) -> None:
@@ -34,6 +30,25 @@ def set_param(page: Page, name: str, value: float | int) -> None:
     box.fill(str(value))
     box.press("Enter")
     expect(page.locator(f"#param-{name}")).to_have_value(str(value))
+
+
+def stored(url: str, conversation_id: str) -> list[tuple[str, str]]:
+    """(role, content) of every message the server keeps for a conversation."""
+    body = httpx.get(f"{url}/v1/conversations/{conversation_id}").json()
+    return [(m["role"], m["content"]) for m in body["messages"]]
+
+
+def current_id(page: Page) -> str:
+    """The open conversation's id (the page remembers it for the next visit)."""
+    return json.loads(page.evaluate("localStorage.getItem('starchart.current')") or '""')
+
+
+def open_conversation(page: Page, title: str) -> None:
+    page.locator(".conversation-title", has_text=title).click()
+
+
+def user_messages(page: Page) -> Locator:
+    return page.locator("[data-role=user] [data-testid=user-text]")
 
 
 def ask(page: Page, text: str) -> None:

@@ -6,7 +6,14 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from tests.e2e.artifacts import screenshot
-from tests.e2e.chat_page import GENERATE, ask, open_chat, set_param, stored_on_server, wait_answered
+from tests.e2e.chat_page import (
+    GENERATE,
+    ask,
+    open_chat,
+    open_conversation,
+    set_param,
+    wait_answered,
+)
 
 
 def test_conversations_new_rename_delete_survive_reload(page: Page, live_server) -> None:
@@ -25,6 +32,8 @@ def test_conversations_new_rename_delete_survive_reload(page: Page, live_server)
     expect(chats).to_have_count(2)
     expect(chats.first).to_contain_text("Second chat about trains")  # newest first
 
+    # Row actions sit behind one menu button per row (a short tab order).
+    chats.filter(has_text="First chat").get_by_test_id("row-menu").click()
     chats.filter(has_text="First chat").get_by_role("button", name="Rename").click()
     title = page.locator(".rename input")
     title.fill("Boats")
@@ -37,15 +46,17 @@ def test_conversations_new_rename_delete_survive_reload(page: Page, live_server)
     expect(chats).to_have_count(2)
     # The open conversation comes back with its messages.
     expect(page.locator("[data-role=user]")).to_contain_text("Second chat about trains")
-    chats.filter(has_text="Boats").get_by_role("button", name="Boats").click()
+    open_conversation(page, "Boats")
     expect(page.locator("[data-role=user]")).to_contain_text("First chat about boats")
     expect(page.locator(".chat-title")).to_have_text("Boats")
 
+    chats.filter(has_text="Boats").get_by_test_id("row-menu").click()
     with page.expect_download() as download:
         chats.filter(has_text="Boats").get_by_role("button", name="Export").click()
     exported = open(download.value.path(), encoding="utf-8").read()
     assert exported.startswith("# Boats") and "First chat about boats" in exported
 
+    chats.filter(has_text="Boats").get_by_test_id("row-menu").click()
     delete = chats.filter(has_text="Boats").get_by_role("button", name="Delete")
     delete.click()
     chats.filter(has_text="Boats").get_by_role("button", name="Really delete?").click()
@@ -71,12 +82,8 @@ def test_regenerate_and_copy(page: Page, live_server) -> None:
     with page.expect_request(GENERATE) as sent:
         page.get_by_test_id("regenerate").click()
     body = sent.value.post_data_json
-    if stored_on_server(page):
-        # The server answers the last user turn again, replacing the stored answer.
-        assert body["regenerate"] is True and "content" not in body
-    else:
-        # The old answer is replaced, not sent back as history.
-        assert [m["role"] for m in body["messages"]] == ["system", "user"]
+    # The server answers the last user turn again, replacing the stored answer.
+    assert body["regenerate"] is True and "content" not in body
     answer = wait_answered(page)
     expect(page.locator("[data-role=assistant]")).to_have_count(1)
     assert answer.get_by_test_id("answer").inner_text() == first  # temperature 0

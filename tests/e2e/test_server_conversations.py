@@ -3,21 +3,25 @@ they survive a server restart and are seen from any browser."""
 
 from __future__ import annotations
 
-import httpx
-import pytest
 from playwright.sync_api import Browser, expect
 
 from starchart.api.app import create_app
+from starchart.store import Store
 
 from tests.conftest import LiveServer, free_port
 from tests.e2e.artifacts import screenshot
-from tests.e2e.chat_page import GENERATE, ask, open_chat, set_param, wait_answered
+from tests.e2e.chat_page import (
+    GENERATE,
+    ask,
+    open_chat,
+    open_conversation,
+    set_param,
+    wait_answered,
+)
 
 
 def test_conversations_live_on_the_server_across_a_restart(browser: Browser, live_server,
                                                            settings, engine) -> None:
-    if httpx.get(live_server.url + "/v1/conversations").status_code == 404:
-        pytest.skip("this server has no conversations API yet (issue 6)")
     page = browser.new_context().new_page()
     open_chat(page, live_server.url)
     expect(page.get_by_text("Saved on the server")).to_be_visible()
@@ -37,15 +41,14 @@ def test_conversations_live_on_the_server_across_a_restart(browser: Browser, liv
         open_chat(page, again.url)
         chats = page.get_by_test_id("conversation")
         expect(chats).to_have_count(1)
-        chats.first.get_by_role("button", name="Remember the lighthouse").click()
+        open_conversation(page, "Remember the lighthouse")
         expect(page.locator("[data-role=user]")).to_contain_text("Remember the lighthouse")
         expect(page.locator("[data-role=assistant]")).to_have_count(1)
         page.context.close()
 
 
 def test_api_key_pasted_into_the_page_is_sent(page, live_server, settings, engine) -> None:
-    store_module = pytest.importorskip("starchart.store", reason="no API keys yet (issue 6)")
-    store = store_module.Store.open(settings)
+    store = Store.open(settings)
     try:
         _, secret = store.keys.create("web page test")
     finally:

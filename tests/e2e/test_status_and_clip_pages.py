@@ -16,6 +16,7 @@ from starchart.api.app import create_app
 from starchart.settings import Settings
 
 from tests.conftest import LiveServer, free_port
+from tests.vision.tiny_clip import build_clip
 
 
 def test_status_page_shows_models_and_live_figures(page: Page, live_server) -> None:
@@ -65,9 +66,8 @@ def png(width: int, height: int) -> bytes:
 
 @pytest.fixture(scope="module")
 def tiny_clip_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    # The CLIP tests' builder (tests/vision/tiny_clip.py, issue 4): a random tiny CLIP.
-    tiny_clip = pytest.importorskip("tests.vision.tiny_clip", reason="no CLIP API yet (issue 4)")
-    return tiny_clip.build_clip(tmp_path_factory.mktemp("tiny-clip"))
+    # The CLIP tests' builder: a random tiny CLIP with the real tokenizer.
+    return build_clip(tmp_path_factory.mktemp("tiny-clip"))
 
 
 @pytest.fixture

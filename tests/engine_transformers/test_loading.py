@@ -74,7 +74,11 @@ def test_quantize_without_bitsandbytes_says_how_to_install_it() -> None:
         pytest.skip("bitsandbytes is installed here")
     with pytest.raises(QuantizationUnavailable) as info:
         check_quantization("8bit", "cuda")
-    assert "pip install bitsandbytes" in info.value.message
+    message = info.value.message
+    if torch.version.cuda:  # the pinned release for this torch's CUDA, this venv's pip
+        assert f"{sys.executable} -m pip install bitsandbytes==" in message
+    else:
+        assert "starchart doctor --fix (this torch has no CUDA build)" in message
 
 
 @pytest.mark.skipif(not NO_CUDA, reason="checks the CPU-only refusal")

@@ -81,3 +81,24 @@ def test_capital_of_france_over_http(api: httpx.Client) -> None:
                 for choice in json.loads(line[len("data: "):]).get("choices", []):
                     text += choice["delta"].get("content") or ""
     assert text == reply["choices"][0]["message"]["content"]
+
+
+def test_a_json_schema_constrains_one_sequence_of_a_batch(engine: TransformersEngine) -> None:
+    import jsonschema
+
+    from starchart.structured.grammar import schema_grammar
+
+    schema = {"type": "object", "properties": {"city": {"enum": ["Paris", "Rome"]},
+                                               "people": {"type": "integer", "minimum": 1}},
+              "required": ["city", "people"], "additionalProperties": False}
+    constrained = SamplingParams(temperature=0.8, seed=5, max_tokens=30,
+                                 grammar=schema_grammar(schema, param="response_format"))
+
+    async def both() -> list[tuple[list[str], object]]:
+        return await asyncio.gather(drain(engine.stream_chat(FRANCE, constrained)),
+                                    drain(engine.stream_chat(FRANCE, GREEDY)))
+
+    (json_deltas, finish), (free, _) = run(both())
+    assert finish.reason == "stop"
+    jsonschema.validate(json.loads("".join(json_deltas)), schema)
+    assert "Paris" in "".join(free)  # the unconstrained neighbour is untouched

@@ -2,8 +2,9 @@
 
 `make run` serves the committed build without Node, so a source change that
 was not rebuilt (`make web`) would ship a stale page: this rebuilds into a
-temporary folder and compares every file. It needs Node and npm; without them
-it skips (CI has both).
+temporary folder and compares every file. It needs Node and npm: `make test`
+installs Debian's when they are missing, and without them this fails (a skip
+would let a stale page ship unnoticed).
 """
 
 from __future__ import annotations
@@ -29,8 +30,9 @@ def digests(root: Path) -> dict[str, str]:
 @pytest.mark.timeout(900)
 def test_committed_build_matches_the_source(tmp_path: Path) -> None:
     npm = shutil.which("npm")
-    if npm is None or shutil.which("node") is None:
-        pytest.skip("node and npm are needed to rebuild the web page")
+    assert npm is not None and shutil.which("node") is not None, (
+        "node and npm are needed to rebuild the web page: `make test` installs them"
+        " (as root), or run 'sudo apt-get install -y nodejs npm'")
     if not (WEB / "node_modules").is_dir():
         subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=WEB, check=True,
                        capture_output=True, timeout=600)

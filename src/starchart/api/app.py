@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -23,6 +24,7 @@ from starchart.api.routes import (
     conversation_messages,
     conversations,
     doctor,
+    metrics,
     models,
 )
 from starchart.api.routes import clip as clip_routes
@@ -31,11 +33,13 @@ from starchart.engines import create_engine
 from starchart.engines.base import Engine
 from starchart.engines.remote import remote_engines
 from starchart.errors import StarchartError
+from starchart.metrics import MetricsMiddleware, ServerMetrics
 from starchart.services.chat import ChatService
 from starchart.services.clip import ClipService
 from starchart.services.conversations import ConversationChat
 from starchart.settings import Settings
 from starchart.store import Store
+from starchart.vision.clip import ClipModel
 
 log = logging.getLogger("starchart")
 
@@ -45,14 +49,24 @@ async def _load(service: ChatService) -> None:
     for engine in service.engines.values():
         if engine.loaded:
             continue
+        started = time.perf_counter()
         try:
             await asyncio.to_thread(engine.load)
         except StarchartError as exc:
             service.load_error = exc.message
             log.error("could not load %s: %s", engine.info.id, exc.message)
             return
+        if service.metrics is not None:
+            service.metrics.model_loaded(engine.info.id, time.perf_counter() - started)
         log.info("model %s loaded (%s, n_ctx=%d)", engine.info.id, engine.info.engine,
                  engine.info.n_ctx)
+
+
+def _images_encoded(clip: ClipModel | None) -> tuple[str, int] | None:
+    """(CLIP model id, images its batcher has encoded), once it is loaded."""
+    if clip is None or clip.images is None:
+        return None
+    return clip.info.id, clip.images.stats.items
 
 
 def create_app(settings: Settings, engines: list[Engine] | None = None) -> FastAPI:
@@ -65,10 +79,15 @@ def create_app(settings: Settings, engines: list[Engine] | None = None) -> FastA
     # Models from upstream servers (--upstream, --models-file) are always the app's own.
     remote = remote_engines(settings)
     chosen = [*([create_engine(settings)] if engines is None else engines), *remote]
-    service = ChatService(settings, {e.info.id: e for e in chosen})
+    server_metrics = ServerMetrics()
+    service = ChatService(settings, {e.info.id: e for e in chosen}, metrics=server_metrics)
     clip = ClipService.from_settings(settings, service)
     store = Store.open(settings)
     conversation_chat = ConversationChat(service, store.conversations)
+    server_metrics.watch(
+        lambda: service.engines,
+        clip_images=lambda: _images_encoded(clip.clip),
+        conversations=store.conversations.count)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -97,6 +116,7 @@ def create_app(settings: Settings, engines: list[Engine] | None = None) -> FastA
     app.state.clip = clip
     app.state.store = store
     app.state.conversation_chat = conversation_chat
+    app.state.metrics = server_metrics
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, limit=settings.max_body_bytes)
     # Added after (so outside) the body limit: no key, no body read.
@@ -104,8 +124,10 @@ def create_app(settings: Settings, engines: list[Engine] | None = None) -> FastA
     if settings.cors_origins:  # outermost, so preflights and 401s carry CORS headers
         app.add_middleware(CORSMiddleware, allow_origins=split_setting(settings.cors_origins),
                            allow_methods=["*"], allow_headers=["*"])
+    # Outermost: every answer is counted, refusals (401, 400 bad Host) included.
+    app.add_middleware(MetricsMiddleware, metrics=server_metrics)
     for module in (chat, completions, models, doctor, clip_routes, conversations,
-                   conversation_messages):
+                   conversation_messages, metrics):
         app.include_router(module.router)
     describe(app, chunks=(ChatCompletionChunk, CompletionChunk, ConversationChunk))
     mount_web(app)

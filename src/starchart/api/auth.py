@@ -12,7 +12,8 @@ In order, for every request:
 2. A WebSocket handshake carrying an ``Origin`` must come from this server's
    own origin or one listed in ``cors_origins``: browsers let any page open a
    WebSocket anywhere, CORS does not apply to them.
-3. Unless the path is public (``/health``, ``/ready``, the web page), a valid
+3. Unless the path is public (``/health``, ``/ready``, the web page; ``/metrics``
+   with the ``metrics_open`` setting), a valid
    API key is needed once any key exists: ``Authorization: Bearer KEY``, or,
    for a browser's WebSocket (which cannot set headers), the subprotocol
    ``bearer.KEY`` offered next to ``starchart``. Missing, wrong and revoked
@@ -97,6 +98,7 @@ class AccessGuard:
         self.hosts = _LOOPBACK_NAMES | extra | {host_name(settings.host)}
         self.any_ip = settings.host in _WILDCARD_BINDS
         self.origins = frozenset(o.rstrip("/") for o in split_setting(settings.cors_origins))
+        self.metrics_open = settings.metrics_open
 
     def host_allowed(self, host_header: str | None) -> bool:
         if host_header is None:  # HTTP/1.0 without Host: no browser sends that
@@ -132,7 +134,7 @@ class AccessGuard:
                 param="Origin"))
             return
         key_id = None
-        if not is_public(scope["path"]):
+        if not (is_public(scope["path"]) or (self.metrics_open and scope["path"] == "/metrics")):
             access = await asyncio.to_thread(self.keys.authenticate, _presented_key(headers))
             if not access.granted:
                 await self._refuse(scope, receive, send, unauthorized())

@@ -33,12 +33,23 @@ from starchart.store.conversations import StoredMessage
 TITLE_MAX = 500
 
 
+class ImportedMessage(BaseModel):
+    """A message of a conversation brought in from elsewhere (an exported file)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    role: Literal["user", "assistant"]
+    content: StrictStr
+
+
 class ConversationCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     title: StrictStr | None = Field(None, max_length=TITLE_MAX)
     system_prompt: StrictStr | None = None
     model: StrictStr | None = None
+    messages: list[ImportedMessage] | None = Field(
+        None, description="Import: the conversation's messages so far, kept as given.")
 
 
 class ConversationUpdate(BaseModel):
@@ -52,11 +63,16 @@ class MessageCreate(SamplingFields):
     """A user turn: its text plus any sampling field of /v1/chat/completions.
 
     ``regenerate: true`` instead of ``content`` answers the last user turn
-    again, replacing the answer it had.
+    again, replacing the answer it had. ``replace`` (a user message's id) with
+    ``content`` edits that turn: it and every later message are replaced by the
+    new text and its answer.
     """
 
-    # Before ``content``: its validator reads it.
+    # Before ``content``: its validator reads them.
     regenerate: bool = False
+    replace: StrictStr | None = Field(
+        None, description="Edit: the id of a user message that, with every later message,"
+                          " gives way to this content and its answer.")
     content: StrictStr | None = Field(None, min_length=1, validate_default=True)
     stream: bool = True
 
@@ -69,6 +85,9 @@ class MessageCreate(SamplingFields):
         if not regenerate and value is None:
             raise ValueError("content is required (or regenerate: true to answer the last"
                              " user turn again)")
+        if regenerate and info.data.get("replace") is not None:
+            raise ValueError("replace edits a turn with new content; it cannot be combined"
+                             " with regenerate: true")
         return value
 
 
@@ -76,6 +95,17 @@ ExportFormat = Literal["json", "markdown"]
 
 
 # -- responses ----------------------------------------------------------------------------
+
+
+class ReplyTimings(WireModel):
+    """A reply's speed as the server measured it (stopped replies too)."""
+
+    ttft_ms: float | None = Field(description="From the turn's start (queue included) to"
+                                              " its first token.")
+    prompt_tokens_per_second: float | None = Field(
+        description="Prompt tokens over the time to first token.")
+    tokens_per_second: float | None = Field(
+        description="Decode speed: tokens after the first over the time after it.")
 
 
 class ConversationMessage(WireModel):
@@ -90,13 +120,15 @@ class ConversationMessage(WireModel):
     params: dict[str, Any] | None
     usage: Usage | None
     dropped_turns: int | None
+    timings: ReplyTimings | None = None
 
     @classmethod
     def of(cls, m: StoredMessage) -> ConversationMessage:
         return cls(id=m.id, role=m.role, content=m.content, created_at=int(m.created_at),
                    incomplete=m.incomplete, finish_reason=m.finish_reason, model=m.model,
                    params=m.params, usage=Usage.model_validate(m.usage) if m.usage else None,
-                   dropped_turns=m.dropped_turns)
+                   dropped_turns=m.dropped_turns,
+                   timings=ReplyTimings.model_validate(m.timings) if m.timings else None)
 
 
 class Conversation(WireModel):
@@ -126,6 +158,12 @@ class Conversation(WireModel):
 class ConversationList(WireModel):
     object: Literal["list"] = "list"
     data: list[Conversation]
+
+
+class MessageDeleted(WireModel):
+    id: str
+    object: Literal["conversation.message.deleted"] = "conversation.message.deleted"
+    deleted: Literal[True] = True
 
 
 class ConversationDeleted(WireModel):

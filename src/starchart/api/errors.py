@@ -23,8 +23,10 @@ log = logging.getLogger("starchart.api")
 
 
 def error_response(exc: StarchartError) -> Response:
+    retry_after = getattr(exc, "retry_after", None)
+    headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
     return Response(ErrorResponse.of(exc).wire(), status_code=exc.status,
-                    media_type="application/json")
+                    media_type="application/json", headers=headers)
 
 
 # pydantic puts the member type of a union into the location ("str",

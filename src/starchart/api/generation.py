@@ -23,6 +23,10 @@ from starchart.api.protocol import (
     CompletionChoice,
     CompletionChunk,
     Delta,
+    FunctionCall,
+    FunctionCallDelta,
+    ToolCall,
+    ToolCallDelta,
     Usage,
     WireModel,
     new_id,
@@ -31,6 +35,8 @@ from starchart.api.protocol import (
 from starchart.api.streaming import cancel_on_disconnect, sse_response
 from starchart.engines.base import Finish, StreamEvent, TextDelta
 from starchart.services.chat import collect
+from starchart.structured import tools
+from starchart.structured.replies import ReplyEvent
 
 C = TypeVar("C", bound=WireModel)
 
@@ -77,6 +83,15 @@ class ChatChunks(Chunks[ChatCompletionChunk]):
     def finish(self, reason: str) -> ChatCompletionChunk:
         return self._chunk(Delta(), reason)
 
+    def tool_call(self, delta: tools.ToolCallDelta) -> ChatCompletionChunk:
+        piece = ToolCallDelta(index=delta.index,
+                              function=FunctionCallDelta(arguments=delta.arguments))
+        if delta.name is not None:
+            piece = ToolCallDelta(index=delta.index, id=delta.id, type="function",
+                                  function=FunctionCallDelta(name=delta.name,
+                                                             arguments=delta.arguments))
+        return self._chunk(Delta(tool_calls=[piece]))
+
     def usage(self, usage: Usage) -> ChatCompletionChunk:
         return self.kind(id=self.id, created=self.created, model=self.model, choices=[],
                          usage=usage)
@@ -116,7 +131,7 @@ class CompletionChunks(Chunks[CompletionChunk]):
                                choices=[], usage=usage)
 
 
-async def _chunks(events: AsyncIterator[StreamEvent], chunks: Chunks[C]) -> AsyncIterator[C]:
+async def _chunks(events: AsyncIterator[ReplyEvent], chunks: Chunks[C]) -> AsyncIterator[C]:
     first = chunks.first()
     if first is not None:
         yield first
@@ -124,6 +139,8 @@ async def _chunks(events: AsyncIterator[StreamEvent], chunks: Chunks[C]) -> Asyn
         async for event in events:
             if isinstance(event, TextDelta):
                 yield chunks.text(event.text)
+            elif isinstance(event, tools.ToolCallDelta):
+                yield chunks.tool_call(event)  # type: ignore[attr-defined]
             elif isinstance(event, Finish):
                 yield chunks.finish(event.reason)
                 if chunks.include_usage:
@@ -132,18 +149,38 @@ async def _chunks(events: AsyncIterator[StreamEvent], chunks: Chunks[C]) -> Asyn
         await events.aclose()  # type: ignore[attr-defined]
 
 
-def stream(events: AsyncIterator[StreamEvent], chunks: Chunks[C]) -> StreamingResponse:
+def stream(events: AsyncIterator[ReplyEvent], chunks: Chunks[C]) -> StreamingResponse:
     return sse_response(_chunks(events, chunks))
 
 
-async def chat_completion(request: Request, events: AsyncIterator[StreamEvent],
+async def _collect_calls(events: AsyncIterator[ReplyEvent]
+                         ) -> tuple[AssistantMessage, Finish]:
+    text: list[str] = []
+    calls: list[ToolCall] = []
+    finish: Finish | None = None
+    async for event in events:
+        if isinstance(event, TextDelta):
+            text.append(event.text)
+        elif isinstance(event, tools.ToolCallDelta):
+            if event.name is not None:
+                calls.append(ToolCall(id=event.id or tools.new_call_id(),
+                                      function=FunctionCall(name=event.name, arguments="")))
+            calls[event.index].function.arguments += event.arguments
+        else:
+            finish = event
+    assert finish is not None, "an engine stream always ends with Finish"
+    if calls:
+        return AssistantMessage(content="".join(text) or None, tool_calls=calls), finish
+    return AssistantMessage(content="".join(text)), finish
+
+
+async def chat_completion(request: Request, events: AsyncIterator[ReplyEvent],
                           model: str) -> ChatCompletion:
-    reply = await cancel_on_disconnect(request, collect(events))
+    message, finish = await cancel_on_disconnect(request, _collect_calls(events))
     return ChatCompletion(
         id=new_id("chatcmpl"), created=now(), model=model,
-        choices=[ChatChoice(finish_reason=reply.finish.reason,
-                            message=AssistantMessage(content=reply.text))],
-        usage=Usage.of(reply.finish.usage))
+        choices=[ChatChoice(finish_reason=finish.reason, message=message)],
+        usage=Usage.of(finish.usage))
 
 
 async def completion(request: Request, events: AsyncIterator[StreamEvent],

@@ -10,13 +10,21 @@ import time
 import uuid
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, StrictStr, field_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictStr,
+    field_validator,
+    model_validator,
+)
 
 from starchart.engines.base import SamplingParams
 from starchart.engines.base import Usage as EngineUsage
 from starchart.errors import StarchartError
 
-Role = Literal["system", "developer", "user", "assistant"]
+Role = Literal["system", "developer", "user", "assistant", "tool"]
 
 
 class TextPart(BaseModel):
@@ -24,19 +32,95 @@ class TextPart(BaseModel):
     text: StrictStr
 
 
+class CalledFunction(BaseModel):
+    name: StrictStr
+    arguments: StrictStr
+
+
+class MessageToolCall(BaseModel):
+    """A call an earlier assistant turn made (in the history sent back)."""
+
+    id: StrictStr
+    type: Literal["function"] = "function"
+    function: CalledFunction
+
+
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     role: Role
-    content: StrictStr | list[TextPart]
+    # None only for an assistant turn that made tool calls.
+    content: StrictStr | list[TextPart] | None = None
     name: StrictStr | None = None
+    tool_calls: list[MessageToolCall] | None = None
+    tool_call_id: StrictStr | None = None
 
-    def as_template_message(self) -> dict[str, str]:
-        content = (self.content if isinstance(self.content, str)
+    @model_validator(mode="after")
+    def _roles(self) -> ChatMessage:
+        if self.role == "tool" and not self.tool_call_id:
+            raise ValueError("a tool message needs tool_call_id (the call it answers)")
+        if self.content is None and not (self.role == "assistant" and self.tool_calls):
+            raise ValueError("content is required (only an assistant turn with tool_calls"
+                             " may leave it out)")
+        return self
+
+    def as_template_message(self) -> dict[str, Any]:
+        content = (self.content if isinstance(self.content, str) or self.content is None
                    else "".join(part.text for part in self.content))
         # Templates know "system"; OpenAI's newer "developer" role means the same.
         role = "system" if self.role == "developer" else self.role
-        return {"role": role, "content": content}
+        out: dict[str, Any] = {"role": role, "content": content or ""}
+        if self.tool_calls:
+            out["tool_calls"] = [c.model_dump() for c in self.tool_calls]
+        if self.tool_call_id:
+            out["tool_call_id"] = self.tool_call_id
+        return out
+
+
+class JsonSchemaFormat(BaseModel):
+    name: StrictStr = "response"
+    description: StrictStr | None = None
+    # Any JSON here: a schema that is not an object is refused with a 400 naming it.
+    json_schema: Any = Field(None, alias="schema")
+    strict: bool | None = None
+
+
+class ResponseFormatText(BaseModel):
+    type: Literal["text"]
+
+
+class ResponseFormatJsonObject(BaseModel):
+    type: Literal["json_object"]
+
+
+class ResponseFormatJsonSchema(BaseModel):
+    type: Literal["json_schema"]
+    json_schema: JsonSchemaFormat
+
+
+ResponseFormat = Annotated[ResponseFormatText | ResponseFormatJsonObject
+                           | ResponseFormatJsonSchema, Field(discriminator="type")]
+
+
+class FunctionDefinition(BaseModel):
+    name: Annotated[str, Field(pattern=r"^[a-zA-Z0-9_-]{1,64}$")]
+    description: StrictStr = ""
+    parameters: Any = None
+    strict: bool | None = None
+
+
+class ToolDefinition(BaseModel):
+    type: Literal["function"]
+    function: FunctionDefinition
+
+
+class NamedFunction(BaseModel):
+    name: StrictStr
+
+
+class NamedToolChoice(BaseModel):
+    type: Literal["function"]
+    function: NamedFunction
 
 
 class StreamOptions(BaseModel):
@@ -92,6 +176,10 @@ class SamplingFields(BaseModel):
 
 class ChatCompletionRequest(SamplingFields):
     messages: list[ChatMessage] = Field(min_length=1)
+    response_format: ResponseFormat | None = None
+    tools: Annotated[list[ToolDefinition], Field(max_length=128)] | None = None
+    tool_choice: Literal["auto", "none", "required"] | NamedToolChoice | None = None
+    parallel_tool_calls: bool = True
 
 
 class CompletionRequest(SamplingFields):
@@ -160,9 +248,24 @@ class Usage(WireModel):
                    total_tokens=usage.total_tokens)
 
 
+class FunctionCall(WireModel):
+    name: str
+    arguments: str  # JSON text matching the tool's parameters
+
+
+class ToolCall(WireModel):
+    id: str
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
 class AssistantMessage(WireModel):
+    omittable = frozenset({"tool_calls"})
+
     role: Literal["assistant"] = "assistant"
-    content: str
+    # null when the reply is tool calls
+    content: str | None
+    tool_calls: list[ToolCall] | None = None
 
 
 class ChatChoice(WireModel):
@@ -182,11 +285,31 @@ class ChatCompletion(WireModel):
     usage: Usage
 
 
+class FunctionCallDelta(WireModel):
+    omittable = frozenset({"name"})
+
+    name: str | None = None
+    arguments: str
+
+
+class ToolCallDelta(WireModel):
+    """A piece of a streamed call: the first names it (id, type, function.name),
+    the next ones carry its arguments."""
+
+    omittable = frozenset({"id", "type"})
+
+    index: int
+    id: str | None = None
+    type: Literal["function"] | None = None
+    function: FunctionCallDelta
+
+
 class Delta(WireModel):
-    omittable = frozenset({"role", "content"})
+    omittable = frozenset({"role", "content", "tool_calls"})
 
     role: Literal["assistant"] | None = None
     content: str | None = None
+    tool_calls: list[ToolCallDelta] | None = None
 
 
 class ChunkChoice(WireModel):
@@ -276,6 +399,13 @@ class GenerationDefaults(WireModel):
     system_prompt: str
 
 
+class SequenceStats(WireModel):
+    running: int
+    queued: int
+    parallel: int
+    reused_tokens: int
+
+
 class ServerStats(WireModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -283,6 +413,9 @@ class ServerStats(WireModel):
     requests_total: int
     completion_tokens_total: int
     last_tokens_per_second: float | None
+    # Per model, from engines that batch sequences (llama.cpp).
+    models: dict[str, SequenceStats] = {}
+
 
 
 class Health(WireModel):

@@ -7,6 +7,8 @@ import sys
 from collections.abc import AsyncIterator
 from typing import TextIO
 
+from starchart.api.bodies import parse
+from starchart.api.protocol import SamplingFields
 from starchart.engines import create_engine
 from starchart.engines.base import Finish, SamplingParams, StreamEvent, TextDelta
 from starchart.errors import StarchartError
@@ -18,20 +20,25 @@ HELP = """commands:
   /system TEXT      set the system prompt (empty TEXT clears it) and reset
   /params           show the generation parameters
   /params K=V ...   change them, e.g. /params temperature=0.7 max_tokens=256
+                    (checked as the API checks them)
   /exit             leave (Ctrl-D too); Ctrl-C stops the current answer"""
 
-def _flag(text: str) -> bool:
-    if text.lower() in ("1", "true", "yes", "on"):
-        return True
-    if text.lower() in ("0", "false", "no", "off"):
-        return False
-    raise ValueError(text)
+# What /params may change; each is validated by the API's own field (SamplingFields).
+PARAMS = ("temperature", "top_p", "top_k", "min_p", "max_tokens", "repetition_penalty",
+          "presence_penalty", "frequency_penalty", "seed", "ignore_eos")
 
 
-_flag.__name__ = "boolean"
-_PARAM_TYPES = {"temperature": float, "top_p": float, "top_k": int, "min_p": float,
-                "max_tokens": int, "repetition_penalty": float, "presence_penalty": float,
-                "frequency_penalty": float, "seed": int, "ignore_eos": _flag}
+def _pairs(words: list[str]) -> list[tuple[str, str]]:
+    """``K=V`` and ``K V`` alike."""
+    pairs, i = [], 0
+    while i < len(words):
+        key, eq, value = words[i].partition("=")
+        if not eq and i + 1 < len(words):
+            i += 1
+            value = words[i]
+        pairs.append((key, value))
+        i += 1
+    return pairs
 
 
 class TerminalChat:
@@ -83,22 +90,19 @@ class TerminalChat:
             print(HELP, file=self.out)
         return True
 
-    def _params(self, assignments: list[str]) -> None:
-        changes: dict[str, object] = {}
-        for item in assignments:
-            key, _, value = item.partition("=")
-            kind = _PARAM_TYPES.get(key)
-            if kind is None:
-                print(f"unknown parameter {key!r}; known: {', '.join(_PARAM_TYPES)}",
-                      file=self.out)
-                return
-            try:
-                changes[key] = kind(value)
-            except ValueError:
-                print(f"{key} needs a {kind.__name__}, got {value!r}", file=self.out)
-                return
-        self.params = self.params.replace(**changes)
-        shown = {k: getattr(self.params, k) for k in _PARAM_TYPES}
+    def _params(self, words: list[str]) -> None:
+        changes = dict(_pairs(words))
+        unknown = [key for key in changes if key not in PARAMS]
+        if unknown:
+            print(f"unknown parameter {unknown[0]!r}; known: {', '.join(PARAMS)}", file=self.out)
+            return
+        try:
+            checked = parse(SamplingFields, changes)
+        except StarchartError as exc:  # the API's 400 message, naming the parameter
+            print(f"{exc.message}; nothing changed", file=self.out)
+            return
+        self.params = self.params.replace(**{key: getattr(checked, key) for key in changes})
+        shown = {k: getattr(self.params, k) for k in PARAMS}
         print("  ".join(f"{k}={v}" for k, v in shown.items()), file=self.out)
 
 
@@ -113,6 +117,17 @@ def _load(settings: Settings, quiet: bool) -> ChatService:
 def run_chat(settings: Settings, prompt: str | None = None,
              conversation: str | None = None) -> int:
     service = _load(settings, quiet=prompt is not None)
+    try:
+        return _chat(service, settings, prompt, conversation)
+    finally:
+        # Engines own threads (transformers' continuous-batching loop is not a
+        # daemon): stopped here, or the interpreter waits for them at exit.
+        for engine in service.engines.values():
+            engine.close()
+
+
+def _chat(service: ChatService, settings: Settings, prompt: str | None,
+          conversation: str | None) -> int:
     if conversation is not None:
         from starchart.chat.stored import StoredTerminalChat
         from starchart.store import Store
@@ -132,12 +147,9 @@ def run_chat(settings: Settings, prompt: str | None = None,
         while True:
             try:
                 line = input("\n> ")
-            except EOFError:
+            except (EOFError, KeyboardInterrupt):  # Ctrl-D or Ctrl-C at the prompt: leave
                 print()
                 return 0
-            except KeyboardInterrupt:
-                print()
-                continue
             if not line.strip():
                 continue
             if line.startswith("/"):

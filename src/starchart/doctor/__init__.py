@@ -6,8 +6,10 @@
     bnb.py       bitsandbytes (its functional check runs in bnb_probe.py)
     llamacpp.py  llama-cpp-python's build
     versions.py  package versions against starchart's requirements
-    compat.py    the driver -> CUDA and torch -> CUDA tables, with sources
+    compat.py    the driver -> CUDA, torch -> CUDA and bitsandbytes tables, with sources
+    install_plan.py  what to pip install here (stdlib only: `make` runs it first);
+                 fix.py  `doctor --fix` applies its steps
     planner.py   memory per precision (gguf.py, safetensors_header.py read the files)
-    report.py    checks and sections;  render.py  text and JSON
+    report.py    checks and sections;  render.py  text and JSON;  units.py  GB
     run.py       everything into one report;  command.py  the CLI
 """

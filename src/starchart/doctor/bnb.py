@@ -10,10 +10,12 @@ import importlib.metadata
 import importlib.util
 import json
 import re
+import shlex
 import subprocess
 import sys
 from dataclasses import dataclass
 
+from starchart.doctor.install_plan import InstallPlan
 from starchart.doctor.nvidia import GpuProbe
 from starchart.doctor.pytorch import TorchFacts
 from starchart.doctor.report import Section, fail, ok, warn
@@ -27,43 +29,51 @@ class Diagnosis:
     fix: str
 
 
-# (pattern in the error text, what it means, the fix). First match wins.
+# (pattern in the error text, what it means, the fix). First match wins. The
+# fix "bnb" is the install plan's bitsandbytes line (a release with a library
+# for torch's CUDA that needs neither scipy nor triton, so none of the
+# document's hand fixes), "torch" its torch line.
 _KNOWN: tuple[tuple[str, str, str], ...] = (
-    (r"No module named '?scipy", "bitsandbytes needs scipy, which is missing",
-     "pip install scipy"),
+    (r"No module named '?scipy", "this bitsandbytes release needs scipy, which is missing",
+     "bnb"),
     (r"module 'importlib' has no attribute 'util'",
      "this bitsandbytes release has a broken `import importlib` in triton/triton_utils.py",
-     "pip install -U bitsandbytes (fixed upstream; no need to patch the file by hand)"),
-    (r"No module named '?triton", "bitsandbytes needs triton, which is missing",
-     "pip install triton (or pip install -U bitsandbytes: recent releases need no triton)"),
+     "bnb"),
+    (r"No module named '?triton", "this bitsandbytes release needs triton, which is missing",
+     "bnb"),
     (r"compiled without GPU support|CPU-only|cpu library",
-     "the installed bitsandbytes has no CUDA library",
-     "pip install -U --force-reinstall bitsandbytes"),
+     "the installed bitsandbytes has no CUDA library", "bnb"),
     (r"libbitsandbytes_cuda(\d+)|CUDA binary not found|CUDA Setup failed|"
      r"Could not find the bitsandbytes CUDA binary|CUDA SETUP: .*not found",
-     "no bitsandbytes native library for this CUDA version",
-     "pip install -U bitsandbytes (releases ≥ 0.43 ship libraries for CUDA 11.8–12.x; no"
-     " build from source), or set BNB_CUDA_VERSION to a version it ships, e.g. 118"),
+     "no bitsandbytes native library for this CUDA version (no need to build one from"
+     " source: a release that ships it)", "bnb"),
     (r"libcudart\.so|libcublas(Lt)?\.so|libcusparse\.so",
-     "the CUDA runtime libraries are not found",
-     "install torch with CUDA (bitsandbytes uses its libraries) or add the CUDA lib64"
-     " folder to LD_LIBRARY_PATH"),
+     "the CUDA runtime libraries are not found (bitsandbytes uses torch's)", "torch"),
     (r"CUDA out of memory|OutOfMemoryError", "the GPU has no free memory for the test",
      "free GPU memory (nvidia-smi lists the processes) and run the doctor again"),
     (r"torch\.cuda\.is_available\(\) is False", "torch cannot use the GPU",
      "fix the 'PyTorch CUDA' check first"),
-    (r"No module named '?torch", "bitsandbytes needs torch, which is missing",
-     "install torch (see 'Recommended PyTorch')"),
+    (r"No module named '?torch", "bitsandbytes needs torch, which is missing", "torch"),
 )
 
 
-def diagnose(error: str) -> Diagnosis:
+def install_line(plan: InstallPlan, package: str) -> str:
+    step = plan.step(package)
+    if step is not None:
+        return step.shell()
+    return "; ".join(plan.notes) or f"no {package} release fits this machine"
+
+
+def diagnose(error: str, plan: InstallPlan) -> Diagnosis:
     for pattern, problem, fix in _KNOWN:
         if re.search(pattern, error):
+            if fix in ("bnb", "torch"):
+                fix = install_line(plan, "bitsandbytes" if fix == "bnb" else "torch")
             return Diagnosis(problem, fix)
     last = next((line for line in reversed(error.strip().splitlines()) if line.strip()),
                 "unknown error")
-    return Diagnosis(last.strip(), "run `python -m bitsandbytes` for its own diagnostics")
+    return Diagnosis(last.strip(), f"run `{shlex.quote(sys.executable)} -m bitsandbytes`"
+                                   " for its own diagnostics")
 
 
 @dataclass(frozen=True)
@@ -104,15 +114,19 @@ def installed_version() -> str | None:
         return "unknown"
 
 
-def section(gpus: GpuProbe, torch: TorchFacts, *, run: bool = True) -> Section:
+def section(gpus: GpuProbe, torch: TorchFacts, plan: InstallPlan, *,
+            run: bool = True) -> Section:
     version = installed_version()
     out = Section("bitsandbytes", {"installed": version is not None, "version": version,
-                                   "native_library": None, "matmul_8bit": None, "error": None})
+                                   "native_library": None, "matmul_8bit": None, "error": None,
+                                   "needs_install": False})
     title = "bitsandbytes"
     if version is None:
         if gpus.gpus:
+            out.facts["needs_install"] = plan.step("bitsandbytes") is not None
             out.checks.append(warn("bnb", title, "not installed: needed to load models in"
-                                   " 8-bit or 4-bit on the GPU", "pip install bitsandbytes"))
+                                   " 8-bit or 4-bit on the GPU",
+                                   install_line(plan, "bitsandbytes")))
         else:
             out.checks.append(ok("bnb", title, "not installed (8-bit/4-bit loading needs an"
                                  " NVIDIA GPU)"))
@@ -134,8 +148,10 @@ def section(gpus: GpuProbe, torch: TorchFacts, *, run: bool = True) -> Section:
         out.checks.append(ok("bnb", title, f"{result.version or version}: native library"
                              " loaded, 8-bit matmul on the GPU works"))
     else:
-        found = diagnose(result.error or "")
+        found = diagnose(result.error or "", plan)
         if result.imported and not result.native:
-            found = diagnose("CUDA Setup failed: " + (result.error or ""))
+            found = diagnose("CUDA Setup failed: " + (result.error or ""), plan)
+        out.facts["needs_install"] = found.fix == install_line(plan, "bitsandbytes") and \
+            plan.step("bitsandbytes") is not None
         out.checks.append(fail("bnb", title, f"{version}: {found.problem}", found.fix))
     return out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -25,7 +26,34 @@ def _doctor(args: argparse.Namespace, settings: Settings) -> int:
         print(to_json(report))
     else:
         print(to_text(report), end="")
+    if args.fix:
+        report = _fix(args, settings, report) or report
     return 1 if report.status == "fail" else 0
+
+
+def _fix(args: argparse.Namespace, settings: Settings, report: Any) -> Any:
+    """Apply the install plan's steps for what failed, then check again (the new report)."""
+    from starchart.doctor import fix
+    from starchart.doctor.render import to_text
+    from starchart.doctor.run import run_checks
+
+    steps = fix.needed(report)
+    if not steps:
+        print("\ndoctor --fix: nothing the install plan can fix"
+              + (" (see the fix lines above)." if report.status != "ok" else "."))
+        return None
+    print(f"\ndoctor --fix: {len(steps)} command(s) for {sys.executable}:")
+    for step in steps:
+        print(f"  {step.shell()}")
+    if not args.yes and not fix.confirm("Run them?"):
+        print("nothing run.")
+        return None
+    if not fix.apply(steps):
+        return None
+    print("\nchecking again ...\n")
+    again = run_checks(settings.home, model=args.model, n_ctx=settings.n_ctx, batch=args.batch)
+    print(to_text(again), end="")
+    return again
 
 
 def _plan(args: argparse.Namespace, settings: Settings) -> int:
@@ -50,9 +78,10 @@ def _positive(text: str) -> int:
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
+    n_ctx = Settings.model_fields["n_ctx"]
     parser.add_argument("--n-ctx", dest="n_ctx", type=int, default=None, metavar="N",
-                        help="context length the plan reserves KV cache for"
-                             " [env STARCHART_N_CTX; default: 4096]")
+                        help=f"{n_ctx.description} The plan reserves KV cache for it."
+                             f" [env STARCHART_N_CTX; default: {n_ctx.default}]")
     parser.add_argument("--batch", type=_positive, default=1, metavar="N",
                         help="sequences generated at once (default: 1)")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
@@ -68,6 +97,11 @@ def add_commands(sub: Any, handlers: dict[str, Handler],
         " With --model, also plan the model's memory. Exit code 1 when a check fails.")
     doctor.add_argument("--model", metavar="M", help="also plan this model's memory (a"
                         " registry name, a .gguf, or a checkpoint folder with config.json)")
+    doctor.add_argument("--fix", action="store_true",
+                        help="after the checks, show the pinned install commands for what is"
+                        " missing or broken (torch, bitsandbytes, llama.cpp), ask, run them"
+                        " with this environment's python -m pip, and check again")
+    doctor.add_argument("--yes", action="store_true", help="with --fix: do not ask")
     _common(doctor)
     add_setting_flags(doctor, only=["home", "upstream", "upstream_key", "upstream_model",
                                     "models_file", "upstream_connect_timeout"])

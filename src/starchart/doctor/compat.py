@@ -13,14 +13,16 @@ built for CUDA X.Y runs on a driver:
   family's floor (450.80.02 for 11.x, 525.60.13 for 12.x, 580 for 13.x), runs
   X.Y built programs too, minus PTX JIT of newer code. PyTorch wheels ship
   compiled kernels, so they run this way; we report it as a warning.
+
+Standard library only: ``make`` imports this (through ``install_plan``) with
+the fresh venv's interpreter before any package is installed.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Literal
-
-from packaging.version import InvalidVersion, Version
 
 CUDA_RELEASE_NOTES = (
     "NVIDIA CUDA Toolkit Release Notes, table 'CUDA Toolkit and Corresponding Driver"
@@ -34,7 +36,24 @@ TORCH_PREVIOUS_VERSIONS = (
     "PyTorch 'Installing previous versions of PyTorch' page, pip wheel commands"
     " (pytorch.org/get-started/previous-versions)"
 )
+TORCH_RELEASE_MATRIX = (
+    "PyTorch RELEASE.md 'Release Compatibility Matrix' (github.com/pytorch/pytorch/blob/main/"
+    "RELEASE.md) and the wheel index download.pytorch.org/whl/<cuXYZ>/torch"
+)
+# Releases newer than the last one that page listed when this table was written;
+# their CUDA builds are the matrix's for that line, narrowed to the builds every
+# release since 2.10 kept (cu128, cu130), so a wrong guess costs recency, not a
+# failed install. The release list itself is `pip index versions torch`, 2026-12-01.
+TORCH_MATRIX_INFERRED = TORCH_RELEASE_MATRIX + "; builds narrowed to cu128/cu130 (see compat.py)"
 TORCH_INDEX = "https://download.pytorch.org/whl"
+# torch's CUDA 12.8+ builds compile kernels for sm_75 (Turing) and up only: no
+# Maxwell/Pascal/Volta (V100 is sm_70). Source: the architectures each wheel lists
+# (torch.cuda.get_arch_list()), tabulated per build in moi90/pytorch_compute_capabilities.
+SM75_ONLY_FROM_CUDA = "12.8"
+BNB_RELEASES = (
+    "bitsandbytes release notes, 'binaries built for CUDA …' per release"
+    " (github.com/bitsandbytes-foundation/bitsandbytes/releases)"
+)
 
 
 @dataclass(frozen=True)
@@ -84,42 +103,82 @@ MINOR_COMPAT_FLOOR: dict[int, tuple[str, str]] = {
 
 @dataclass(frozen=True)
 class TorchRow:
-    """One PyTorch release and the CUDA builds published for it (``cu121`` = 12.1)."""
+    """One PyTorch release: its CUDA builds (``cu121`` = 12.1) and the Pythons it has wheels for."""
 
     torch: str
     cuda: tuple[str, ...]
+    python: tuple[str, str]  # oldest and newest CPython with wheels
     source: str = TORCH_PREVIOUS_VERSIONS
 
 
-# Newest first. Releases after the last row are not known to this table.
+# Newest first, one row per release line (its last patch release). Releases
+# after the first row are not known to this table.
 TORCH_TABLE: tuple[TorchRow, ...] = (
-    TorchRow("2.9.1", ("12.6", "12.8", "13.0")),
-    TorchRow("2.8.0", ("12.6", "12.8", "12.9")),
-    TorchRow("2.7.1", ("11.8", "12.6", "12.8")),
-    TorchRow("2.6.0", ("11.8", "12.4", "12.6")),
-    TorchRow("2.5.1", ("11.8", "12.1", "12.4")),
-    TorchRow("2.4.1", ("11.8", "12.1", "12.4")),
-    TorchRow("2.3.1", ("11.8", "12.1")),
-    TorchRow("2.2.2", ("11.8", "12.1")),
-    TorchRow("2.1.2", ("11.8", "12.1")),
-    TorchRow("2.0.1", ("11.7", "11.8")),
-    TorchRow("1.13.1", ("11.6", "11.7")),
-    TorchRow("1.12.1", ("10.2", "11.3", "11.6")),
+    TorchRow("2.15.0", ("12.8", "13.0"), ("3.10", "3.14"), TORCH_MATRIX_INFERRED),
+    TorchRow("2.14.1", ("12.8", "13.0"), ("3.10", "3.14"), TORCH_MATRIX_INFERRED),
+    TorchRow("2.13.0", ("12.8", "13.0"), ("3.10", "3.14"), TORCH_MATRIX_INFERRED),
+    TorchRow("2.12.1", ("12.8", "13.0"), ("3.10", "3.14"), TORCH_MATRIX_INFERRED),
+    TorchRow("2.11.0", ("12.8", "13.0"), ("3.10", "3.14"), TORCH_MATRIX_INFERRED),
+    TorchRow("2.10.0", ("12.6", "12.8", "13.0"), ("3.10", "3.14"), TORCH_RELEASE_MATRIX),
+    TorchRow("2.9.1", ("12.6", "12.8", "13.0"), ("3.10", "3.14")),
+    TorchRow("2.8.0", ("12.6", "12.8", "12.9"), ("3.9", "3.13")),
+    TorchRow("2.7.1", ("11.8", "12.6", "12.8"), ("3.9", "3.13")),
+    TorchRow("2.6.0", ("11.8", "12.4", "12.6"), ("3.9", "3.13")),
+    TorchRow("2.5.1", ("11.8", "12.1", "12.4"), ("3.9", "3.13")),
+    TorchRow("2.4.1", ("11.8", "12.1", "12.4"), ("3.8", "3.12")),
+    TorchRow("2.3.1", ("11.8", "12.1"), ("3.8", "3.12")),
+    TorchRow("2.2.2", ("11.8", "12.1"), ("3.8", "3.12")),
+    TorchRow("2.1.2", ("11.8", "12.1"), ("3.8", "3.11")),
+    TorchRow("2.0.1", ("11.7", "11.8"), ("3.8", "3.11")),
+    TorchRow("1.13.1", ("11.6", "11.7"), ("3.7", "3.11")),
+    TorchRow("1.12.1", ("10.2", "11.3", "11.6"), ("3.7", "3.10")),
+)
+# starchart's own floor (pyproject: torch>=2.4); a test keeps the two equal.
+TORCH_FLOOR = "2.4"
+
+
+@dataclass(frozen=True)
+class BnbRow:
+    """A bitsandbytes release and the CUDA range its wheels ship native libraries for."""
+
+    bnb: str
+    cuda_min: str
+    cuda_max: str
+    torch_min: str
+    source: str = BNB_RELEASES
+
+
+# Newest first. bitsandbytes picks its library by torch.version.cuda, so the
+# row is chosen by the CUDA build of torch, not by the driver. Wheels are
+# py3-none (any CPython >= 3.9).
+BNB_TABLE: tuple[BnbRow, ...] = (
+    BnbRow("0.48.2", "12.0", "13.0", "2.3"),
+    BnbRow("0.46.1", "11.8", "12.8", "2.2"),
+    BnbRow("0.45.5", "11.8", "12.6", "2.0"),
 )
 
 Verdict = Literal["ok", "warn", "fail"]
 
 
+Version = tuple[int, ...]
+_RELEASE = re.compile(r"^\s*v?(\d+(?:\.\d+)*)")
+
+
 def version(text: str) -> Version | None:
-    try:
-        return Version(text.strip())
-    except InvalidVersion:
-        return None
+    """'470.82.01' -> (470, 82, 1); '2.9.1+cu128' -> (2, 9, 1): the numeric release,
+    which is all these tables compare (no pre-releases in them)."""
+    match = _RELEASE.match(text)
+    return tuple(int(p) for p in match[1].split(".")) if match else None
+
+
+def _at_least(text: str, floor: str) -> bool:
+    have, need = version(text), version(floor)
+    return have is not None and need is not None and have >= need
 
 
 def _cuda_key(cuda: str) -> tuple[int, int]:
     major, _, minor = cuda.partition(".")
-    return int(major), int(minor or 0)
+    return int(major), int(minor.split(".")[0] or 0)
 
 
 def cuda_tag(cuda: str) -> str:
@@ -130,12 +189,10 @@ def cuda_tag(cuda: str) -> str:
 
 def max_cuda_for_driver(driver: str, *, windows: bool = False) -> str | None:
     """The highest CUDA release a driver fully supports (what nvidia-smi prints)."""
-    have = version(driver)
-    if have is None:
+    if version(driver) is None:
         return None
     for row in DRIVER_TABLE:
-        need = version(row.windows if windows else row.linux)
-        if need is not None and have >= need:
+        if _at_least(driver, row.windows if windows else row.linux):
             return row.cuda
     return None
 
@@ -171,14 +228,27 @@ def cuda_build_runs(build: str, driver_cuda: str, driver: str | None = None) -> 
                                    f" {driver_cuda}")
     major = _cuda_key(build)[0]
     floor = MINOR_COMPAT_FLOOR.get(major)
-    have = version(driver) if driver else None
     same_major = _cuda_key(driver_cuda)[0] == major
-    if floor and same_major and (have is None or have >= Version(floor[0])):
+    if floor and same_major and (driver is None or _at_least(driver, floor[0])):
         return Compatibility("warn", f"built for CUDA {build}, the driver supports up to"
                                      f" {driver_cuda}: runs through CUDA minor-version"
                                      " compatibility (no PTX JIT for newer GPUs)")
     return Compatibility("fail", f"built for CUDA {build}, the driver supports only up to"
                                  f" {driver_cuda}")
+
+
+def python_has_wheels(row: TorchRow, python: str) -> bool:
+    key = version(python)[:2] if version(python) else None
+    low, high = (version(v) for v in row.python)
+    return key is not None and low is not None and high is not None and low <= key <= high
+
+
+def builds_for_gpus(row: TorchRow, capabilities: list[str | None]) -> tuple[str, ...]:
+    """The row's CUDA builds that have kernels for every GPU (unknown capability: all)."""
+    known = [version(c) for c in capabilities if c]
+    if known and min(k for k in known if k) < (7, 5):
+        return tuple(c for c in row.cuda if _cuda_key(c) < _cuda_key(SM75_ONLY_FROM_CUDA))
+    return row.cuda
 
 
 @dataclass(frozen=True)
@@ -193,36 +263,60 @@ class TorchChoice:
         return f"{TORCH_INDEX}/{cuda_tag(self.cuda) if self.cuda else 'cpu'}"
 
     @property
-    def pip_command(self) -> str:
-        return f"pip install torch=={self.torch} --index-url {self.index_url}"
+    def requirement(self) -> str:
+        """The exact pin: with the build's local label, so pip replaces a CPU build of the
+        same release (``torch==2.7.1`` alone is satisfied by ``2.7.1+cpu``)."""
+        return f"torch=={self.torch}+{cuda_tag(self.cuda)}" if self.cuda else \
+            f"torch=={self.torch}"
 
 
-def recommend_torch(driver_cuda: str | None, driver: str | None = None) -> TorchChoice:
-    """The newest PyTorch wheel that runs on this driver, as an exact pip line.
+def _eligible(python: str) -> list[TorchRow]:
+    return [row for row in TORCH_TABLE
+            if _at_least(row.torch, TORCH_FLOOR) and python_has_wheels(row, python)]
+
+
+def recommend_torch(driver_cuda: str | None, driver: str | None = None, *,
+                    python: str = "3.11", capabilities: list[str | None] | None = None
+                    ) -> TorchChoice | None:
+    """The newest PyTorch CUDA wheel for this driver, this Python and these GPUs
+    (releases at starchart's floor and up); None when none runs here.
 
     Within a release the newest fully supported CUDA build wins; a release whose
     builds all need minor-version compatibility gets its oldest such build
-    (the nearest to the driver). No driver: the CPU wheel of the newest release.
+    (the nearest to the driver).
     """
-    newest = TORCH_TABLE[0]
     if driver_cuda is None:
-        return TorchChoice(newest.torch, None, "ok", newest.source)
-    for row in TORCH_TABLE:
+        return None
+    for row in _eligible(python):
+        builds = builds_for_gpus(row, capabilities or [])
         verdicts = [(cuda, cuda_build_runs(cuda, driver_cuda, driver).verdict)
-                    for cuda in row.cuda]
+                    for cuda in builds]
         full = [c for c, v in verdicts if v == "ok"]
         if full:
             return TorchChoice(row.torch, max(full, key=_cuda_key), "ok", row.source)
         minor = [c for c, v in verdicts if v == "warn"]
         if minor:
             return TorchChoice(row.torch, min(minor, key=_cuda_key), "warn", row.source)
-    return TorchChoice(newest.torch, None, "fail", newest.source)
+    return None
 
 
-def strict_torch(driver_cuda: str) -> TorchChoice | None:
-    """The newest release with a build the driver supports fully (no compatibility mode)."""
-    for row in TORCH_TABLE:
+def strict_torch(driver_cuda: str, *, python: str = "3.11") -> TorchChoice | None:
+    """The newest eligible release with a build the driver supports fully (no
+    compatibility mode)."""
+    for row in _eligible(python):
         full = [c for c in row.cuda if _cuda_key(c) <= _cuda_key(driver_cuda)]
         if full:
             return TorchChoice(row.torch, max(full, key=_cuda_key), "ok", row.source)
+    return None
+
+
+def recommend_bnb(torch_cuda: str | None, torch_version: str) -> BnbRow | None:
+    """The newest bitsandbytes with a native library for this torch's CUDA build."""
+    if torch_cuda is None:
+        return None
+    key = _cuda_key(torch_cuda)
+    for row in BNB_TABLE:
+        if _cuda_key(row.cuda_min) <= key <= _cuda_key(row.cuda_max) and \
+                _at_least(torch_version, row.torch_min):
+            return row
     return None

@@ -12,11 +12,11 @@ import importlib.util
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from starchart.doctor.install_plan import CUDA_ARGS, InstallPlan
 from starchart.doctor.nvidia import GpuProbe
 from starchart.doctor.report import Section, fail, ok, warn
 from starchart.doctor.system import SystemFacts
 
-REINSTALL = "pip install --force-reinstall --no-cache-dir llama-cpp-python"
 # Old flat flags that name a GPU backend.
 _FLAT_BACKENDS = {"CUBLAS": "CUDA", "CUDA": "CUDA", "METAL": "Metal", "VULKAN": "Vulkan",
                   "HIPBLAS": "ROCm", "SYCL": "SYCL"}
@@ -90,17 +90,43 @@ def probe() -> LlamaFacts:
                       gpu_offload=bool(llama_cpp.llama_supports_gpu_offload()))
 
 
-def section(found: LlamaFacts, system: SystemFacts, gpus: GpuProbe) -> Section:
+def install_lines(plan: InstallPlan) -> str:
+    """The plan's llama-cpp-python commands (build once, install) as one fix line."""
+    return " && ".join(step.shell() for step in plan.steps
+                       if step.package == "llama-cpp-python")
+
+
+def gpu_advice(plan: InstallPlan) -> str:
+    """How to get GPU offload: the plan's CUDA build, or why there is none (nvcc)."""
+    steps = [s for s in plan.steps if s.package == "llama-cpp-python"]
+    if any(dict(s.env).get("CMAKE_ARGS") == CUDA_ARGS for s in steps):
+        return install_lines(plan)
+    offload = [n for n in plan.notes if n.startswith("llama.cpp GPU offload")]
+    return offload[0] if offload else (f"a CUDA build needs the CUDA toolkit (nvcc) on PATH,"
+                                       f" built with CMAKE_ARGS=\"{CUDA_ARGS}\"")
+
+
+def needs_install(found: LlamaFacts, plan: InstallPlan) -> bool:
+    """Missing, broken, or without CUDA where the plan builds it with CUDA."""
+    if not found.installed or found.error:
+        return True
+    steps = [s for s in plan.steps if s.package == "llama-cpp-python"]
+    wants_cuda = any(dict(s.env).get("CMAKE_ARGS") == CUDA_ARGS for s in steps)
+    return wants_cuda and "CUDA" not in parse_system_info(found.system_info or "").backends
+
+
+def section(found: LlamaFacts, system: SystemFacts, gpus: GpuProbe,
+            plan: InstallPlan) -> Section:
     out = Section("llamacpp", found.as_dict())
+    out.facts["needs_install"] = needs_install(found, plan)
     title = "llama.cpp"
     if not found.installed:
         out.checks.append(fail("llamacpp", title, "llama-cpp-python is not installed: it runs"
-                               " every GGUF model, the default included",
-                               "pip install llama-cpp-python (make run installs it)"))
+                               " every GGUF model, the default included", install_lines(plan)))
         return out
     if found.error:
         out.checks.append(fail("llamacpp", title, f"installed but does not load: {found.error}",
-                               REINSTALL))
+                               install_lines(plan)))
         return out
     build = parse_system_info(found.system_info or "")
     out.facts.update(backends=build.backends, simd=build.simd)
@@ -111,16 +137,14 @@ def section(found: LlamaFacts, system: SystemFacts, gpus: GpuProbe) -> Section:
         detail += f" (this CPU also has {', '.join(unused)})"
     if gpus.gpus and "CUDA" not in build.backends:
         out.checks.append(warn("llamacpp", title, detail + "; built without CUDA, so GGUF"
-                               " models will not use the NVIDIA GPU",
-                               f'CMAKE_ARGS="-DGGML_CUDA=on" {REINSTALL}'))
+                               " models will not use the NVIDIA GPU", gpu_advice(plan)))
     elif system.machine.lower() == "arm64" and system.os.startswith("Darwin") \
             and "Metal" not in build.backends:
         out.checks.append(warn("llamacpp", title, detail + "; built without Metal",
-                               f'CMAKE_ARGS="-DGGML_METAL=on" {REINSTALL}'))
+                               install_lines(plan)))
     elif "AVX2" in system.simd and "AVX2" not in build.simd:
         out.checks.append(warn("llamacpp", title, detail + "; built without AVX2 although the"
-                               " CPU has it (several times slower)",
-                               f'CMAKE_ARGS="-DGGML_NATIVE=on" {REINSTALL}'))
+                               " CPU has it (several times slower)", install_lines(plan)))
     else:
         out.checks.append(ok("llamacpp", title, detail))
     return out

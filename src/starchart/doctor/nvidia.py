@@ -22,6 +22,7 @@ from typing import Any
 
 from starchart.doctor import compat
 from starchart.doctor.report import Section, fail, ok
+from starchart.doctor.units import gb
 
 MIB = 1024 * 1024
 SMI_TIMEOUT = 5.0
@@ -220,10 +221,6 @@ def probe(*, timeout: float = SMI_TIMEOUT, use_nvml: bool = True) -> GpuProbe:
     return found
 
 
-def _gb(n: int) -> str:
-    return f"{n / 1000**3:.1f} GB"  # decimal, like the memory plan
-
-
 def section(found: GpuProbe) -> Section:
     facts = found.as_dict()
     out = Section("nvidia", facts)
@@ -245,6 +242,6 @@ def section(found: GpuProbe) -> Section:
     for gpu in found.gpus:
         cc = f", compute capability {gpu.compute_capability}" if gpu.compute_capability else ""
         out.checks.append(ok(f"nvidia.gpu{gpu.index}", f"GPU {gpu.index}",
-                             f"{gpu.name}: {_gb(gpu.memory_free)} free of"
-                             f" {_gb(gpu.memory_total)}{cc}"))
+                             f"{gpu.name}: {gb(gpu.memory_free)} free of"
+                             f" {gb(gpu.memory_total)}{cc}"))
     return out

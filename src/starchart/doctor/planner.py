@@ -27,7 +27,8 @@ Memory per option = weights + KV cache + runtime overhead:
 from __future__ import annotations
 
 import json
-import os
+import logging
+import math
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -37,9 +38,9 @@ from starchart.doctor import gguf
 from starchart.doctor.nvidia import GpuProbe
 from starchart.doctor.report import Check, fail, ok, warn
 from starchart.doctor.safetensors_header import read_checkpoint
+from starchart.doctor.units import GB, gb
 from starchart.errors import BadRequest, NotFound
 
-GB = 1000**3
 # 4 bits, plus NF4's per-64 block absmax, itself quantized to 8 bits (double
 # quantization) with an fp32 scale per 256 blocks.
 NF4_BYTES = 0.5 + (1 + 4 / 256) / 64
@@ -172,28 +173,90 @@ def shape_from_gguf(path: Path, *, name: str) -> ModelShape:
     )
 
 
-def _hub_cache_snapshot(repo_id: str) -> Path | None:
-    """A Hugging Face hub id already in the local cache -> its newest snapshot folder."""
-    from starchart.doctor.system import model_cache_dir
+def _cached_config(repo_id: str) -> Path | None:
+    """A hub id whose config.json is already in the local HF cache -> that snapshot folder."""
+    from huggingface_hub import try_to_load_from_cache
 
-    snapshots = model_cache_dir() / f"models--{repo_id.replace('/', '--')}" / "snapshots"
-    found = [p for p in snapshots.glob("*") if (p / "config.json").is_file()]
-    return max(found, key=os.path.getmtime) if found else None
+    found = try_to_load_from_cache(repo_id, "config.json")
+    return Path(found).parent if isinstance(found, str) else None
+
+
+def fetch_command(repo_id: str) -> str:
+    return f"hf download {repo_id} config.json"
+
+
+def _unreachable(repo_id: str, exc: Exception) -> NotFound:
+    return NotFound(
+        f"no local model {repo_id!r} and the Hugging Face hub is not reachable"
+        f" ({type(exc).__name__}). The planner needs only its config.json: fetch that one"
+        f" file on a machine with internet with `{fetch_command(repo_id)}` (it lands in the"
+        " HF cache, ~/.cache/huggingface; copy that here or point HF_HOME at it), then"
+        " plan again", param="model", code="model_not_found")
+
+
+def shape_from_hub(repo_id: str) -> ModelShape:
+    """Only config.json (into the HF cache) and the safetensors headers (HTTP range
+    requests, no weights) through huggingface_hub; offline, the command to fetch it."""
+    from huggingface_hub import get_safetensors_metadata, hf_hub_download
+    from huggingface_hub.errors import (
+        GatedRepoError,
+        HfHubHTTPError,
+        RepositoryNotFoundError,
+    )
+
+    # httpx logs every request at INFO, huggingface_hub every retry: the planner's
+    # output is the table, or one line saying what to do.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    logging.getLogger("huggingface_hub").setLevel(logging.ERROR)
+
+    try:
+        config_path = Path(hf_hub_download(repo_id, "config.json"))
+    except GatedRepoError:
+        raise NotFound(f"{repo_id!r} is gated on the Hugging Face hub: accept its licence on"
+                       " the model page and log in (`hf auth login`), then plan again",
+                       param="model", code="model_not_found") from None
+    except (RepositoryNotFoundError, HfHubHTTPError) as exc:
+        status = getattr(getattr(exc, "response", None), "status_code", None)
+        if isinstance(exc, RepositoryNotFoundError) or status in (401, 404):
+            raise NotFound(f"no model {repo_id!r} on the Hugging Face hub (or it is private:"
+                           " log in with `hf auth login`)", param="model",
+                           code="model_not_found") from None
+        raise _unreachable(repo_id, exc) from None
+    except Exception as exc:  # noqa: BLE001 - offline, DNS, proxy: all the same advice
+        raise _unreachable(repo_id, exc) from None
+    try:
+        config = json.loads(config_path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise BadRequest(f"cannot read {repo_id}'s config.json: {exc}", param="model") from exc
+    shape = shape_from_config(config, name=repo_id, path=repo_id)
+    try:
+        meta = get_safetensors_metadata(repo_id)
+    except Exception:  # noqa: BLE001 - no safetensors, or unreadable: config.json's estimate
+        return shape
+    tensors = [(name, info.shape) for file in meta.files_metadata.values()
+               for name, info in file.tensors.items()]
+    if tensors:
+        shape.source = "safetensors"
+        shape.n_params = sum(math.prod(s) for _, s in tensors)
+        shape.linear_params = sum(math.prod(s) for n, s in tensors if _is_linear(n, len(s)))
+    return shape
 
 
 def load_shape(model: str) -> ModelShape:
-    """What the user typed after --model (a registry name, a path, a cached hub id)."""
-    from starchart.registry import resolve
+    """What the user typed after --model: a registry name, a path, or a hub id (from the
+    local HF cache, else its config.json and safetensors headers from the hub)."""
+    from starchart.registry import is_hub_id, resolve
 
     try:
         path = resolve(model).path
     except NotFound:
-        snapshot = _hub_cache_snapshot(model) if model.count("/") == 1 else None
+        if not is_hub_id(model):
+            raise NotFound(f"no local model {model!r}: give a .gguf, a folder with"
+                           " config.json (and optionally its *.safetensors), or a Hugging"
+                           " Face hub id", param="model", code="model_not_found") from None
+        snapshot = _cached_config(model)
         if snapshot is None:
-            raise NotFound(f"no local model {model!r}: the planner reads local files only (a"
-                           " .gguf, or a folder with config.json and optionally its"
-                           " *.safetensors); download config.json into a folder and pass the"
-                           " folder", param="model", code="model_not_found") from None
+            return shape_from_hub(model)
         path = snapshot
     if path.is_file() and path.suffix.lower() == ".gguf":
         return shape_from_gguf(path, name=model)
@@ -209,6 +272,19 @@ def load_shape(model: str) -> ModelShape:
 Device = Literal["gpu", "cpu"]
 
 
+@dataclass(frozen=True)
+class Readiness:
+    """Whether the software can use the GPUs, and the one line that fixes it when not.
+    None: not checked (assumed to work)."""
+
+    torch_gpu: bool | None = None
+    torch_fix: str = ""
+    bnb: bool | None = None
+    bnb_fix: str = ""
+    llama_gpu: bool | None = None
+    llama_fix: str = ""
+
+
 @dataclass
 class Option:
     name: str
@@ -220,6 +296,8 @@ class Option:
     note: str = ""
     fits: bool = False
     command: str | None = None
+    # What to fix first when the option would run here but the software can't yet.
+    blocked_by: str | None = None
 
     @property
     def total(self) -> int:
@@ -232,11 +310,13 @@ class Option:
 @dataclass
 class Budget:
     device: Device
-    free: int | None
+    free: int | None  # several GPUs: all of them together (the model is split)
     what: str
-    # Several GPUs: their free memory together (a model split across them with
-    # device_map="auto" is not planned, only mentioned).
-    all_gpus_free: int | None = None
+    gpus_free: list[int] = field(default_factory=list)  # per GPU, by index
+
+    @property
+    def split(self) -> bool:
+        return len(self.gpus_free) > 1
 
 
 @dataclass
@@ -246,30 +326,34 @@ class Plan:
     batch: int
     budget: Budget
     options: list[Option] = field(default_factory=list)
+    ranked: list[Option] = field(default_factory=list)  # best first
     best: Option | None = None
 
     def check(self) -> Check:
-        where = f"{self.budget.what} ({_gb(self.budget.free)} free)"
+        where = f"{self.budget.what} ({gb(self.budget.free)} free)"
+        title = f"Plan for {self.shape.name}"
         if self.best is not None:
-            return ok("plan", f"Plan for {self.shape.name}",
-                      f"{self.best.name} fits: ~{_gb(self.best.total)} of {where}; run:"
-                      f" {self.best.command}")
+            split = ""
+            if self.budget.split and self.best.device == "gpu":
+                how = ("--tensor-split" if self.shape.source == "gguf"
+                       else "transformers device_map='auto'")
+                split = f" split across {len(self.budget.gpus_free)} GPUs ({how})"
+            return ok("plan", title, f"{self.best.name} fits{split}: ~{gb(self.best.total)} of"
+                      f" {where}; run: {self.best.command}")
+        waiting = [o for o in self.ranked if o.blocked_by and self.budget.free is not None
+                   and o.total <= self.budget.free]
+        if waiting:
+            first = waiting[0]
+            return fail("plan", title, f"{first.name} would fit (~{gb(first.total)} of {where}),"
+                        f" but {first.note}: fix that first", first.blocked_by or "")
         runnable = [o for o in self.options if o.runnable]
         smallest = min(runnable, key=lambda o: o.total, default=None)
-        need = f"; the smallest option ({smallest.name}) needs ~{_gb(smallest.total)}" \
+        need = f"; the smallest option ({smallest.name}) needs ~{gb(smallest.total)}" \
             if smallest else ""
         if self.budget.free is None:
-            return warn("plan", f"Plan for {self.shape.name}", f"free memory unknown{need}",
+            return warn("plan", title, f"free memory unknown{need}",
                         "check the numbers in the table against your memory by hand")
-        together = self.budget.all_gpus_free
-        if smallest and together and smallest.total <= together and self.shape.source != "gguf":
-            return warn("plan", f"Plan for {self.shape.name}",
-                        f"nothing fits in {where}{need}, which all GPUs together"
-                        f" ({_gb(together)} free) would hold",
-                        "split the model across the GPUs (transformers device_map='auto');"
-                        " this planner only plans one GPU")
-        return fail("plan", f"Plan for {self.shape.name}",
-                    f"nothing fits in {where}{need}",
+        return fail("plan", title, f"nothing fits in {where}{need}",
                     "use a smaller or more quantized model (a Q4 GGUF), a shorter --n-ctx, or"
                     " a machine with more memory")
 
@@ -281,10 +365,6 @@ class Plan:
             "best": self.best.name if self.best else None,
             "command": self.best.command if self.best else None,
         }
-
-
-def _gb(n: int | None) -> str:
-    return "unknown" if n is None else f"{n / GB:.1f} GB"
 
 
 def weight_bytes(shape: ModelShape, precision: str) -> int:
@@ -319,12 +399,22 @@ def overhead_bytes(shape: ModelShape, weights: int, n_ctx: int, batch: int, *,
     return base + weights // 20 + n_ctx * batch * per_token * act_bytes
 
 
-def _budget(gpus: GpuProbe, ram_available: int | None) -> Budget:
-    if gpus.gpus:
-        gpu = max(gpus.gpus, key=lambda g: g.memory_free)
-        together = sum(g.memory_free for g in gpus.gpus) if len(gpus.gpus) > 1 else None
-        return Budget("gpu", gpu.memory_free, f"GPU {gpu.index} ({gpu.name})", together)
+def _budget(gpus: GpuProbe, ram_available: int | None, *, use_gpu: bool = True) -> Budget:
+    """All GPUs together (a model is split across them), else RAM."""
+    if gpus.gpus and use_gpu:
+        frees = [g.memory_free for g in sorted(gpus.gpus, key=lambda g: g.index)]
+        if len(frees) == 1:
+            gpu = gpus.gpus[0]
+            return Budget("gpu", gpu.memory_free, f"GPU {gpu.index} ({gpu.name})", frees)
+        names = sorted({g.name for g in gpus.gpus})
+        return Budget("gpu", sum(frees), f"{len(frees)} GPUs together ({', '.join(names)})",
+                      frees)
     return Budget("cpu", ram_available, "RAM")
+
+
+def tensor_split(gpus_free: list[int]) -> str:
+    """llama.cpp's --tensor-split: each GPU's share, in whole GB of free memory."""
+    return ",".join(str(max(1, round(free / GB))) for free in gpus_free)
 
 
 def _torch_dtype(gpus: GpuProbe) -> str:
@@ -338,49 +428,69 @@ def _torch_dtype(gpus: GpuProbe) -> str:
     return "float16"
 
 
-def serve_command(shape: ModelShape, option: str, n_ctx: int, gpus: GpuProbe) -> str:
+def serve_command(shape: ModelShape, option: str, n_ctx: int, gpus: GpuProbe,
+                  budget: Budget | None = None) -> str:
     """The ``starchart serve`` line for an option. HF checkpoints run on the
-    transformers engine (settings ``engine``, ``dtype``, ``quantize``)."""
+    transformers engine (settings ``engine``, ``dtype``, ``quantize``), which splits a
+    model across several GPUs itself; a GGUF offloads with ``--n-gpu-layers`` and, on
+    several GPUs, ``--tensor-split``."""
     model = shape.name if " " not in shape.name else f'"{shape.name}"'
     if shape.source == "gguf":
-        return f"starchart serve --model {model} --n-ctx {n_ctx}"
+        gpu = ""
+        if budget is not None and budget.device == "gpu":
+            gpu = " --n-gpu-layers -1"
+            if budget.split:
+                gpu += f" --tensor-split {tensor_split(budget.gpus_free)}"
+        return f"starchart serve --model {model}{gpu} --n-ctx {n_ctx}"
     flags = {"fp32": "--dtype float32", "fp16/bf16": f"--dtype {_torch_dtype(gpus)}",
              "int8": "--quantize 8bit", "int4": "--quantize 4bit"}[option]
     return f"starchart serve --model {model} --engine transformers {flags} --n-ctx {n_ctx}"
 
 
 def plan(shape: ModelShape, *, n_ctx: int, batch: int, gpus: GpuProbe,
-         ram_available: int | None) -> Plan:
+         ram_available: int | None, ready: Readiness | None = None) -> Plan:
     if n_ctx < 1 or batch < 1:
         raise BadRequest("n_ctx and batch must be at least 1", param="n_ctx" if n_ctx < 1
                          else "batch")
-    budget = _budget(gpus, ram_available)
-    device = budget.device
-    result = Plan(shape, n_ctx, batch, budget)
+    ready = ready or Readiness()
     is_gguf = shape.source == "gguf"
+    # A GGUF whose llama.cpp cannot offload runs on the CPU: planned against RAM.
+    budget = _budget(gpus, ram_available, use_gpu=not (is_gguf and ready.llama_gpu is False))
+    device = budget.device
+    extra_gpus = max(0, len(budget.gpus_free) - 1) if device == "gpu" else 0
+    result = Plan(shape, n_ctx, batch, budget)
     for precision in ("fp32", "fp16/bf16", "int8", "int4"):
         weights = weight_bytes(shape, precision)
         act = 4 if precision == "fp32" else 2
-        runnable, note = True, ""
+        runnable, note, blocked = True, "", None
         if is_gguf:
             runnable, note = False, f"for comparison: this file is {shape.gguf_quant}"
         elif precision in ("int8", "int4") and device == "cpu":
             runnable, note = False, "bitsandbytes 8/4-bit needs an NVIDIA GPU"
+        elif device == "gpu" and ready.torch_gpu is False:
+            runnable, note, blocked = False, "torch cannot use the GPU", ready.torch_fix
+        elif precision in ("int8", "int4") and ready.bnb is False:
+            runnable, note, blocked = False, "bitsandbytes does not work here", ready.bnb_fix
+        overhead = overhead_bytes(shape, weights, n_ctx, batch, device=device,
+                                  engine="transformers", act_bytes=act)
         result.options.append(Option(
             precision, weights, kv_cache_bytes(shape, n_ctx, batch, act),
-            overhead_bytes(shape, weights, n_ctx, batch, device=device,
-                           engine="transformers", act_bytes=act),
-            device, runnable, note))
+            overhead + extra_gpus * int(0.5 * GB), device, runnable, note,
+            blocked_by=blocked or None))
     if is_gguf and shape.gguf_weight_bytes is not None:
         weights = shape.gguf_weight_bytes
+        note = "llama.cpp, this file as it is"
+        if gpus.gpus and ready.llama_gpu is False:
+            note += " (on the CPU: this llama.cpp build has no GPU offload)"
         result.options.append(Option(
             f"gguf {shape.gguf_quant}", weights, kv_cache_bytes(shape, n_ctx, batch),
-            overhead_bytes(shape, weights, n_ctx, batch, device=device, engine="llamacpp"),
-            device, True, "llama.cpp, this file as it is"))
+            overhead_bytes(shape, weights, n_ctx, batch, device=device, engine="llamacpp")
+            + extra_gpus * int(0.3 * GB),
+            device, True, note))
     for option in result.options:
         option.fits = budget.free is not None and option.runnable and option.total <= budget.free
         if option.runnable:
-            option.command = serve_command(shape, option.name, n_ctx, gpus)
+            option.command = serve_command(shape, option.name, n_ctx, gpus, budget)
     # Best: the most precise option that fits. On a GPU fp32 buys nothing for
     # inference over 16-bit, so it comes last there; on a CPU it is first
     # (every CPU computes it fast; bf16 is fast only with AVX512_BF16/AMX).
@@ -388,6 +498,6 @@ def plan(shape: ModelShape, *, n_ctx: int, batch: int, gpus: GpuProbe,
         ["fp32", "fp16/bf16", "int8", "int4"]
     ranked = sorted(result.options, key=lambda o: -1 if o.name.startswith("gguf")
                     else order.index(o.name))
+    result.ranked = ranked
     result.best = next((o for o in ranked if o.fits), None)
     return result
-

@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import platform
 import re
+import shlex
+import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from starchart.doctor import compat
+from starchart.doctor import compat, install_plan
 from starchart.doctor.nvidia import GpuProbe
 from starchart.doctor.report import Check, Section, fail, ok, warn
 
@@ -82,24 +85,29 @@ def probe(*, import_torch: bool = True) -> TorchFacts:
     )
 
 
-def recommendation(gpus: GpuProbe, found: TorchFacts) -> compat.TorchChoice:
-    """The torch wheel to install on this machine."""
-    if not gpus.gpus or gpus.cuda_version is None:
-        # The CPU wheel: the installed release when it is newer than our table.
-        newest = compat.TORCH_TABLE[0].torch
-        base = (found.version or "").split("+")[0]
-        have, known = compat.version(base), compat.version(newest)
-        release = base if have and known and have > known else newest
-        return compat.TorchChoice(release, None, "ok", compat.TORCH_PREVIOUS_VERSIONS)
-    return compat.recommend_torch(gpus.cuda_version, gpus.driver_version)
+def default_plan(gpus: GpuProbe) -> install_plan.InstallPlan:
+    """The install plan for these GPUs on this Python (nvcc is not asked: torch's
+    advice does not depend on it)."""
+    return install_plan.build(install_plan.Machine(
+        gpus=gpus, python=platform.python_version(), machine=platform.machine(),
+        system=platform.system(), nvcc=None))
 
 
-def _why_no_cuda(found: TorchFacts, gpus: GpuProbe, choice: compat.TorchChoice) -> Check:
+def torch_fix(plan: install_plan.InstallPlan) -> str:
+    step = plan.step("torch")
+    assert step is not None  # every plan installs torch
+    return step.shell()
+
+
+def _why_no_cuda(found: TorchFacts, gpus: GpuProbe, plan: install_plan.InstallPlan) -> Check:
     """cuda.is_available() is False on a machine with an NVIDIA GPU: say why in words."""
     title = "PyTorch CUDA"
+    choice = plan.torch
+    install = torch_fix(plan)
     if found.cuda is None:
         return fail("torch.cuda", title, f"torch {found.version} is a CPU-only build, but this"
-                    " machine has an NVIDIA GPU", choice.pip_command)
+                    " machine has an NVIDIA GPU", install if choice else
+                    "upgrade the NVIDIA driver (>= R525 runs every CUDA 12 build)")
     driver_cuda = gpus.cuda_version or "unknown"
     runs = (compat.cuda_build_runs(found.cuda, gpus.cuda_version, gpus.driver_version)
             if gpus.cuda_version else None)
@@ -107,8 +115,8 @@ def _why_no_cuda(found: TorchFacts, gpus: GpuProbe, choice: compat.TorchChoice) 
         need = compat.min_driver_for_cuda(found.cuda)
         upgrade = f"upgrade the driver to ≥ {compat.driver_branch(need)}" if need else \
             "upgrade the driver"
-        other = (f"install torch built for {compat.cuda_tag(choice.cuda)}: {choice.pip_command}"
-                 if choice.cuda else "install a CPU build of torch")
+        other = (f"install torch built for {compat.cuda_tag(choice.cuda)}: {install}"
+                 if choice and choice.cuda else f"install the CPU build: {install}")
         return fail("torch.cuda", title,
                     f"this torch is built for CUDA {found.cuda}, your driver"
                     f" {gpus.driver_version} supports up to {driver_cuda}",
@@ -125,23 +133,44 @@ def _why_no_cuda(found: TorchFacts, gpus: GpuProbe, choice: compat.TorchChoice) 
                 " `python -c 'import torch; torch.cuda.init()'` for the driver's own error")
 
 
-def section(found: TorchFacts, gpus: GpuProbe) -> Section:
+def needs_install(found: TorchFacts, gpus: GpuProbe, plan: install_plan.InstallPlan) -> bool:
+    """Whether ``doctor --fix`` should install the plan's torch: missing, broken, below
+    starchart's floor, or (with a GPU) a build that cannot use it. A working build
+    is never replaced, newer or not."""
+    if not found.installed or found.error or not found.version:
+        return True
+    have = compat.version(found.version)
+    if have is None or have < (compat.version(compat.TORCH_FLOOR) or ()):
+        return True
+    if plan.torch is None or found.cuda_available:
+        return False
+    if found.cuda is None:
+        return True
+    runs = compat.cuda_build_runs(found.cuda, gpus.cuda_version or "0.0", gpus.driver_version)
+    return runs.verdict == "fail"
+
+
+def section(found: TorchFacts, gpus: GpuProbe,
+            plan: install_plan.InstallPlan | None = None) -> Section:
+    plan = plan or default_plan(gpus)
+    choice = plan.torch
+    install = torch_fix(plan)
     out = Section("torch", found.as_dict())
-    choice = recommendation(gpus, found)
-    out.facts["recommended_install"] = choice.pip_command
+    out.facts["recommended_install"] = install
+    out.facts["needs_install"] = needs_install(found, gpus, plan)
     has_gpu = bool(gpus.gpus)
     if not found.installed:
         out.checks.append(warn("torch.installed", "PyTorch", "not installed (needed for"
                                " transformers checkpoints and CLIP; GGUF chat works without)",
-                               choice.pip_command))
+                               install))
     elif found.error:
         out.checks.append(fail("torch.installed", "PyTorch", f"installed but fails to import:"
-                               f" {found.error}", f"reinstall it: {choice.pip_command}"))
+                               f" {found.error}", f"reinstall it: {install}"))
     else:
         build = f"CUDA {found.cuda}" if found.cuda else "CPU-only"
         out.checks.append(ok("torch.installed", "PyTorch", f"{found.version} ({build} build)"))
         if has_gpu and not found.cuda_available:
-            out.checks.append(_why_no_cuda(found, gpus, choice))
+            out.checks.append(_why_no_cuda(found, gpus, plan))
         elif has_gpu:
             detail = (f"cuda.is_available() = True, {found.device_count} device(s),"
                       f" cuDNN {found.cudnn or 'not found'}")
@@ -157,23 +186,26 @@ def section(found: TorchFacts, gpus: GpuProbe) -> Section:
         elif found.cuda:
             out.checks.append(warn("torch.cuda", "PyTorch CUDA", f"a CUDA {found.cuda} build on"
                                    " a machine without an NVIDIA GPU (gigabytes of unused CUDA"
-                                   " libraries)", choice.pip_command))
+                                   " libraries)",
+                                   f"{shlex.quote(sys.executable)} -m pip uninstall -y torch"
+                                   f" && {install}"))
         if found.mps_available:
             out.checks.append(ok("torch.mps", "Apple MPS", "available: torch can use the"
                                  " Apple GPU (device 'mps')"))
-    detail = f"{choice.pip_command}"
-    if choice.cuda:
-        detail += (f" (the newest torch whose CUDA {choice.cuda} build runs on driver"
-                   f" {gpus.driver_version})")
+    if choice is not None:
+        detail = (f"{install} (the newest torch whose CUDA {choice.cuda} build runs on driver"
+                  f" {gpus.driver_version})")
         if gpus.cuda_version and (strict := compat.strict_torch(gpus.cuda_version)) and \
                 strict.torch != choice.torch:
-            detail += f"; exact match without compatibility mode: {strict.pip_command}"
-    else:
-        detail += " (no NVIDIA GPU: the CPU build, far smaller than the CUDA one)"
-    if choice.verdict == "fail":
+            detail += (f"; exact match without compatibility mode: torch {strict.torch}"
+                       f" built for {compat.cuda_tag(strict.cuda or '')}")
+        out.checks.append(ok("torch.recommended", "Recommended PyTorch", detail))
+    elif has_gpu:
         out.checks.append(fail("torch.recommended", "Recommended PyTorch", "no PyTorch release"
-                               f" in our table has a CUDA build for driver {gpus.driver_version}",
+                               f" >= {compat.TORCH_FLOOR} in our table has a CUDA build for"
+                               f" driver {gpus.driver_version}",
                                "upgrade the NVIDIA driver (≥ R525 runs every CUDA 12 build)"))
     else:
-        out.checks.append(ok("torch.recommended", "Recommended PyTorch", detail))
+        out.checks.append(ok("torch.recommended", "Recommended PyTorch", f"{install} (no NVIDIA"
+                             " GPU: the CPU build, far smaller than the CUDA one)"))
     return out

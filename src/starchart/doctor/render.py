@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from starchart.doctor.planner import GB
 from starchart.doctor.report import Report
+from starchart.doctor.units import gb
 
 TITLES = {"system": "System", "nvidia": "NVIDIA", "torch": "PyTorch",
           "bitsandbytes": "bitsandbytes", "llamacpp": "llama.cpp",
@@ -15,12 +15,6 @@ TITLES = {"system": "System", "nvidia": "NVIDIA", "torch": "PyTorch",
 
 def to_json(report: Report) -> str:
     return json.dumps(report.as_dict(), indent=2, default=str)
-
-
-def _gb(n: int | None) -> str:
-    if n is None:
-        return "?"
-    return f"{n / GB:.2f} GB" if n < 10 * GB else f"{n / GB:.1f} GB"
 
 
 def plan_table(plan: dict[str, Any]) -> list[str]:
@@ -34,7 +28,7 @@ def plan_table(plan: dict[str, Any]) -> list[str]:
         f"  {model['name']}: {model['architecture']}, {size} parameters ({how}),"
         f" {model['n_layers']} layers, {model['n_kv_heads']} KV heads x {model['head_dim']}",
         f"  context {plan['n_ctx']} tokens, batch {plan['batch']};"
-        f" against {budget['what']}: {_gb(budget['free'])} free",
+        f" against {budget['what']}: {gb(budget['free'])} free",
         "",
         f"  {'option':<12}{'weights':>10}{'KV cache':>10}{'overhead':>10}{'total':>10}  fits",
     ]
@@ -45,9 +39,9 @@ def plan_table(plan: dict[str, Any]) -> list[str]:
             fits = "yes" if option["fits"] else "no"
         if option["name"] == plan["best"]:
             fits += "   <- best"
-        lines.append(f"  {option['name']:<12}{_gb(option['weights']):>10}"
-                     f"{_gb(option['kv_cache']):>10}{_gb(option['overhead']):>10}"
-                     f"{_gb(option['total']):>10}  {fits}")
+        lines.append(f"  {option['name']:<12}{gb(option['weights']):>10}"
+                     f"{gb(option['kv_cache']):>10}{gb(option['overhead']):>10}"
+                     f"{gb(option['total']):>10}  {fits}")
     if plan["command"]:
         lines += ["", f"  run: {plan['command']}"]
     return lines

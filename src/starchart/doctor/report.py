@@ -53,6 +53,9 @@ class Section:
 @dataclass
 class Report:
     sections: list[Section]
+    # The install plan the fix lines came from (``install_plan.InstallPlan``), for
+    # ``doctor --fix``; not part of the JSON.
+    install_plan: Any = None
 
     @property
     def checks(self) -> list[Check]:

@@ -1,7 +1,7 @@
 """The machine: OS, Python, CPU (and the SIMD sets llama.cpp uses), RAM, disk.
 
-Read from the operating system without third-party packages: ``/proc`` on
-Linux, ``sysctl`` on macOS. RAM honours a cgroup limit (containers), which
+Read from the operating system: ``/proc`` on Linux, ``sysctl`` on macOS (the
+model cache's place from huggingface_hub). RAM honours a cgroup limit (containers), which
 is what a model load actually runs into.
 """
 
@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from starchart.doctor.report import Section, fail, ok, warn
+from starchart.doctor.units import GB, gb
 
-GB = 1000**3
 # What llama.cpp's CPU kernels are built around; shown in this order.
 SIMD = ("AVX", "AVX2", "FMA", "F16C", "AVX512F", "AVX512_VNNI", "AVX512_BF16", "AMX", "NEON")
 _LINUX_FLAGS = {"avx": "AVX", "avx2": "AVX2", "fma": "FMA", "f16c": "F16C",
@@ -120,12 +120,11 @@ def memory() -> Memory:
 
 
 def model_cache_dir() -> Path:
-    """Where Hugging Face downloads go (the same rules as huggingface_hub)."""
-    if os.environ.get("HF_HUB_CACHE"):
-        return Path(os.environ["HF_HUB_CACHE"]).expanduser()
-    home = os.environ.get("HF_HOME") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME", "~/.cache"), "huggingface")
-    return Path(home).expanduser() / "hub"
+    """Where Hugging Face downloads go: huggingface_hub's own answer (HF_HUB_CACHE,
+    HF_HOME, XDG_CACHE_HOME, as it resolved them)."""
+    from huggingface_hub import constants
+
+    return Path(constants.HF_HUB_CACHE)
 
 
 def disk_free(path: Path) -> int | None:
@@ -179,10 +178,6 @@ def facts(home: Path) -> SystemFacts:
     )
 
 
-def _gb(n: int | None) -> str:
-    return "unknown" if n is None else f"{n / GB:.1f} GB"
-
-
 def section(found: SystemFacts) -> Section:
     out = Section("system", found.as_dict())
     out.checks.append(ok("system.os", "Operating system", f"{found.os} ({found.machine})"))
@@ -202,13 +197,13 @@ def section(found: SystemFacts) -> Section:
                                " or a GPU for generation"))
     else:
         out.checks.append(ok("system.cpu", "CPU", cpu))
-    ram = f"{_gb(found.ram_available)} available of {_gb(found.ram_total)}"
+    ram = f"{gb(found.ram_available)} available of {gb(found.ram_total)}"
     if found.ram_available is not None and found.ram_available < LOW_RAM:
         out.checks.append(warn("system.ram", "RAM", ram, "close other programs or use a smaller"
                                " model: even the embedded 135M model wants ~0.3 GB"))
     else:
         out.checks.append(ok("system.ram", "RAM", ram))
-    disk = f"{_gb(found.disk_free)} free at the model cache {found.model_cache}"
+    disk = f"{gb(found.disk_free)} free at the model cache {found.model_cache}"
     if found.disk_free is not None and found.disk_free < LOW_DISK:
         out.checks.append(warn("system.disk", "Disk", disk, "free some space or point HF_HOME at"
                                " a bigger disk: a 7B model in fp16 needs ~14 GB"))

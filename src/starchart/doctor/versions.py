@@ -9,6 +9,8 @@ metadata names them.
 from __future__ import annotations
 
 import importlib.metadata
+import shlex
+import sys
 from dataclasses import dataclass
 
 from packaging.requirements import InvalidRequirement, Requirement
@@ -76,14 +78,15 @@ def states() -> list[PackageState]:
 def judge(state: PackageState) -> Check:
     id_, title = f"package.{state.name.lower()}", state.name
     spec = f"{state.name}{state.required}"
+    install = shlex.join([sys.executable, "-m", "pip", "install", spec])
     if state.installed is None:
         if state.optional:
             return warn(id_, title, f"not installed (only the transformers engine needs it;"
-                        f" starchart wants {spec})", f"pip install '{spec}'")
-        return fail(id_, title, f"not installed; starchart needs {spec}", f"pip install '{spec}'")
+                        f" starchart wants {spec})", install)
+        return fail(id_, title, f"not installed; starchart needs {spec}", install)
     if not state.satisfied:
         return fail(id_, title, f"{state.installed} installed; starchart needs {spec}",
-                    f"pip install '{spec}'")
+                    install)
     return ok(id_, title, f"{state.installed} ({spec or 'any version'})")
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from starchart.engines.base import Engine
+from starchart.errors import BadRequest
 from starchart.registry import resolve
 from starchart.settings import Settings
 
@@ -18,7 +19,18 @@ def create_engine(settings: Settings) -> Engine:
             quantize=settings.quantize, chat_template=settings.chat_template,
             trust_remote_code=settings.trust_remote_code, threads=settings.threads,
         )
+    if settings.quantize != "none":
+        raise BadRequest(
+            f"--quantize {settings.quantize} works on the transformers engine only (bitsandbytes"
+            " on an NVIDIA GPU): add --engine transformers with a checkpoint folder or hub id."
+            " On the llama.cpp engine a model's quantization is in its GGUF file: pick the file"
+            " (Q8_0 is 8-bit, Q4_K_M a good 4-bit) with --model.", param="quantize")
     spec = resolve(settings.model)
     from starchart.engines.llamacpp import LlamaCppEngine
 
-    return LlamaCppEngine(spec.id, spec.path, n_ctx=settings.n_ctx, threads=settings.threads)
+    split = [float(x) for x in settings.tensor_split.split(",")] if settings.tensor_split \
+        else None
+    return LlamaCppEngine(spec.id, spec.path, n_ctx=settings.n_ctx, threads=settings.threads,
+                          parallel=settings.parallel, max_queue=settings.max_queue,
+                          prefill_chunk=settings.prefill_chunk,
+                          n_gpu_layers=settings.n_gpu_layers, tensor_split=split)

@@ -16,8 +16,11 @@ from typing import Any, Literal
 
 from starchart.chat.templates import ChatTemplate, Message
 from starchart.errors import ContextOverflow
+from starchart.structured.decoding import StructuredDecoder
+from starchart.structured.grammar import Grammar
 
-FinishReason = Literal["stop", "length"]
+# "tool_calls" is set above the engine, when a reply turns out to be tool calls.
+FinishReason = Literal["stop", "length", "tool_calls"]
 
 
 @dataclass(frozen=True)
@@ -34,6 +37,8 @@ class SamplingParams:
     stop: tuple[str, ...] = ()
     # Generate exactly max_tokens, ignoring end-of-sequence (benchmarks, tests).
     ignore_eos: bool = False
+    # Constrained decoding (response_format, forced tool calls): every token must fit.
+    grammar: Grammar | None = None
 
     def replace(self, **changes: Any) -> SamplingParams:
         return dataclasses.replace(self, **changes)
@@ -41,6 +46,7 @@ class SamplingParams:
     def as_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
         out["stop"] = list(self.stop)
+        out.pop("grammar")
         return out
 
 
@@ -100,6 +106,8 @@ class Engine(ABC):
 
     info: ModelInfo
     chat_template: ChatTemplate
+    # Set by engines that can constrain decoding to a grammar (``SamplingParams.grammar``).
+    structured: StructuredDecoder | None = None
 
     def __init__(self) -> None:
         # Tokens generated over the engine's life: lets tests see that a
@@ -125,6 +133,10 @@ class Engine(ABC):
         self, prompt_tokens: list[int], params: SamplingParams
     ) -> AsyncIterator[StreamEvent]:
         """Generate from already-tokenized input; the prompt fits the context."""
+
+    def batch_stats(self) -> dict[str, int]:
+        """Sequences running and waiting, for ``/v1/stats`` (engines that batch fill it)."""
+        return {}
 
     def render_chat(self, messages: Sequence[Message]) -> str:
         return self.chat_template.render(messages)

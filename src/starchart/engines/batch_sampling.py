@@ -14,6 +14,11 @@ batch gets exactly the parameters it asked for:
   (temperature 0) or a draw from the request's own seeded generator. It leaves
   one finite logit, so CB's shared sampler can only take that token.
 
+A third, ``Constrain``, runs before both for requests with a grammar
+(``response_format``, forced tool calls): it advances each sequence's
+``Constraint`` with the tokens CB sampled since the last step, then masks
+that row's logits to the tokens the grammar allows.
+
 They read each row's request through the ``FutureRequestState`` list CB hands
 to ``prepare_tensor_args`` (in row order, as CB's own temperature processor
 relies on) and keep what they need on the Python side until ``__call__``.
@@ -28,6 +33,8 @@ import torch
 from transformers.generation.continuous_batching.cb_logits_processors import (
     ContinuousBatchingLogitsProcessor,
 )
+
+from starchart.structured.decoding import Constraint
 
 NEG_INF = float("-inf")
 
@@ -149,17 +156,67 @@ class Pick(ContinuousBatchingLogitsProcessor):
         return scores
 
 
-def install(manager: Any) -> Pick:
-    """Put both processors into a CB manager's list; call before ``manager.start()``.
+class _Tracked:
+    """A request's constraint and how many of its generated tokens it has seen."""
 
-    Returns the ``Pick`` processor (the engine tells it when requests end).
+    def __init__(self, constraint: Constraint) -> None:
+        self.constraint = constraint
+        self.seen = 0
+
+    def catch_up(self, generated: list[int]) -> None:
+        for token in generated[self.seen:]:
+            self.constraint.advance(token)
+        self.seen = len(generated)
+
+
+class Constrain(ContinuousBatchingLogitsProcessor):
+    supported_kwargs: dict[str, type] = {}
+    ignored_kwargs: tuple[str, ...] = ()
+
+    def __init__(self) -> None:
+        self._tracked: dict[str, _Tracked] = {}
+        self._rows: list[_Tracked | None] = []
+
+    def add(self, request_id: str, constraint: Constraint) -> None:
+        """Constrain a request (called by the engine before it adds the request to CB)."""
+        self._tracked[request_id] = _Tracked(constraint)
+
+    def forget(self, request_id: str) -> None:
+        self._tracked.pop(request_id, None)
+
+    def fill_defaults(self, int32_tensor: torch.Tensor) -> None:
+        int32_tensor.fill_(0)
+
+    def prepare_tensor_args(self, requests_with_new_token: list[Any]) -> torch.Tensor:
+        rows: list[_Tracked | None] = []
+        for future in requests_with_new_token:
+            tracked = self._tracked.get(future.state.request_id)
+            if tracked is not None:
+                tracked.catch_up(future.state.generated_tokens)
+            rows.append(tracked)
+        self._rows = rows
+        return torch.zeros(len(rows), dtype=torch.int32)
+
+    def __call__(self, scores: torch.Tensor, tensor_arg: torch.Tensor) -> torch.Tensor:
+        for i, row in enumerate(self._rows[: scores.size(0)]):
+            if row is not None:
+                row.constraint.mask_logits(scores[i])
+        return scores
+
+
+def install(manager: Any) -> tuple[Pick, Constrain]:
+    """Put the processors into a CB manager's list; call before ``manager.start()``.
+
+    Returns ``Pick`` and ``Constrain`` (the engine tells them about its requests).
     """
     processors = manager.logit_processor
     pick = Pick()
+    constrain = Constrain()
     processors.logits_processor.insert(0, Penalties())
+    processors.logits_processor.insert(0, constrain)
     processors.logits_processor.append(pick)
-    processors.tensors_required += 2
+    processors.tensors_required += 3
     processors.supported_keys.update(Penalties.supported_kwargs)
     processors.supported_keys.update(Pick.supported_kwargs)
     processors.do_processing = True
-    return pick
+    return pick, constrain

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,11 +19,10 @@ from typing import Any
 import torch
 
 from starchart.errors import NotFound, StarchartError, Unavailable
-from starchart.registry import resolve
+from starchart.registry import is_hub_id, resolve
 
 log = logging.getLogger("starchart.transformers")
 
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 # What a checkpoint needs; skips other formats a repo may also carry (GGUF, ONNX, ...).
 _HUB_FILES = ["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja", "*.tiktoken", "*.py"]
 
@@ -40,20 +38,12 @@ class Source:
     gguf_file: str | None = None
 
 
-def model_id(name: str) -> str:
-    """The id the API shows for ``--model name``, known before anything loads."""
-    path = Path(name).expanduser()
-    if path.exists():
-        return path.stem if path.is_file() else path.resolve().name
-    return name
-
-
 def locate(name: str, *, trust_remote_code: bool = False) -> Source:
     """Registry name, .gguf file, checkpoint folder, or hub id (downloaded)."""
     try:
         spec = resolve(name)
     except NotFound:
-        if not _HUB_ID.match(name) or name.startswith((".", "~")):
+        if not is_hub_id(name):
             raise
         return Source(name, download(name, trust_remote_code=trust_remote_code))
     if spec.path.is_file():
@@ -121,6 +111,10 @@ def choose_device(requested: str = "auto") -> str:
     return "cpu"
 
 
+def multiple_gpus() -> bool:
+    return torch.cuda.is_available() and torch.cuda.device_count() > 1
+
+
 def choose_dtype(device: str, requested: str = "auto") -> torch.dtype:
     """bf16 on CUDA where the GPU has it, else fp16; fp16 on mps; fp32 on CPU."""
     if requested != "auto":
@@ -162,6 +156,12 @@ def check_quantization(mode: str, device: str) -> None:
               " the 8-bit one, Q4_K_M a good 4-bit one); or leave out --quantize to run"
               " this checkpoint unquantized.")
     if device != "cuda":
+        if not torch.cuda.is_available() and (fix := _torch_gpu_fix()):
+            raise QuantizationUnavailable(
+                f"--quantize {mode} needs PyTorch to use this machine's NVIDIA GPU, and the"
+                f" installed torch {torch.__version__} cannot ({fix[0]}). Install the build"
+                f" that runs here: `{fix[1]}` (or run `starchart doctor --fix`), then start"
+                " again.", param="quantize")
         found = "no CUDA device" if not torch.cuda.is_available() else f"--device {device}"
         raise QuantizationUnavailable(
             f"--quantize {mode} needs an NVIDIA GPU: bitsandbytes' {mode} weights only run"
@@ -170,8 +170,8 @@ def check_quantization(mode: str, device: str) -> None:
     if importlib.util.find_spec("bitsandbytes") is None:
         raise QuantizationUnavailable(
             f"--quantize {mode} needs the bitsandbytes package, which is not installed:"
-            " `pip install bitsandbytes` (in starchart's environment), then start again."
-            " `starchart doctor` checks that its CUDA library loads.", param="quantize")
+            f" `{_bnb_install()}`, then start again. `starchart doctor` checks that its CUDA"
+            " library loads.", param="quantize")
     try:
         import bitsandbytes  # noqa: F401 - importing loads its native CUDA library
     except Exception as exc:  # noqa: BLE001 - any failure here means the library is unusable
@@ -179,9 +179,40 @@ def check_quantization(mode: str, device: str) -> None:
         raise QuantizationUnavailable(
             f"--quantize {mode}: bitsandbytes is installed but its native library failed to"
             f" load ({first}). Usually its build does not match the CUDA version of PyTorch"
-            f" (torch.version.cuda = {torch.version.cuda}): reinstall a matching wheel with"
-            " `pip install -U bitsandbytes`, or run without --quantize.",
+            f" (torch.version.cuda = {torch.version.cuda}): install the matching release with"
+            f" `{_bnb_install()}`, or run without --quantize.",
             param="quantize") from None
+
+
+def _bnb_install() -> str:
+    """The install plan's bitsandbytes line for this torch's CUDA build."""
+    import shlex
+    import sys
+
+    from starchart.doctor import compat
+
+    row = compat.recommend_bnb(torch.version.cuda, torch.__version__)
+    if row is None:
+        why = "this torch has no CUDA build" if torch.version.cuda is None else \
+            f"no bitsandbytes release in its table ships a library for CUDA {torch.version.cuda}"
+        return f"starchart doctor --fix ({why})"
+    return shlex.join([sys.executable, "-m", "pip", "install", f"bitsandbytes=={row.bnb}"])
+
+
+def _torch_gpu_fix() -> tuple[str, str] | None:
+    """(why torch cannot see the GPU, the install line) when this box has an NVIDIA GPU."""
+    from starchart.doctor import nvidia
+    from starchart.doctor.pytorch import default_plan, torch_fix
+
+    gpus = nvidia.probe()
+    if not gpus.gpus:
+        return None
+    plan = default_plan(gpus)
+    build = torch.version.cuda
+    why = (f"a CPU-only build, driver {gpus.driver_version}" if build is None else
+           f"built for CUDA {build}, driver {gpus.driver_version} supports up to"
+           f" {gpus.cuda_version}")
+    return why, torch_fix(plan)
 
 
 def load_failure(what: str, exc: Exception) -> StarchartError:

@@ -1,34 +1,35 @@
-"""GGUF models through llama-cpp-python.
+"""GGUF models through llama-cpp-python's low-level API.
 
-One llama.cpp context cannot run two generations at once, so requests go
-through a ``SerialWorker``: served one after another, in order. Our own token
-loop on ``Llama.generate`` (rather than ``create_completion``) decodes each
-token once, checks cancellation at every token and counts tokens exactly.
+One model, one context, ``parallel`` sequences decoded together by a
+``BatchScheduler`` (``llama_batching.py``): requests join the running batch
+between decode steps, each with its own sampler chain (``llama_sampling.py``),
+and a conversation's next turn reuses the KV cells of the previous one.
 """
 
 from __future__ import annotations
 
+import ctypes
+import logging
 import os
-import random
-import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from starchart.chat.templates import ChatTemplate
+from starchart.doctor.gguf import file_type_name
 from starchart.engines.base import (
     Engine,
-    Finish,
     ModelInfo,
     SamplingParams,
     StreamEvent,
-    TextDelta,
-    Usage,
 )
-from starchart.engines.textstream import TextStream
-from starchart.engines.worker import SerialWorker
 from starchart.errors import Unavailable
+from starchart.structured.decoding import Constraint, StructuredDecoder
+
+if TYPE_CHECKING:
+    from llama_cpp._internals import LlamaModel
+
+    from starchart.engines.llama_batching import BatchScheduler
 
 # llama.cpp's OpenMP threads spin while they wait for work. When anything else
 # wants a core (a browser, another process) long spinning collapses decoding;
@@ -56,46 +57,97 @@ def default_threads() -> int:
 
 class LlamaCppEngine(Engine):
     def __init__(self, model_id: str, path: Path, *, n_ctx: int = 4096,
-                 threads: int | None = None) -> None:
+                 threads: int | None = None, parallel: int = 8, max_queue: int = 64,
+                 prefill_chunk: int = 128, n_gpu_layers: int = 0,
+                 tensor_split: list[float] | None = None) -> None:
         super().__init__()
+        self.gpu = {"n_gpu_layers": n_gpu_layers, "tensor_split": tensor_split}
         self.path = path
         self.n_threads = threads or default_threads()
         self.info = ModelInfo(id=model_id, engine="llamacpp", path=str(path), n_ctx=n_ctx,
                               format="gguf", weight_bytes=path.stat().st_size)
-        self._llama = None
-        self._worker = SerialWorker(f"llamacpp-{model_id}")
-        self._eog = np.zeros(0, dtype=np.intc)
-        self._eog_set: frozenset[int] = frozenset()
+        # Imported here, not at the top: llama.cpp's library must load after the
+        # OpenMP setting below is in the environment.
+        from starchart.engines.llama_batching import BatchConfig
+
+        self.config = BatchConfig(parallel=parallel, max_queue=max_queue, n_ctx=n_ctx,
+                                  n_batch=max(512, prefill_chunk + parallel),
+                                  prefill_chunk=prefill_chunk)
+        self._model = None  # llama_cpp._internals.LlamaModel
+        self._ctx = None
+        self._scheduler: BatchScheduler | None = None
+        self._pieces: dict[int, bytes] = {}
         self._add_bos = False
+        self._bos_text = ""
 
     @property
     def loaded(self) -> bool:
-        return self._llama is not None
+        return self._scheduler is not None
 
     @property
     def queued(self) -> int:
-        return self._worker.queued
+        """Requests running or waiting."""
+        s = self._scheduler
+        return 0 if s is None else s.running + s.queued
+
+    @property
+    def reused_tokens(self) -> int:
+        """Prompt tokens whose KV cells were reused from an earlier request (prefix reuse)."""
+        return 0 if self._scheduler is None else self._scheduler.reused_tokens
+
+    def batch_stats(self) -> dict[str, int]:
+        s = self._scheduler
+        return {"running": s.running if s else 0, "queued": s.queued if s else 0,
+                "parallel": self.config.parallel, "reused_tokens": self.reused_tokens}
+
+    def resident_tokens(self) -> list[int]:
+        """KV cells each sequence id holds (tests look at a cancelled sequence's)."""
+        s = self._require()
+        return [s.resident_tokens(i) for i in range(self.config.parallel)]
 
     def load(self) -> None:
         import llama_cpp
+        from llama_cpp._internals import LlamaModel
 
+        from starchart.engines.llama_batching import BatchScheduler
+
+        # llama-cpp-python prints llama.cpp's log unless its logger says otherwise.
+        logging.getLogger("llama-cpp-python").setLevel(logging.ERROR)
+        llama_cpp.llama_backend_init()
+        params = llama_cpp.llama_model_default_params()
+        params.n_gpu_layers = self.gpu["n_gpu_layers"]
+        if self.gpu["tensor_split"]:
+            split = self.gpu["tensor_split"]
+            # Kept on self: llama.cpp reads the array while it loads.
+            self._split = (ctypes.c_float * llama_cpp.LLAMA_MAX_DEVICES)(*split)
+            params.tensor_split = self._split
         try:
-            llama = llama_cpp.Llama(
-                model_path=str(self.path),
-                n_ctx=self.info.n_ctx,
-                n_threads=self.n_threads,
-                n_threads_batch=self.n_threads,
-                verbose=False,
-            )
+            model = LlamaModel(path_model=str(self.path), params=params, verbose=False)
         except (ValueError, RuntimeError) as exc:
             raise Unavailable(f"llama.cpp could not load {self.path}: {exc}") from None
-        meta = llama.metadata
-        model = llama._model
-        bos_id, eos_id = llama.token_bos(), llama.token_eos()
+        cparams = llama_cpp.llama_context_default_params()
+        config = self.config
+        # One stream of n_ctx cells per sequence (kv_unified off): every request
+        # keeps the whole context window, and attends only to its own cells.
+        cparams.n_ctx = self.info.n_ctx * config.parallel
+        cparams.n_seq_max = config.parallel
+        cparams.kv_unified = False
+        cparams.n_batch = cparams.n_ubatch = config.n_batch
+        cparams.n_threads = cparams.n_threads_batch = self.n_threads
+        cparams.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
+        cparams.no_perf = True
+        ctx = llama_cpp.llama_init_from_model(model.model, cparams)
+        if not ctx:
+            model.close()
+            raise Unavailable(f"llama.cpp could not create a context of {cparams.n_ctx} tokens"
+                              f" for {self.path} (try a smaller --n-ctx or --parallel)")
+        meta = model.metadata()
+        vocab = model.vocab
+        n_vocab = llama_cpp.llama_vocab_n_tokens(vocab)
+        bos_id, eos_id = model.token_bos(), model.token_eos()
         bos = model.token_get_text(bos_id) if bos_id >= 0 else ""
         eos = model.token_get_text(eos_id) if eos_id >= 0 else ""
-        vocab = model.vocab
-        eog = [t for t in range(llama.n_vocab()) if llama_cpp.llama_vocab_is_eog(vocab, t)]
+        eog = [t for t in range(n_vocab) if llama_cpp.llama_vocab_is_eog(vocab, t)]
         template = ChatTemplate(
             source=meta.get("tokenizer.chat_template") or CHATML,
             bos_token=bos,
@@ -104,99 +156,89 @@ class LlamaCppEngine(Engine):
         )
         template.check()
         self.chat_template = template
-        self._eog = np.array(eog, dtype=np.intc)
-        self._eog_set = frozenset(eog)
         self._add_bos = bool(model.add_bos_token()) and bos_id >= 0
         self._bos_text = bos
         self.info.quantization = meta.get("general.file_type_name") or _file_type(meta)
         self.info.extra = {
             "architecture": meta.get("general.architecture"),
-            "n_ctx_train": llama._model.n_ctx_train(),
+            "n_ctx_train": model.n_ctx_train(),
             "threads": self.n_threads,
+            "parallel": config.parallel,
         }
-        self._llama = llama
+        self._model, self._ctx = model, ctx
+        self.structured = StructuredDecoder(lambda: _llguidance_tokenizer(model, eog), n_vocab)
+        self._scheduler = BatchScheduler(
+            self.info.id, ctx, config, n_vocab=n_vocab, eog=frozenset(eog), piece=self._piece,
+            on_token=self._count_token)
+
+    def _count_token(self) -> None:
+        self.tokens_generated += 1
+
+    def _piece(self, token: int) -> bytes:
+        """A token's bytes (cached: the per-token path runs once per token per stream)."""
+        piece = self._pieces.get(token)
+        if piece is None:
+            import llama_cpp
+
+            buf = ctypes.create_string_buffer(64)
+            n = llama_cpp.llama_token_to_piece(self._model.vocab, token, buf, 64, 0, False)
+            if n < 0:
+                buf = ctypes.create_string_buffer(-n)
+                n = llama_cpp.llama_token_to_piece(self._model.vocab, token, buf, -n, 0, False)
+            piece = self._pieces[token] = buf.raw[:n]
+        return piece
 
     def close(self) -> None:
-        self._worker.close()
-        if self._llama is not None:
-            self._llama.close()
-            self._llama = None
+        import llama_cpp
 
-    def _require(self):  # -> llama_cpp.Llama
-        if self._llama is None:
+        if self._scheduler is not None:
+            self._scheduler.close()
+            self._scheduler = None
+        if self._ctx is not None:
+            llama_cpp.llama_free(self._ctx)
+            self._ctx = None
+        if self._model is not None:
+            self._model.close()
+            self._model = None
+
+    def _require(self) -> BatchScheduler:
+        if self._scheduler is None:
             raise Unavailable("the model is not loaded yet")
-        return self._llama
+        return self._scheduler
 
     def tokenize(self, prompt: str) -> list[int]:
-        llama = self._require()
+        self._require()
         # The chat template may already have written the BOS token as text.
         add_bos = self._add_bos and not (self._bos_text and prompt.startswith(self._bos_text))
-        return llama.tokenize(prompt.encode("utf-8"), add_bos=add_bos, special=True)
+        return self._model.tokenize(prompt.encode("utf-8"), add_bos=add_bos, special=True)
 
     def stream_tokens(self, prompt_tokens: list[int],
                       params: SamplingParams) -> AsyncIterator[StreamEvent]:
-        llama = self._require()
+        scheduler = self._require()
+        scheduler.check_room()  # a 429 before the response starts, not mid-stream
+        # The grammar is compiled (or taken from the cache) here, so a grammar that
+        # cannot compile fails before the stream starts, and never on the decode thread.
+        return scheduler.stream(prompt_tokens, params, constraint=self._constraint(params))
 
-        def job(cancel: threading.Event) -> Iterator[StreamEvent]:
-            return self._generate(llama, prompt_tokens, params, cancel)
+    def _constraint(self, params: SamplingParams) -> Constraint | None:
+        """This sequence's grammar state, if the request constrains its output."""
+        if params.grammar is None or self.structured is None:
+            return None
+        return self.structured.start(params.grammar)
 
-        return self._worker.stream(job)
 
-    def _generate(self, llama, prompt: list[int], params: SamplingParams,
-                  cancel: threading.Event) -> Iterator[StreamEvent]:
-        llama.set_seed(params.seed if params.seed is not None else random.getrandbits(32))
-        processors = None
-        if params.ignore_eos:
-            eog = self._eog
+def _llguidance_tokenizer(model: LlamaModel, eog: list[int]) -> Any:
+    """llguidance's view of a llama.cpp vocabulary; any end-of-generation token ends."""
+    import warnings
 
-            def mask_eog(_ids: np.ndarray, scores: np.ndarray) -> np.ndarray:
-                scores[eog] = -np.inf
-                return scores
+    from llguidance.llamacpp import lltokenizer_from_vocab
 
-            processors = [mask_eog]
-        budget = min(params.max_tokens, self.info.n_ctx - len(prompt))
-        text = TextStream(params.stop)
-        produced: list[int] = []
-        reason = "length"
-        if budget > 0:
-            for token in llama.generate(
-                prompt,
-                top_k=params.top_k,
-                top_p=params.top_p,
-                min_p=params.min_p,
-                temp=params.temperature,
-                repeat_penalty=params.repetition_penalty,
-                presence_penalty=params.presence_penalty,
-                frequency_penalty=params.frequency_penalty,
-                logits_processor=processors,
-            ):
-                if cancel.is_set():
-                    reason = "stop"
-                    break
-                if not params.ignore_eos and token in self._eog_set:
-                    reason = "stop"
-                    break
-                produced.append(token)
-                self.tokens_generated += 1
-                piece = text.feed(llama.detokenize([token]))
-                if piece:
-                    yield TextDelta(piece)
-                if text.stopped:
-                    reason = "stop"
-                    break
-                if len(produced) >= budget:
-                    break
-        tail = text.flush()
-        if tail:
-            yield TextDelta(tail)
-        yield Finish(reason, Usage(len(prompt), len(produced)))
+    with warnings.catch_warnings():  # it calls a deprecated llama.cpp name once per token
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return lltokenizer_from_vocab(model.vocab, eos_token=eog or None)
 
 
 def _file_type(meta: dict[str, str]) -> str | None:
-    """GGUF ``general.file_type`` number -> its llama.cpp name (the common ones)."""
-    names = {"0": "F32", "1": "F16", "2": "Q4_0", "3": "Q4_1", "7": "Q8_0", "8": "Q5_0",
-             "9": "Q5_1", "10": "Q2_K", "11": "Q3_K_S", "12": "Q3_K_M", "13": "Q3_K_L",
-             "14": "Q4_K_S", "15": "Q4_K_M", "16": "Q5_K_S", "17": "Q5_K_M", "18": "Q6_K",
-             "32": "BF16"}
-    return names.get(str(meta.get("general.file_type", "")))
-
+    """GGUF ``general.file_type`` number -> its llama.cpp name."""
+    value = meta.get("general.file_type")
+    return None if value is None else file_type_name(int(value))

@@ -40,11 +40,13 @@ from starchart.engines.hf_loading import (
     dtype_name,
     load_failure,
     locate,
-    model_id,
+    multiple_gpus,
     quantization_config,
 )
 from starchart.engines.textstream import TextStream
 from starchart.errors import StarchartError, Unavailable
+from starchart.registry import model_id
+from starchart.structured.decoding import StructuredDecoder
 
 log = logging.getLogger("starchart.transformers")
 
@@ -92,6 +94,7 @@ class TransformersEngine(Engine):
         self._tokenizer: Any = None
         self._manager: Any = None
         self._pick: batch_sampling.Pick | None = None
+        self._constrain: batch_sampling.Constrain | None = None
         self._fold_system = False
         self._stop_ids: list[int] = []
 
@@ -124,6 +127,17 @@ class TransformersEngine(Engine):
         self._stop_ids = self._end_token_ids(template.stop_strings)
         self.info = self._describe(source, model, device, dtype, template_name)
         self._start_batching(device)
+        if getattr(tokenizer, "is_fast", False):  # llguidance reads fast tokenizers only
+            self.structured = StructuredDecoder(self._llguidance_tokenizer, self._n_logits())
+
+    def _n_logits(self) -> int:
+        return int(self._model.get_output_embeddings().weight.shape[0])
+
+    def _llguidance_tokenizer(self) -> Any:
+        from llguidance.hf import from_tokenizer
+
+        return from_tokenizer(self._tokenizer, n_vocab=self._n_logits(),
+                              eos_token=list(self._stop_ids) or None)
 
     def _load_weights(self, source: Source, device: str, dtype: Any) -> tuple[Any, Any]:
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -136,9 +150,11 @@ class TransformersEngine(Engine):
             tokenizer = AutoTokenizer.from_pretrained(source.folder, **common)
         except Exception as exc:  # noqa: BLE001 - reported as one line, not a traceback
             raise load_failure(f"the tokenizer of {source.model_id}", exc) from None
+        # Several GPUs: accelerate splits the layers over all of them (what `plan` assumes).
+        placement = "auto" if device == "cuda" and multiple_gpus() else device
         try:
             model = AutoModelForCausalLM.from_pretrained(
-                source.folder, dtype=dtype, device_map=device,
+                source.folder, dtype=dtype, device_map=placement,
                 quantization_config=quantization, **common)
         except Exception as exc:  # noqa: BLE001
             raise load_failure(source.model_id, exc) from None
@@ -216,6 +232,11 @@ class TransformersEngine(Engine):
     def _start_batching(self, device: str) -> None:
         from transformers import GenerationConfig
 
+        # CB logs every start, cache size and stop at INFO on its own stderr handler,
+        # which `chat` would print over the conversation: kept for --log-level debug.
+        logging.getLogger("ContinuousBatchingLogger").setLevel(
+            logging.DEBUG if log.isEnabledFor(logging.DEBUG) else logging.WARNING)
+
         # Temperature != 1, top_k > 0 and top_p < 1 make CB build its per-request versions
         # of those three processors; every request then passes its own values.
         generation = GenerationConfig(
@@ -228,7 +249,7 @@ class TransformersEngine(Engine):
         try:
             manager = self._model.init_continuous_batching(
                 generation_config=generation, continuous_batching_config=batching)
-            self._pick = batch_sampling.install(manager)
+            self._pick, self._constrain = batch_sampling.install(manager)
             if device == "cuda":
                 manager.warmup()
             manager.start()
@@ -289,6 +310,10 @@ class TransformersEngine(Engine):
         budget = min(params.max_tokens, self.info.n_ctx - len(prompt))
         outputs: asyncio.Queue[Any] = asyncio.Queue()
         request_id = f"starchart-{uuid.uuid4().hex}"
+        if params.grammar is not None and self.structured is not None and self._constrain:
+            # Off the event loop: the first constrained request builds llguidance's vocabulary.
+            constraint = await asyncio.to_thread(self.structured.start, params.grammar)
+            self._constrain.add(request_id, constraint)
         manager.register_result_handler(request_id, outputs.put_nowait)
         manager.add_request(
             prompt, request_id=request_id, max_new_tokens=budget, streaming=True,
@@ -347,6 +372,8 @@ class TransformersEngine(Engine):
             router.result_handlers.pop(request_id, None)
         if self._pick is not None:
             self._pick.forget(request_id)
+        if self._constrain is not None:
+            self._constrain.forget(request_id)
 
     @property
     def active_requests(self) -> int:

@@ -14,6 +14,7 @@ from typing import Any
 from starchart.chat.templates import Message
 from starchart.engines.base import Engine, Finish, SamplingParams, StreamEvent, TextDelta
 from starchart.errors import NotFound, Unavailable
+from starchart.metrics import ServerMetrics
 from starchart.settings import Settings
 
 
@@ -60,6 +61,7 @@ class ChatService:
     engines: dict[str, Engine] = field(default_factory=dict)
     stats: Stats = field(default_factory=Stats)
     load_error: str | None = None
+    metrics: ServerMetrics | None = None  # the server's; None in the terminal chat
 
     @property
     def default_model(self) -> str | None:
@@ -98,14 +100,19 @@ class ChatService:
                     params: SamplingParams) -> AsyncIterator[StreamEvent]:
         """Validation (model, prompt length) happens here, before the first await."""
         engine = self.engine(model)
-        return self._tracked(engine.stream_chat(self.with_system_prompt(messages), params))
+        return self._tracked(engine, engine.stream_chat(self.with_system_prompt(messages), params))
 
     def stream_completion(self, model: str | None, prompt: str,
                           params: SamplingParams) -> AsyncIterator[StreamEvent]:
         engine = self.engine(model)
-        return self._tracked(engine.stream_completion(prompt, params))
+        return self._tracked(engine, engine.stream_completion(prompt, params))
 
-    async def _tracked(self, events: AsyncIterator[StreamEvent]) -> AsyncIterator[StreamEvent]:
+    def _tracked(self, engine: Engine, events: AsyncIterator[StreamEvent]
+                 ) -> AsyncIterator[StreamEvent]:
+        counted = self._counted(events)
+        return counted if self.metrics is None else self.metrics.track(engine.info.id, counted)
+
+    async def _counted(self, events: AsyncIterator[StreamEvent]) -> AsyncIterator[StreamEvent]:
         self.stats.in_flight += 1
         self.stats.requests += 1
         first: float | None = None  # decode speed counts from the first token, not the queue

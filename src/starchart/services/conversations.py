@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from starchart.engines.base import Finish, SamplingParams, StreamEvent, TextDelta
-from starchart.errors import BadRequest, StarchartError
+from starchart.errors import BadRequest, NotFound, StarchartError
 from starchart.services.chat import ChatService
 from starchart.services.context import fit
 from starchart.store.conversations import ConversationStore, Owner, StoredMessage
@@ -57,6 +57,7 @@ class Turn:
     dropped_turns: int
     model: str
     _store: ConversationStore
+    _prompt_tokens: int  # as fitted: known before the first token, and for stopped replies
     _events: AsyncIterator[StreamEvent]
     _release: Any  # async () -> None: lets the next turn on this conversation start
     _queue: asyncio.Queue[object] = field(default_factory=asyncio.Queue)
@@ -122,7 +123,25 @@ class Turn:
         self._writing = asyncio.ensure_future(asyncio.to_thread(
             self._store.save_reply, self.reply.id, text, incomplete=True))
 
-    async def _save(self, text: str, finish: Finish | None, reason: str | None) -> None:
+    def _timings(self, started: float, first: float | None, ended: float, pieces: int,
+                 finish: Finish | None) -> dict[str, float | None]:
+        """The reply's speed as measured here: time to first token (queue included),
+        prompt tokens per second over that time, decode tokens per second after it."""
+        if first is None:
+            return {"ttft_ms": None, "prompt_tokens_per_second": None, "tokens_per_second": None}
+        ttft = first - started
+        prompt = finish.usage.prompt_tokens if finish is not None else self._prompt_tokens
+        generated = finish.usage.completion_tokens if finish is not None else pieces
+        decode = ended - first
+        return {
+            "ttft_ms": round(ttft * 1000, 1),
+            "prompt_tokens_per_second": round(prompt / ttft, 1) if ttft > 0 else None,
+            "tokens_per_second": (round((generated - 1) / decode, 2)
+                                  if generated > 1 and decode > 0 else None),
+        }
+
+    async def _save(self, text: str, finish: Finish | None, reason: str | None,
+                    timings: dict[str, float | None] | None = None) -> None:
         if self._writing is not None:
             await asyncio.wait([self._writing])  # keep writes in order
             if not self._writing.cancelled() and self._writing.exception() is not None:
@@ -132,9 +151,10 @@ class Turn:
         reply.incomplete = finish is None
         reply.finish_reason = reason
         reply.usage = finish.usage.as_dict() if finish is not None else None
+        reply.timings = timings
         await asyncio.to_thread(self._store.save_reply, reply.id, text,
                                 incomplete=reply.incomplete, finish_reason=reason,
-                                usage=reply.usage)
+                                usage=reply.usage, timings=timings)
 
     async def _run(self) -> None:
         parts: list[str] = []
@@ -142,6 +162,8 @@ class Turn:
         failure: StarchartError | None = None
         reason: str | None = None
         last_flush = time.monotonic()
+        started = time.perf_counter()
+        first: float | None = None
         external_cancel = False
         self._started = True
         try:
@@ -149,6 +171,8 @@ class Turn:
                 raise asyncio.CancelledError
             async for event in self._events:
                 if isinstance(event, TextDelta):
+                    if first is None:
+                        first = time.perf_counter()
                     parts.append(event.text)
                     self._queue.put_nowait(event)
                     if time.monotonic() - last_flush >= FLUSH_SECONDS:
@@ -168,7 +192,8 @@ class Turn:
             reason = "error"
         try:
             await self._events.aclose()  # type: ignore[attr-defined]
-            await self._save("".join(parts), finish, reason)
+            timings = self._timings(started, first, time.perf_counter(), len(parts), finish)
+            await self._save("".join(parts), finish, reason, timings)
         except Exception:
             log.exception("could not save reply %s", self.reply.id)
             failure = failure or StarchartError("the reply could not be saved (logged on"
@@ -194,11 +219,13 @@ class ConversationChat:
         self._running: set[asyncio.Task[None]] = set()
 
     async def start(self, conversation_id: str, owner: Owner, content: str | None,
-                    params: SamplingParams, model: str | None = None) -> Turn:
+                    params: SamplingParams, model: str | None = None,
+                    replace: str | None = None) -> Turn:
         """Validate, commit the user message, start generating. Raises before
         anything is stored when the conversation, the model or the prompt is wrong.
         ``content`` None regenerates: the last user turn is answered again and
-        its previous answer replaced.
+        its previous answer replaced. ``replace`` (a user message's id) edits:
+        that message and everything after it give way to ``content`` and its answer.
         """
         # Held from here to the end of the reply (the turn's task lets go), in
         # every replica sharing the database (ConversationStore.turn_lock).
@@ -206,7 +233,7 @@ class ConversationChat:
         await hold.enter_async_context(self.store.turn_lock(conversation_id))
         try:
             turn = await asyncio.to_thread(self._prepare, conversation_id, owner, content,
-                                           params, model, hold.aclose)
+                                           params, model, replace, hold.aclose)
         except BaseException:
             await hold.aclose()
             raise
@@ -216,12 +243,19 @@ class ConversationChat:
         return turn
 
     def _prepare(self, conversation_id: str, owner: Owner, content: str | None,
-                 params: SamplingParams, model: str | None, release: Any) -> Turn:
+                 params: SamplingParams, model: str | None, replace: str | None,
+                 release: Any) -> Turn:
         conv = self.store.get(conversation_id, owner)
         engine = self.service.engine(model or conv.model)
         system = (conv.system_prompt if conv.system_prompt is not None
                   else self.service.settings.system_prompt)
         earlier = list(conv.messages)
+        if replace is not None:
+            at = next((i for i, m in enumerate(earlier) if m.id == replace), None)
+            if at is None or earlier[at].role != "user":
+                raise NotFound(f"no user message with id {replace!r} in this conversation",
+                               param="replace")
+            earlier = earlier[:at]
         replaced = None
         if content is None:
             if earlier and earlier[-1].role == "assistant":
@@ -239,6 +273,8 @@ class ConversationChat:
             if replaced is not None:
                 self.store.delete_message(conversation_id, owner, replaced.id)
         else:
+            if replace is not None:
+                self.store.delete_from(conversation_id, owner, replace)
             user = self.store.add_message(conversation_id, owner, "user", content)
         reply = self.store.add_message(
             conversation_id, owner, "assistant", "", incomplete=True, model=engine.info.id,
@@ -248,7 +284,7 @@ class ConversationChat:
         events = self.service.stream_chat(engine.info.id, fitted.messages, params)
         return Turn(conversation_id=conversation_id, user_message=user, reply=reply,
                     dropped_turns=fitted.dropped, model=engine.info.id, _store=self.store,
-                    _events=events,
+                    _prompt_tokens=fitted.prompt_tokens, _events=events,
                     _release=release)
 
     async def drain(self) -> None:

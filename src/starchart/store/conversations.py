@@ -53,6 +53,7 @@ class StoredMessage:
     params: dict[str, Any] | None = None
     usage: dict[str, int] | None = None
     dropped_turns: int | None = None
+    timings: dict[str, float | None] | None = None
 
 
 @dataclass
@@ -88,6 +89,10 @@ def _message(row: sa.Row[Any]) -> StoredMessage:
     return StoredMessage(**dict(row._mapping))
 
 
+def _escape_like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
 def _title_from(content: str) -> str:
     line = " ".join(content.split())
     return line if len(line) <= TITLE_CHARS else line[: TITLE_CHARS - 1] + "…"
@@ -106,20 +111,44 @@ class ConversationStore:
             yield
 
     def create(self, owner: str | None, *, title: str | None = None,
-               system_prompt: str | None = None, model: str | None = None) -> Conversation:
+               system_prompt: str | None = None, model: str | None = None,
+               messages_: list[tuple[str, str]] | None = None) -> Conversation:
+        """A new conversation; ``messages_`` (role, content) imports earlier turns."""
         now = time.time()
         conv = Conversation(id=_new_id("conv"), owner_key_id=owner, title=title,
                             system_prompt=system_prompt, model=model,
                             created_at=now, updated_at=now)
+        conv.messages = [
+            StoredMessage(id=_new_id("msg"), conversation_id=conv.id, seq=seq, role=role,
+                          content=content, created_at=now)
+            for seq, (role, content) in enumerate(messages_ or [], start=1)]
         with self.db.write() as conn:
             conn.execute(conversations.insert().values(
                 id=conv.id, owner_key_id=owner, title=title, system_prompt=system_prompt,
                 model=model, created_at=now, updated_at=now))
+            for message in conv.messages:
+                conn.execute(messages.insert().values(**message.__dict__))
         return conv
 
-    def list(self, owner: Owner, *, limit: int = 100) -> list[Conversation]:
-        query = (sa.select(conversations).where(_owned(owner))
-                 .order_by(conversations.c.updated_at.desc()).limit(limit))
+    def count(self) -> int:
+        """Conversations stored, whoever owns them (for /metrics)."""
+        with self.db.read() as conn:
+            return int(conn.execute(sa.select(sa.func.count()).select_from(conversations))
+                       .scalar_one())
+
+    def list(self, owner: Owner, *, limit: int = 100, search: str | None = None
+             ) -> list[Conversation]:
+        """Newest first; ``search`` keeps those whose title or any message contains it
+        (case-insensitive)."""
+        query = sa.select(conversations).where(_owned(owner))
+        if search:
+            pattern = "%" + _escape_like(search.lower()) + "%"
+            in_messages = sa.exists().where(
+                messages.c.conversation_id == conversations.c.id,
+                sa.func.lower(messages.c.content).like(pattern, escape="\\"))
+            query = query.where(sa.or_(
+                sa.func.lower(conversations.c.title).like(pattern, escape="\\"), in_messages))
+        query = query.order_by(conversations.c.updated_at.desc()).limit(limit)
         with self.db.read() as conn:
             return [_conversation(row) for row in conn.execute(query)]
 
@@ -190,17 +219,33 @@ class ConversationStore:
         """Remove one message (a reply being regenerated), committed before this returns."""
         with self.db.write() as conn:
             self._get(conn, conversation_id, owner)
-            conn.execute(messages.delete().where(messages.c.id == message_id)
-                         .where(messages.c.conversation_id == conversation_id))
+            gone = conn.execute(messages.delete().where(messages.c.id == message_id)
+                                .where(messages.c.conversation_id == conversation_id))
+            if gone.rowcount == 0:
+                raise NotFound(f"no message with id {message_id!r} in this conversation",
+                               param="message_id")
+
+    def delete_from(self, conversation_id: str, owner: Owner, message_id: str) -> None:
+        """Remove a message and every later one (an edited turn is asked again)."""
+        with self.db.write() as conn:
+            self._get(conn, conversation_id, owner)
+            seq = conn.scalar(sa.select(messages.c.seq).where(
+                messages.c.id == message_id, messages.c.conversation_id == conversation_id))
+            if seq is None:
+                raise NotFound(f"no message with id {message_id!r} in this conversation",
+                               param="message_id")
+            conn.execute(messages.delete().where(messages.c.conversation_id == conversation_id,
+                                                 messages.c.seq >= seq))
 
     def save_reply(self, message_id: str, content: str, *, incomplete: bool,
                    finish_reason: str | None = None,
-                   usage: dict[str, int] | None = None) -> None:
+                   usage: dict[str, int] | None = None,
+                   timings: dict[str, float | None] | None = None) -> None:
         """Overwrite a reply's text (and, at the end, its outcome)."""
         with self.db.write() as conn:
             conn.execute(messages.update().where(messages.c.id == message_id).values(
                 content=content, incomplete=incomplete, finish_reason=finish_reason,
-                usage=usage))
+                usage=usage, timings=timings))
             if finish_reason is not None:  # the turn is over: the conversation moved
                 owner = (sa.select(messages.c.conversation_id)
                          .where(messages.c.id == message_id).scalar_subquery())

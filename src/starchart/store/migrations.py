@@ -107,3 +107,8 @@ def m002_api_keys(conn: Connection) -> None:
     )
     md.create_all(conn)
 
+
+
+@migration
+def m003_message_timings(conn: Connection) -> None:
+    conn.execute(sa.text("ALTER TABLE messages ADD COLUMN timings JSON"))

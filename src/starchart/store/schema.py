@@ -39,6 +39,9 @@ messages = sa.Table(
     sa.Column("params", sa.JSON, nullable=True),
     sa.Column("usage", sa.JSON, nullable=True),
     sa.Column("dropped_turns", sa.Integer, nullable=True),
+    # A reply's speed as the server measured it (time to first token, prompt
+    # and decode tokens per second), kept for stopped replies too.
+    sa.Column("timings", sa.JSON, nullable=True),
     sa.UniqueConstraint("conversation_id", "seq"),
 )
 

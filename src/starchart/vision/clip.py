@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -35,6 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from starchart.errors import BadRequest, NotFound, StarchartError, Unavailable
+from starchart.registry import is_hub_id, model_id
 from starchart.vision.batching import DynamicBatcher, Expected
 from starchart.vision.images import set_pixel_limit
 
@@ -49,7 +49,6 @@ log = logging.getLogger("starchart.clip")
 DEFAULT_CLIP = "openai/clip-vit-base-patch32"
 DEFAULT_TEMPLATES = ("a photo of a {}",)
 TEXT_CACHE_SIZE = 4096
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
 
 @dataclass(frozen=True)
@@ -81,11 +80,6 @@ class ClipInfo:
                 "format": "transformers", **self.extra}
 
 
-def _model_id(name: str) -> str:
-    path = Path(name).expanduser()
-    return path.resolve().name if path.exists() else name
-
-
 def fetch_hint(name: str) -> str:
     return (f"fetch it once with `hf download {name}` (needs internet; the huggingface_hub"
             " package installs `hf`), or pass --clip /path/to/a/local/clip/folder")
@@ -97,7 +91,7 @@ class ClipModel:
     def __init__(self, name: str, *, max_batch: int = 32, max_wait_ms: float = 50.0,
                  max_image_pixels: int = 40_000_000, device: str | None = None) -> None:
         self.name = name
-        self.info = ClipInfo(id=_model_id(name), path=name)
+        self.info = ClipInfo(id=model_id(name), path=name)
         self.max_batch = max_batch
         self.max_wait_ms = max_wait_ms
         self.max_image_pixels = max_image_pixels
@@ -215,7 +209,7 @@ class ClipModel:
                                " (config.json, weights, tokenizer, preprocessor config)",
                                param="clip", code="model_not_found")
             return str(path.resolve())
-        if not _HUB_ID.match(self.name):
+        if not is_hub_id(self.name):
             raise NotFound(f"--clip {self.name}: no folder at that path, and not a Hugging Face"
                            " hub id (such as openai/clip-vit-base-patch32)",
                            param="clip", code="model_not_found")

@@ -1,4 +1,7 @@
-// Talking to the starchart server: JSON calls, SSE streams and readable errors.
+// Talking to the starchart server: JSON calls, SSE streams, readable errors, and
+// whether the server can be reached at all (the page retries until it can).
+import { EventSourceParserStream, type EventSourceMessage } from 'eventsource-parser/stream'
+import { reactive } from 'vue'
 import { load, save } from './persist'
 
 const KEY_STORAGE = 'starchart.apiKey'
@@ -25,24 +28,73 @@ export class ApiError extends Error {
 }
 
 const HINTS: Record<string, string> = {
-  context_length_exceeded: 'Shorten the message or start a new conversation.',
   invalid_api_key: 'Paste an API key with the key button at the top right.',
   model_not_ready: 'The model is still loading; try again in a moment.',
+}
+
+/** One sentence for a message over the context window (the server's text says more). */
+function overflow(error: ApiError): string {
+  const numbers = /context window is (\d+) tokens, but the prompt is (\d+) tokens/.exec(error.message)
+  if (!numbers) return error.message.split(/(?<=\.)\s/)[0]
+  const [, window, prompt] = numbers
+  return `This message is too long for the model: the conversation would take ${prompt}` +
+    ` tokens and its context window holds ${window}, so shorten the message or start a new chat.`
 }
 
 /** What the page shows for an error: the server's message plus what to do about it. */
 export function describe(error: unknown): string {
   if (error instanceof ApiError) {
+    if (error.code === 'context_length_exceeded') return overflow(error)
     const hint = error.code ? HINTS[error.code] : undefined
     return hint ? `${error.message} ${hint}` : error.message
   }
   return error instanceof Error ? error.message : String(error)
 }
 
+/** Whether sending the same thing again may work (the server was away or busy). */
+export function retryable(error: unknown): boolean {
+  return error instanceof ApiError && (error.status === 0 || error.status === 429 ||
+    error.status >= 500)
+}
+
+/**
+ * Whether the server answers. Set false by any request that cannot reach it;
+ * the page then checks ``/ready`` every few seconds and calls the reconnect
+ * listeners once it answers again.
+ */
+export const connection = reactive({ online: true })
+const reconnectListeners: (() => void)[] = []
+let checking = 0
+
+export function onReconnect(listener: () => void): () => void {
+  reconnectListeners.push(listener)
+  return () => reconnectListeners.splice(reconnectListeners.indexOf(listener), 1)
+}
+
+async function checkConnection(): Promise<void> {
+  try {
+    await fetch('/ready', { cache: 'no-store' })  // any HTTP answer means it is back
+  } catch {
+    checking = window.setTimeout(checkConnection, RETRY_MS)
+    return
+  }
+  checking = 0
+  connection.online = true
+  for (const listener of [...reconnectListeners]) listener()
+}
+
+export const RETRY_MS = 2000
+
+function markUnreachable(): void {
+  connection.online = false
+  if (!checking) checking = window.setTimeout(checkConnection, RETRY_MS)
+}
+
 function unreachable(): ApiError {
+  markUnreachable()
   return new ApiError(
     'Cannot reach the starchart server: it may have stopped. Start it again with' +
-      ' `starchart serve` (or `make run`) and retry.',
+      ' `starchart serve` (or `make run`); this page reconnects by itself.',
     0,
     'server_unreachable',
   )
@@ -102,17 +154,6 @@ export async function sendJSON<T>(method: string, path: string, body?: unknown):
   return (await request(method, path, body ?? {})).json() as Promise<T>
 }
 
-/** Whether a GET on ``path`` exists on this server (a 404 means it does not). */
-export async function routeExists(path: string): Promise<boolean> {
-  try {
-    await request('GET', path)
-    return true
-  } catch (error) {
-    if (error instanceof ApiError && error.status === 404) return false
-    throw error
-  }
-}
-
 /**
  * POST ``body`` and yield each JSON ``data:`` frame of the server-sent-event
  * answer until ``[DONE]``. An error frame (sent after the headers) throws.
@@ -124,11 +165,13 @@ export async function* streamEvents(
 ): AsyncGenerator<Record<string, unknown>> {
   const response = await request('POST', path, body, signal)
   if (!response.body) throw new ApiError('The server sent an empty answer.', response.status)
-  const reader = response.body.pipeThrough(new TextDecoderStream()).getReader()
-  let buffer = ''
+  const reader = response.body
+    .pipeThrough(new TextDecoderStream())
+    .pipeThrough(new EventSourceParserStream())
+    .getReader()
   try {
     for (;;) {
-      let chunk: ReadableStreamReadResult<string>
+      let chunk: ReadableStreamReadResult<EventSourceMessage>
       try {
         chunk = await reader.read()
       } catch (error) {
@@ -136,23 +179,13 @@ export async function* streamEvents(
         throw unreachable()
       }
       if (chunk.done) break
-      buffer += chunk.value
-      let end: number
-      while ((end = buffer.search(/\r?\n\r?\n/)) >= 0) {
-        const event = buffer.slice(0, end)
-        buffer = buffer.slice(end).replace(/^\r?\n\r?\n/, '')
-        const data = event
-          .split(/\r?\n/)
-          .filter((line) => line.startsWith('data:'))
-          .map((line) => line.slice(5).trimStart())
-          .join('\n')
-        if (!data) continue
-        if (data === '[DONE]') return
-        const frame = JSON.parse(data) as Record<string, unknown>
-        const err = frame.error as { message?: string; code?: string; param?: string } | undefined
-        if (err) throw new ApiError(err.message ?? 'generation failed', 200, err.code, err.param)
-        yield frame
-      }
+      const data = chunk.value.data
+      if (!data) continue
+      if (data === '[DONE]') return
+      const frame = JSON.parse(data) as Record<string, unknown>
+      const err = frame.error as { message?: string; code?: string; param?: string } | undefined
+      if (err) throw new ApiError(err.message ?? 'generation failed', 200, err.code, err.param)
+      yield frame
     }
   } finally {
     // Leaving early (Stop, or an error) must close the connection so the server stops.

@@ -1,4 +1,6 @@
-// Generation parameters: the sliders' state, persisted in the browser, reset from the server.
+// Generation parameters: the controls' state, persisted in this browser, reset
+// from the server's defaults; named presets and the default system prompt for
+// new chats live in this browser too.
 import { reactive, watch } from 'vue'
 import { getJSON } from './api'
 import { load, save } from './persist'
@@ -7,19 +9,26 @@ export interface Params {
   temperature: number
   top_k: number
   top_p: number
+  min_p: number
   max_tokens: number
   repetition_penalty: number
+  presence_penalty: number
+  frequency_penalty: number
   /** null: a new random seed every time. */
   seed: number | null
+  /** Generation stops before any of these strings (at most 16). */
+  stop: string[]
 }
+
+export type SliderKey = Exclude<keyof Params, 'seed' | 'stop'>
 
 export interface ServerDefaults extends Params {
   system_prompt: string
 }
 
-/** One slider: its range, and how the request names it. */
+/** One slider: its range, its keyboard step, and how the request names it. */
 export interface Slider {
-  key: Exclude<keyof Params, 'seed'>
+  key: SliderKey
   label: string
   min: number
   max: number
@@ -34,20 +43,27 @@ export const SLIDERS: Slider[] = [
     help: 'Sample among the k likeliest tokens (0 = off).' },
   { key: 'top_p', label: 'Top-p', min: 0.01, max: 1, step: 0.01,
     help: 'Sample among the likeliest tokens holding this much probability.' },
+  { key: 'min_p', label: 'Min-p', min: 0, max: 1, step: 0.01,
+    help: 'Drop tokens less likely than this fraction of the likeliest (0 = off).' },
   { key: 'max_tokens', label: 'Max new tokens', min: 1, max: 4096, step: 1,
     help: 'The answer stops after this many tokens.' },
   { key: 'repetition_penalty', label: 'Repetition penalty', min: 0.5, max: 2, step: 0.01,
     help: 'Above 1 discourages repeating tokens (1 = off).' },
+  { key: 'presence_penalty', label: 'Presence penalty', min: -2, max: 2, step: 0.05,
+    help: 'Above 0 pushes towards tokens not used yet (0 = off).' },
+  { key: 'frequency_penalty', label: 'Frequency penalty', min: -2, max: 2, step: 0.05,
+    help: 'Above 0 discourages tokens in proportion to how often they appeared (0 = off).' },
 ]
+
+const FALLBACK: Params = {
+  temperature: 0.2, top_k: 50, top_p: 0.95, min_p: 0, max_tokens: 1024,
+  repetition_penalty: 1.2, presence_penalty: 0, frequency_penalty: 0, seed: null, stop: [],
+}
 
 const STORAGE = 'starchart.params'
 
-export const params = reactive<Params>(
-  load<Params>(STORAGE, {
-    temperature: 0.2, top_k: 50, top_p: 0.95, max_tokens: 1024, repetition_penalty: 1.2,
-    seed: null,
-  }),
-)
+// Older pages stored fewer fields: fill in the rest.
+export const params = reactive<Params>({ ...FALLBACK, ...load<Partial<Params>>(STORAGE, {}) })
 /** Whether the values came from the server at least once (else the first load fetches them). */
 let stored = localStorage.getItem(STORAGE) !== null
 
@@ -56,16 +72,30 @@ watch(params, (value) => {
   save(STORAGE, value)
 })
 
+/** A slider value on its grid, without binary-fraction noise (0.15, not 0.15000000000000002). */
+export function onStep(slider: Slider, value: number): number {
+  const decimals = (String(slider.step).split('.')[1] ?? '').length
+  const snapped = slider.min + Math.round((value - slider.min) / slider.step) * slider.step
+  return Number(Math.min(slider.max, Math.max(slider.min, snapped)).toFixed(decimals))
+}
+
 export async function serverDefaults(): Promise<ServerDefaults> {
   return getJSON<ServerDefaults>('/v1/defaults')
 }
 
-/** Put back the server's defaults (GET /v1/defaults); returns them for the system prompt. */
-export async function resetParams(): Promise<ServerDefaults> {
-  const defaults = await serverDefaults()
-  for (const slider of SLIDERS) params[slider.key] = defaults[slider.key]
-  params.seed = defaults.seed ?? null
-  return defaults
+function assign(values: Partial<Params>): void {
+  for (const slider of SLIDERS) {
+    const value = values[slider.key]
+    if (typeof value === 'number') params[slider.key] = value
+  }
+  params.seed = values.seed ?? null
+  params.stop = [...(values.stop ?? [])]
+}
+
+/** Put back the server's sampling defaults (GET /v1/defaults). The system prompt
+ * belongs to the conversation and is left alone. */
+export async function resetParams(): Promise<void> {
+  assign(await serverDefaults())
 }
 
 /** On a first visit, start from the server's defaults rather than this file's guesses. */
@@ -74,9 +104,36 @@ export async function initParams(): Promise<void> {
 }
 
 /** The request fields for the current parameters. */
-export function requestFields(): Record<string, number> {
-  const out: Record<string, number> = {}
+export function requestFields(): Record<string, unknown> {
+  const out: Record<string, unknown> = {}
   for (const slider of SLIDERS) out[slider.key] = Number(params[slider.key])
   if (params.seed !== null && Number.isInteger(params.seed)) out.seed = params.seed
+  const stop = params.stop.filter((s) => s.length)
+  if (stop.length) out.stop = stop.slice(0, 16)
   return out
 }
+
+// Named presets: snapshots of the parameters, kept in this browser.
+const PRESETS = 'starchart.presets'
+export const presets = reactive<Record<string, Params>>(load(PRESETS, {}))
+watch(presets, (value) => save(PRESETS, value))
+
+export function savePreset(name: string): void {
+  presets[name] = JSON.parse(JSON.stringify(params))
+}
+
+export function loadPreset(name: string): void {
+  const preset = presets[name]
+  if (preset) assign({ ...FALLBACK, ...preset })
+}
+
+export function deletePreset(name: string): void {
+  delete presets[name]
+}
+
+// The system prompt a new chat starts with (this browser); null: the server's default.
+const DEFAULT_SYSTEM = 'starchart.defaultSystemPrompt'
+export const newChatDefaults = reactive<{ systemPrompt: string | null }>({
+  systemPrompt: load<string | null>(DEFAULT_SYSTEM, null),
+})
+watch(newChatDefaults, (value) => save(DEFAULT_SYSTEM, value.systemPrompt))

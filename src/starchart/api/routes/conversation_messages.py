@@ -22,6 +22,7 @@ from starchart.api.conversation_protocol import (
     ConversationMessage,
     ConversationTurn,
     MessageCreate,
+    MessageDeleted,
     TurnInfo,
     WsError,
 )
@@ -36,7 +37,8 @@ router = APIRouter()
 async def _start(conn: HTTPConnection, conversation_id: str, body: MessageCreate) -> Turn:
     defaults = conn.app.state.service.defaults
     return await conn.app.state.conversation_chat.start(
-        conversation_id, key_id(conn), body.content, body.sampling(defaults), body.model)
+        conversation_id, key_id(conn), body.content, body.sampling(defaults), body.model,
+        replace=body.replace)
 
 
 def _info(turn: Turn) -> TurnInfo:
@@ -55,6 +57,16 @@ async def post_message(conversation_id: str, body: MessageCreate,
         return generation.stream(turn.events(), generation.TurnChunks(turn.model, info))
     message = ConversationMessage.of(await cancel_on_disconnect(request, turn.result()))
     return ConversationTurn(**info.model_dump(), message=message, usage=message.usage)
+
+
+@router.delete("/v1/conversations/{conversation_id}/messages/{message_id}",
+               response_model=MessageDeleted, responses=errors(404))
+async def delete_message(conversation_id: str, message_id: str,
+                         request: Request) -> MessageDeleted:
+    """Remove one stored message (the rest of the conversation stays as it is)."""
+    await asyncio.to_thread(request.app.state.store.conversations.delete_message,
+                            conversation_id, key_id(request), message_id)
+    return MessageDeleted(id=message_id)
 
 
 def _parse(raw: str, limit: int) -> MessageCreate:

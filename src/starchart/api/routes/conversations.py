@@ -41,18 +41,22 @@ async def create_conversation(request: Request,
     body = body or ConversationCreate()
     if body.model is not None:
         request.app.state.service.served(body.model)
+    imported = [(m.role, m.content) for m in body.messages or []]
     conv = await asyncio.to_thread(
         _store(request).conversations.create, key_id(request), title=body.title,
-        system_prompt=body.system_prompt, model=body.model)
+        system_prompt=body.system_prompt, model=body.model, messages_=imported)
     return Conversation.of(conv)
 
 
 @router.get("/v1/conversations", response_model=ConversationList,
             response_model_exclude_unset=True)
-async def list_conversations(request: Request,
-                             limit: int = Query(100, ge=1, le=1000)) -> ConversationList:
+async def list_conversations(
+        request: Request, limit: int = Query(100, ge=1, le=1000),
+        search: str | None = Query(None, max_length=200, description=(
+            "Only conversations whose title or any message contains this text"
+            " (case-insensitive)."))) -> ConversationList:
     convs = await asyncio.to_thread(_store(request).conversations.list, key_id(request),
-                                    limit=limit)
+                                    limit=limit, search=search or None)
     return ConversationList(data=[Conversation.of(c, with_messages=False) for c in convs])
 
 

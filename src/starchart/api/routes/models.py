@@ -11,6 +11,7 @@ from starchart.api.protocol import (
     ModelCard,
     ModelList,
     Readiness,
+    SequenceStats,
     ServerStats,
 )
 from starchart.engines.remote import RemoteEngine
@@ -48,7 +49,10 @@ async def generation_defaults(request: Request) -> GenerationDefaults:
 
 @router.get("/v1/stats", response_model=ServerStats)
 async def stats(request: Request) -> ServerStats:
-    return ServerStats(**_service(request).stats.as_dict())
+    service = _service(request)
+    models = {name: SequenceStats(**s) for name, engine in service.engines.items()
+              if (s := engine.batch_stats())}
+    return ServerStats(**service.stats.as_dict(), models=models)
 
 
 @router.get("/health", response_model=Health)

@@ -1,0 +1,83 @@
+"""``starchart serve`` in a child process on a free loopback port, for a bench run
+without ``--url``. A child process, not a thread: the server must not share the
+bench client's interpreter (its GIL and event loop) or the figures would be ours."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+
+from starchart.errors import StarchartError
+from starchart.settings import Settings
+
+# Settings that describe the bench client, or where the child listens: not forwarded.
+_NOT_FORWARDED = frozenset({"home", "host", "port", "log_level", "bench_timeout"})
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def child_environment(settings: Settings, home: Path) -> dict[str, str]:
+    """The server settings (model, engine, threads, ...) as STARCHART_* variables."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STARCHART_")}
+    for name, value in settings.model_dump().items():
+        if name in _NOT_FORWARDED or value is None:
+            continue
+        env[f"STARCHART_{name.upper()}"] = str(value).lower() if isinstance(value, bool) \
+            else str(value)
+    env["STARCHART_HOME"] = str(home)
+    return env
+
+
+@contextmanager
+def own_server(settings: Settings, timeout: float = 300) -> Iterator[str]:
+    """Yield the base URL of a ready ``starchart serve``; stop it afterwards."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    with tempfile.TemporaryDirectory(prefix="starchart-bench-") as home:
+        log = Path(home) / "server.log"
+        with log.open("wb") as sink:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "starchart", "serve", "--host", "127.0.0.1",
+                 "--port", str(port), "--log-level", "warning"],
+                env=child_environment(settings, Path(home)), stdout=sink,
+                stderr=subprocess.STDOUT)
+            try:
+                print(f"starchart bench: starting starchart serve ({settings.model},"
+                      f" {settings.engine}) on {url}", file=sys.stderr, flush=True)
+                _wait_ready(proc, url, timeout, log)
+                yield url
+            finally:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+
+
+def _wait_ready(proc: subprocess.Popen[bytes], url: str, timeout: float, log: Path) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if httpx.get(url + "/ready", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            tail = log.read_text("utf-8", "replace")[-2000:].strip()
+            why = "exited" if proc.poll() is not None else f"was not ready after {timeout:g} s"
+            raise StarchartError(f"the server bench started {why}:\n{tail}")
+        time.sleep(0.2)

@@ -1,0 +1,83 @@
+"""What one chat request asks of structured generation, checked up front.
+
+``plan`` turns ``response_format`` / ``tools`` / ``tool_choice`` into a
+``StructuredRequest``: the grammar the engine enforces (if any), the tools
+offered, and how the messages are prepared. Every problem is a 400 naming
+its parameter, raised before anything is generated.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from starchart.errors import BadRequest
+from starchart.structured.grammar import Grammar, json_object_grammar, schema_grammar
+from starchart.structured.tools import (
+    Tool,
+    call_grammar,
+    checked_tools,
+    generic_tool_prompt,
+    history_without_tools,
+)
+
+
+@dataclass(frozen=True)
+class StructuredRequest:
+    grammar: Grammar | None = None
+    tools: list[Tool] = field(default_factory=list)
+    # "none" (no tools offered), "auto", "required" or a tool's name.
+    choice: str = "none"
+
+    @property
+    def offers_tools(self) -> bool:
+        return bool(self.tools) and self.choice != "none"
+
+    @property
+    def forced_call(self) -> bool:
+        return self.offers_tools and self.choice != "auto"
+
+    def prepare(self, messages: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Tool turns in the history as plain turns; the tool prompt in the system turn."""
+        out = history_without_tools(messages)
+        if not self.offers_tools:
+            return out
+        prompt = generic_tool_prompt(self.tools, self.choice)
+        for message in out:
+            if message.get("role") == "system":
+                message["content"] = (f"{message['content']}\n\n{prompt}"
+                                      if message.get("content") else prompt)
+                return out
+        return [{"role": "system", "content": prompt}, *out]
+
+
+def plan(*, response_format: str | None, schema: Any, tools: Sequence[Tool] | None,
+         tool_choice: str | None, parallel: bool, ignore_eos: bool) -> StructuredRequest:
+    """``response_format``: "text", "json_object", "json_schema" or None; ``tool_choice``:
+    "auto", "none", "required", a tool's name, or None (auto with tools, else none)."""
+    tools = checked_tools(tools or [])
+    if tool_choice is None:
+        tool_choice = "auto" if tools else "none"
+    if tool_choice not in ("auto", "none", "required"):
+        if tool_choice not in {t.name for t in tools}:
+            raise BadRequest(f"tool_choice names the function {tool_choice!r}, which is not"
+                             " in tools", param="tool_choice")
+    elif tool_choice == "required" and not tools:
+        raise BadRequest("tool_choice 'required' needs at least one tool in tools",
+                         param="tool_choice")
+    request = StructuredRequest(tools=tools, choice=tool_choice)
+    grammar: Grammar | None = None
+    if request.forced_call:
+        if response_format in ("json_object", "json_schema"):
+            raise BadRequest("a forced tool call and a JSON response_format cannot be combined",
+                             param="response_format")
+        grammar = call_grammar(tools, tool_choice, parallel=parallel)
+    elif response_format == "json_object":
+        grammar = json_object_grammar()
+    elif response_format == "json_schema":
+        grammar = schema_grammar(schema, param="response_format.json_schema.schema")
+    if grammar is not None and ignore_eos:
+        raise BadRequest("ignore_eos cannot be combined with structured output (the answer"
+                         " ends where the grammar does)", param="ignore_eos")
+    return StructuredRequest(grammar, tools, tool_choice)
