@@ -21,12 +21,12 @@ PLAN := PYTHONPATH=src $(BIN)/python -m starchart.doctor.install_plan
 # pull a build that does not match the torch above, and we import none of it.
 OPEN_CLIP := open_clip_torch==3.3.0
 
-.PHONY: run test install install-test install-plan web browser node lint bench clean
+.PHONY: run test install install-test install-plan web browser node postgres lint bench clean
 
 run: $(VENV)/.installed
 	$(BIN)/starchart serve --host $(HOST) --port $(PORT)
 
-test: $(VENV)/.installed-test browser node
+test: $(VENV)/.installed-test browser node postgres
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/python -m pytest
 
@@ -74,6 +74,19 @@ node:
 	    echo "ERROR: node or npm is missing and we are not root: run 'sudo apt-get install -y nodejs npm'" >&2; exit 1; \
 	  fi; \
 	  command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || { echo "ERROR: nodejs and npm could not be installed: the web page build test cannot run" >&2; exit 1; }; \
+	fi
+
+# The store tests run against a real PostgreSQL too (tests/postgres.py starts
+# a throwaway cluster with Debian's binaries); install them when missing.
+postgres:
+	@if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing postgresql for the store tests"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; \
+	  else \
+	    echo "ERROR: PostgreSQL is missing and we are not root: run 'sudo apt-get install -y postgresql'" >&2; exit 1; \
+	  fi; \
+	  ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { echo "ERROR: postgresql could not be installed: the PostgreSQL store tests cannot run" >&2; exit 1; }; \
 	fi
 
 # Rebuild the web page into src/starchart/web/dist (committed, so `make run`

@@ -43,6 +43,8 @@ def _flag_type(annotation: Any) -> tuple[Any, list[Any] | None]:
         return annotation, None
     if annotation is Path:
         return Path, None
+    if origin is list:
+        return list, None
     return str, None
 
 
@@ -53,9 +55,13 @@ def add_setting_flags(parser: argparse.ArgumentParser, only: Sequence[str] | Non
             continue
         flag = "--" + name.replace("_", "-")
         kind, choices = _flag_type(field.annotation)
-        default = "platform data dir" if name == "home" else field.default
+        default = ("platform data dir" if name == "home"
+                   else field.get_default(call_default_factory=True))
         help_ = f"{field.description} [env STARCHART_{name.upper()}; default: {default}]"
-        if kind is bool:
+        if kind is list:  # repeatable: --upstream a=URL --upstream b=URL
+            group.add_argument(flag, dest=name, action="append", default=None, help=help_,
+                               metavar=name.upper())
+        elif kind is bool:
             group.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction,
                                default=None, help=help_)
         else:
@@ -125,7 +131,8 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
                                                "max_body_bytes", "log_level",
                                                "allowed_hosts", "cors_origins",
                                                "insecure_no_auth", *CLIENT_ONLY)
-                                  and not n.startswith("clip")])
+                                  and not n.startswith(("clip", "upstream"))
+                                  and n != "models_file"])
     handlers["chat"] = _chat
 
     clip = sub.add_parser(

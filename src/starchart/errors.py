@@ -13,7 +13,10 @@ the CLI prints its message.
      ├── NotFound              404 not_found / model_not_found
      ├── PayloadTooLarge       413 request_too_large
      ├── QueueFull             429 rate_limit_exceeded (+ Retry-After)
-     └── Unavailable           503 model_not_ready (still loading, or its load failed)
+     ├── Unavailable           503 model_not_ready (still loading, or its load failed)
+     ├── UpstreamRejected      an upstream's own 4xx, passed on (remote engine)
+     ├── BadGateway            502 upstream_error (upstream 5xx, unreachable, broken stream)
+     └── GatewayTimeout        504 upstream_timeout
 """
 
 from __future__ import annotations
@@ -86,3 +89,28 @@ class Unavailable(StarchartError):
     status = 503
     type = "server_error"
     code = "model_not_ready"
+
+
+class UpstreamRejected(StarchartError):
+    """An upstream server refused the request (4xx): its status and message, passed on."""
+
+    type = "invalid_request_error"
+
+    def __init__(self, status: int, message: str, *, param: str | None = None,
+                 code: str | None = None, type_: str | None = None):
+        super().__init__(message, param=param, code=code or "upstream_rejected")
+        self.status = status
+        if type_:
+            self.type = type_
+
+
+class BadGateway(StarchartError):
+    status = 502
+    type = "server_error"
+    code = "upstream_error"
+
+
+class GatewayTimeout(StarchartError):
+    status = 504
+    type = "server_error"
+    code = "upstream_timeout"

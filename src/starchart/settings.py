@@ -184,3 +184,44 @@ class Settings(BaseSettings):
         description="llama.cpp engine: most prompt tokens read per decode step while other"
         " sequences generate (bounds how long a long prompt stalls running streams).",
     )
+
+    # The remote engine: models served by upstream OpenAI-compatible servers
+    # (vLLM, SGLang, TGI, llama.cpp's server, another starchart), passed through.
+    upstream: list[str] = Field(
+        default_factory=list,
+        description="Serve model NAME from upstream OpenAI-compatible servers: NAME=URL[,URL...]"
+        " (repeatable; URLs are base URLs such as http://gpu1:8000, load-balanced).",
+    )
+    upstream_key: str | None = Field(
+        None, description="API key sent to the --upstream servers (Authorization: Bearer)."
+    )
+    upstream_model: list[str] = Field(
+        default_factory=list,
+        description="NAME=MODEL: the name the upstreams of NAME know the model by"
+        " (repeatable; default: NAME).",
+    )
+    models_file: Path | None = Field(
+        None,
+        description="A models.toml naming upstream models: [models.NAME] with urls = [...],"
+        " and optionally upstream_model and api_key (see README).",
+    )
+    upstream_balance: Literal["least-outstanding", "round-robin"] = Field(
+        "least-outstanding",
+        description="How requests spread over a model's healthy upstreams.",
+    )
+    upstream_connect_timeout: float = Field(
+        5.0, gt=0, description="Seconds to connect to an upstream before trying the next."
+    )
+    upstream_first_token_timeout: float = Field(
+        300.0, gt=0,
+        description="Seconds an upstream may take to its first token (to the whole answer when"
+        " not streaming) before the request fails with 504.",
+    )
+    upstream_idle_timeout: float = Field(
+        60.0, gt=0,
+        description="Seconds a streaming upstream may go silent before the stream ends with an"
+        " error event.",
+    )
+    upstream_health_interval: float = Field(
+        5.0, gt=0, description="Seconds between health probes (GET /v1/models) of upstreams."
+    )

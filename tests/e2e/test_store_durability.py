@@ -21,8 +21,9 @@ from tests.conftest import free_port
 class ServeProcess:
     """`python -m starchart serve` on a free loopback port with its own data dir."""
 
-    def __init__(self, home: Path) -> None:
+    def __init__(self, home: Path, *args: str) -> None:
         self.home = home
+        self.args = args  # more `serve` flags (--database-url, --upstream, ...)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -32,7 +33,7 @@ class ServeProcess:
         log = open(self.home / "server.log", "ab")  # noqa: SIM115 - the child owns it
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "starchart", "serve", "--port", str(self.port),
-             "--n-ctx", "1024", "--log-level", "warning"],
+             "--n-ctx", "1024", "--log-level", "warning", *self.args],
             env=env, stdout=log, stderr=log)
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:

@@ -9,15 +9,15 @@ from contextlib import closing
 import pytest
 
 from starchart.services.chat import ChatService
-from starchart.services.conversations import ConversationChat, KeyedLocks
+from starchart.services.conversations import ConversationChat
 from starchart.settings import Settings
 from starchart.store import Store
 from starchart.store.conversations import LOCAL
 
 
 @pytest.fixture
-def store(settings: Settings) -> Iterator[Store]:
-    with closing(Store.open(settings)) as s:
+def store(store_settings: Settings) -> Iterator[Store]:
+    with closing(Store.open(store_settings)) as s:
         yield s
 
 
@@ -33,32 +33,10 @@ def test_a_turn_stopped_before_it_starts_frees_the_conversation(
         await turn.done()
         after = await asyncio.wait_for(chat.start(conv.id, None, "again", params), 10)
         assert not (await after.result()).incomplete
-        assert len(chat._locks) == 0  # noqa: SLF001 - no lock left behind
+        assert len(store.conversations.locks) == 0  # no lock left behind
 
     asyncio.run(go())
     messages = store.conversations.get(conv.id, LOCAL).messages
     assert [(m.role, m.incomplete, m.finish_reason) for m in messages] == [
         ("user", False, None), ("assistant", True, "cancelled"),
         ("user", False, None), ("assistant", False, messages[-1].finish_reason)]
-
-
-def test_keyed_locks_serialise_one_key_and_not_others() -> None:
-    order: list[str] = []
-
-    async def hold(locks: KeyedLocks, key: str, name: str) -> None:
-        await locks.acquire(key)
-        order.append(f"{name} in")
-        await asyncio.sleep(0.05)
-        order.append(f"{name} out")
-        locks.release(key)
-
-    async def go() -> KeyedLocks:
-        locks = KeyedLocks()
-        await asyncio.gather(hold(locks, "a", "a1"), hold(locks, "a", "a2"),
-                             hold(locks, "b", "b1"))
-        return locks
-
-    locks = asyncio.run(go())
-    assert order.index("a1 out") < order.index("a2 in")  # same key: one after the other
-    assert order.index("b1 in") < order.index("a1 out")  # other key: side by side
-    assert len(locks) == 0

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 from pathlib import Path
 
@@ -18,8 +17,8 @@ from starchart.store.schema import metadata
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Store:
-    s = Store.open(Settings(home=tmp_path / "home"))
+def store(store_settings: Settings) -> Store:
+    s = Store.open(store_settings)
     yield s
     s.close()
 
@@ -45,8 +44,9 @@ def test_migrating_again_applies_nothing_and_keeps_data(store: Store) -> None:
     reopened.close()
 
 
-def test_only_new_migrations_run_on_an_old_database(tmp_path: Path) -> None:
-    db = Database(f"sqlite:///{tmp_path / 'old.db'}")
+def test_only_new_migrations_run_on_an_old_database(store_settings: Settings) -> None:
+    store_settings.home.mkdir(parents=True)
+    db = Database(database_url(store_settings))
     every = list(MIGRATIONS)
     try:
         MIGRATIONS[:] = every[:1]  # a database made by an older release
@@ -58,11 +58,13 @@ def test_only_new_migrations_run_on_an_old_database(tmp_path: Path) -> None:
     db.close()
 
 
-def test_sqlite_runs_in_wal_mode_with_a_busy_timeout(store: Store) -> None:
+def test_sqlite_runs_in_wal_mode_with_a_busy_timeout(tmp_path: Path) -> None:
+    store = Store.open(Settings(home=tmp_path))
     with store.db.read() as conn:
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
         assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() >= 5000
         assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+    store.close()
 
 
 def test_default_database_is_a_file_in_home_and_the_url_setting_overrides(
@@ -119,5 +121,5 @@ def test_deleting_a_conversation_deletes_its_messages(store: Store) -> None:
     conv = store.conversations.create(None)
     store.conversations.add_message(conv.id, None, "user", "hello")
     store.conversations.delete(conv.id, None)
-    with sqlite3.connect(store.db.url.removeprefix("sqlite:///")) as raw:
-        assert raw.execute("select count(*) from messages").fetchone() == (0,)
+    with store.db.read() as conn:
+        assert conn.scalar(sa.text("select count(*) from messages")) == 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -11,12 +12,25 @@ from starchart.settings import Settings
 from starchart.store import Store
 from starchart.store.keys import KEY_PREFIX, key_hash
 
+from tests.postgres import PostgresServer
+
 
 @pytest.fixture
-def store(tmp_path: Path) -> Store:
-    s = Store.open(Settings(home=tmp_path))
+def store(store_settings: Settings) -> Store:
+    s = Store.open(store_settings)
     yield s
     s.close()
+
+
+def _stored_bytes(store: Store, postgres: PostgresServer) -> bytes:
+    """Everything the database holds: the SQLite files, or a pg_dump of the database."""
+    if store.db.is_sqlite:
+        return b"".join(p.read_bytes() for p in Path(store.db.engine.url.database).parent
+                        .glob("starchart.db*"))
+    url = store.db.engine.url
+    return subprocess.run([str(postgres.bindir / "pg_dump"), "-h", url.host, "-p",
+                           str(url.port), "-U", url.username, url.database],
+                          check=True, capture_output=True).stdout
 
 
 def test_no_keys_means_open_access(store: Store) -> None:
@@ -52,10 +66,10 @@ def test_revoked_key_is_refused_and_revoking_all_keys_keeps_the_server_locked(
         store.keys.revoke("key_missing")
 
 
-def test_only_the_hash_reaches_the_database_file(store: Store, tmp_path: Path) -> None:
+def test_only_the_hash_reaches_the_database(store: Store, postgres: PostgresServer) -> None:
     key, secret = store.keys.create("x")
     store.close()
-    raw = b"".join(p.read_bytes() for p in tmp_path.glob("starchart.db*"))
+    raw = _stored_bytes(store, postgres)
     assert secret.encode() not in raw
     assert secret[len(KEY_PREFIX):].encode() not in raw
     assert key_hash(secret).encode() in raw

@@ -31,6 +31,7 @@ from starchart.api.routes import clip as clip_routes
 from starchart.api.web import mount_web
 from starchart.engines import create_engine
 from starchart.engines.base import Engine
+from starchart.engines.remote import remote_engines
 from starchart.errors import StarchartError
 from starchart.metrics import MetricsMiddleware, ServerMetrics
 from starchart.services.chat import ChatService
@@ -75,7 +76,9 @@ def create_app(settings: Settings, engines: list[Engine] | None = None) -> FastA
     owned by the caller and are not closed at shutdown.
     """
     owned = engines is None
-    chosen = [create_engine(settings)] if engines is None else engines
+    # Models from upstream servers (--upstream, --models-file) are always the app's own.
+    remote = remote_engines(settings)
+    chosen = [*([create_engine(settings)] if engines is None else engines), *remote]
     server_metrics = ServerMetrics()
     service = ChatService(settings, {e.info.id: e for e in chosen}, metrics=server_metrics)
     clip = ClipService.from_settings(settings, service)
@@ -89,20 +92,23 @@ def create_app(settings: Settings, engines: list[Engine] | None = None) -> FastA
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         loading = asyncio.create_task(_load(service))
+        background = [asyncio.create_task(e.serve_background()) for e in chosen]
         clip_loading = asyncio.create_task(clip.load())
         try:
             yield
         finally:
             loading.cancel()
+            for task in background:
+                task.cancel()
+            await asyncio.gather(*background, return_exceptions=True)
             clip_loading.cancel()
             clip.close()
             # Replies still being generated store what they have.
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(conversation_chat.drain(), timeout=5)
             store.close()
-            if owned:
-                for engine in service.engines.values():
-                    engine.close()
+            for engine in service.engines.values() if owned else remote:
+                engine.close()
 
     app = FastAPI(title="starchart", version=__version__, lifespan=lifespan)
     app.state.settings = settings

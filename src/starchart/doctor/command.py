@@ -13,10 +13,15 @@ Handler = Callable[[argparse.Namespace, Settings], int]
 
 
 def _doctor(args: argparse.Namespace, settings: Settings) -> int:
+    from starchart.doctor import upstreams
     from starchart.doctor.render import to_json, to_text
     from starchart.doctor.run import run_checks
+    from starchart.engines.upstreams import upstream_models
 
     report = run_checks(settings.home, model=args.model, n_ctx=settings.n_ctx, batch=args.batch)
+    remote = upstream_models(settings)
+    if remote:
+        report.sections.append(upstreams.section(remote, settings.upstream_connect_timeout))
     if args.json:
         print(to_json(report))
     else:
@@ -98,7 +103,8 @@ def add_commands(sub: Any, handlers: dict[str, Handler],
                         " with this environment's python -m pip, and check again")
     doctor.add_argument("--yes", action="store_true", help="with --fix: do not ask")
     _common(doctor)
-    add_setting_flags(doctor, only=["home"])
+    add_setting_flags(doctor, only=["home", "upstream", "upstream_key", "upstream_model",
+                                    "models_file", "upstream_connect_timeout"])
     handlers["doctor"] = _doctor
 
     plan = sub.add_parser(

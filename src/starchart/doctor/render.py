@@ -10,7 +10,7 @@ from starchart.doctor.units import gb
 
 TITLES = {"system": "System", "nvidia": "NVIDIA", "torch": "PyTorch",
           "bitsandbytes": "bitsandbytes", "llamacpp": "llama.cpp",
-          "packages": "Python packages", "plan": "Memory plan"}
+          "packages": "Python packages", "plan": "Memory plan", "upstreams": "Upstreams"}
 
 
 def to_json(report: Report) -> str:

@@ -141,6 +141,12 @@ class Engine(ABC):
     def render_chat(self, messages: Sequence[Message]) -> str:
         return self.chat_template.render(messages)
 
+    async def serve_background(self) -> None:
+        """Work the engine does beside the server for as long as it runs (the
+        remote engine probes its upstreams); cancelled at shutdown. Local engines
+        have nothing to do."""
+        return None
+
     def prepare(self, prompt: str, *, param: str = "prompt") -> list[int]:
         """Tokenize ``prompt`` and refuse it when it leaves no room to generate.
 

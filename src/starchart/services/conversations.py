@@ -2,9 +2,9 @@
 
 What the HTTP route, the WebSocket and the terminal chat all go through:
 
-1. Turns on one conversation are serialised (a per-conversation lock, held
-   from the user message to the end of the reply); different conversations
-   run side by side.
+1. Turns on one conversation are serialised (``ConversationStore.turn_lock``,
+   held from the user message to the end of the reply, across replicas on
+   PostgreSQL); different conversations run side by side.
 2. The history is fitted into the context window (``context.fit``), then the
    user message is committed, then an assistant message is created, marked
    incomplete, with the system prompt and parameters used. All before the
@@ -24,6 +24,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,36 +37,6 @@ from starchart.store.conversations import ConversationStore, Owner, StoredMessag
 log = logging.getLogger("starchart.conversations")
 
 FLUSH_SECONDS = 0.5
-
-
-class KeyedLocks:
-    """One ``asyncio.Lock`` per key, forgotten when nobody holds or waits for it."""
-
-    def __init__(self) -> None:
-        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
-
-    async def acquire(self, key: str) -> None:
-        lock, users = self._locks.get(key) or (asyncio.Lock(), 0)
-        self._locks[key] = (lock, users + 1)
-        try:
-            await lock.acquire()
-        except BaseException:
-            self._forget(key)
-            raise
-
-    def release(self, key: str) -> None:
-        self._locks[key][0].release()
-        self._forget(key)
-
-    def _forget(self, key: str) -> None:
-        lock, users = self._locks[key]
-        if users <= 1:
-            del self._locks[key]
-        else:
-            self._locks[key] = (lock, users - 1)
-
-    def __len__(self) -> int:
-        return len(self._locks)
 
 
 @dataclass(frozen=True)
@@ -88,7 +59,7 @@ class Turn:
     _store: ConversationStore
     _prompt_tokens: int  # as fitted: known before the first token, and for stopped replies
     _events: AsyncIterator[StreamEvent]
-    _release: Any  # () -> None: lets the next turn on this conversation start
+    _release: Any  # async () -> None: lets the next turn on this conversation start
     _queue: asyncio.Queue[object] = field(default_factory=asyncio.Queue)
     _task: asyncio.Task[None] | None = None
     _started: bool = False
@@ -229,7 +200,7 @@ class Turn:
                                                 " the server)")
             finish = None
         finally:
-            self._release()
+            await self._release()
             if finish is not None:
                 self._queue.put_nowait(finish)
             if failure is not None:
@@ -240,12 +211,11 @@ class Turn:
 
 
 class ConversationChat:
-    """Starts turns; owns the per-conversation locks and the running turns."""
+    """Starts turns (each holding its conversation's lock) and keeps the running ones."""
 
     def __init__(self, service: ChatService, store: ConversationStore) -> None:
         self.service = service
         self.store = store
-        self._locks = KeyedLocks()
         self._running: set[asyncio.Task[None]] = set()
 
     async def start(self, conversation_id: str, owner: Owner, content: str | None,
@@ -257,12 +227,15 @@ class ConversationChat:
         its previous answer replaced. ``replace`` (a user message's id) edits:
         that message and everything after it give way to ``content`` and its answer.
         """
-        await self._locks.acquire(conversation_id)
+        # Held from here to the end of the reply (the turn's task lets go), in
+        # every replica sharing the database (ConversationStore.turn_lock).
+        hold = AsyncExitStack()
+        await hold.enter_async_context(self.store.turn_lock(conversation_id))
         try:
             turn = await asyncio.to_thread(self._prepare, conversation_id, owner, content,
-                                           params, model, replace)
+                                           params, model, replace, hold.aclose)
         except BaseException:
-            self._locks.release(conversation_id)
+            await hold.aclose()
             raise
         turn._task = asyncio.create_task(turn._run())
         self._running.add(turn._task)
@@ -270,7 +243,8 @@ class ConversationChat:
         return turn
 
     def _prepare(self, conversation_id: str, owner: Owner, content: str | None,
-                 params: SamplingParams, model: str | None, replace: str | None) -> Turn:
+                 params: SamplingParams, model: str | None, replace: str | None,
+                 release: Any) -> Turn:
         conv = self.store.get(conversation_id, owner)
         engine = self.service.engine(model or conv.model)
         system = (conv.system_prompt if conv.system_prompt is not None
@@ -311,7 +285,7 @@ class ConversationChat:
         return Turn(conversation_id=conversation_id, user_message=user, reply=reply,
                     dropped_turns=fitted.dropped, model=engine.info.id, _store=self.store,
                     _prompt_tokens=fitted.prompt_tokens, _events=events,
-                    _release=lambda: self._locks.release(conversation_id))
+                    _release=release)
 
     async def drain(self) -> None:
         """Wait for every running turn to finish storing (shutdown, tests)."""

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -19,6 +21,7 @@ from sqlalchemy.engine import Connection
 
 from starchart.errors import NotFound
 from starchart.store.db import Database
+from starchart.store.locks import ConversationLocks
 from starchart.store.schema import conversations, messages
 
 TITLE_CHARS = 80
@@ -98,6 +101,14 @@ def _title_from(content: str) -> str:
 class ConversationStore:
     def __init__(self, db: Database) -> None:
         self.db = db
+        self.locks = ConversationLocks(db.engine)
+
+    @asynccontextmanager
+    async def turn_lock(self, conversation_id: str) -> AsyncIterator[None]:
+        """Hold the conversation for one turn: other turns on it, in this process
+        or (on PostgreSQL) in any replica, wait until this one is over."""
+        async with self.locks.hold(conversation_id):
+            yield
 
     def create(self, owner: str | None, *, title: str | None = None,
                system_prompt: str | None = None, model: str | None = None,
@@ -141,9 +152,14 @@ class ConversationStore:
         with self.db.read() as conn:
             return [_conversation(row) for row in conn.execute(query)]
 
-    def _get(self, conn: Connection, conversation_id: str, owner: Owner) -> Conversation:
-        row = conn.execute(sa.select(conversations).where(
-            conversations.c.id == conversation_id, _owned(owner))).first()
+    def _get(self, conn: Connection, conversation_id: str, owner: Owner, *,
+             lock: bool = False) -> Conversation:
+        query = sa.select(conversations).where(conversations.c.id == conversation_id,
+                                               _owned(owner))
+        # FOR UPDATE (PostgreSQL; SQLite's write transaction already excludes
+        # other writers): two appends to one conversation must not both read
+        # the same last seq.
+        row = conn.execute(query.with_for_update() if lock else query).first()
         if row is None:
             raise _not_found(conversation_id)
         return _conversation(row)
@@ -184,7 +200,7 @@ class ConversationStore:
         """Append a message, committed before this returns."""
         now = time.time()
         with self.db.write() as conn:
-            conv = self._get(conn, conversation_id, owner)
+            conv = self._get(conn, conversation_id, owner, lock=True)
             seq = conn.scalar(sa.select(sa.func.coalesce(sa.func.max(messages.c.seq), 0))
                               .where(messages.c.conversation_id == conversation_id)) + 1
             message = StoredMessage(

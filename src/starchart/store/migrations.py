@@ -18,6 +18,8 @@ from sqlalchemy.engine import Connection
 
 from starchart.store.db import Database
 
+# The advisory lock key PostgreSQL migrations hold ("starchar" in ASCII).
+_MIGRATION_LOCK = 0x7374617263686172
 Migration = Callable[[Connection], None]
 MIGRATIONS: list[tuple[str, Migration]] = []
 
@@ -36,6 +38,11 @@ def migration(fn: Migration) -> Migration:
 def migrate(db: Database) -> list[str]:
     """Apply pending migrations; return the names applied now."""
     with db.write() as conn:
+        if conn.dialect.name == "postgresql":
+            # Replicas starting together on a new database: one migrates, the
+            # others wait here and then find nothing left to do. (SQLite's
+            # write transaction already holds the whole file.)
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _MIGRATION_LOCK})
         _applied.create(conn, checkfirst=True)
         done = set(conn.scalars(sa.select(_applied.c.name)))
         ran = []

@@ -13,6 +13,8 @@ from starchart.api.protocol import (
     ChatCompletionRequest,
     NamedToolChoice,
 )
+from starchart.api.relay import relay
+from starchart.engines.remote import RemoteEngine
 from starchart.errors import BadRequest
 from starchart.structured.replies import with_tool_calls
 from starchart.structured.request import StructuredRequest, plan
@@ -42,6 +44,9 @@ async def create_chat_completion(body: ChatCompletionRequest,
                                  request: Request) -> ChatCompletion | StreamingResponse:
     service = request.app.state.service
     engine = service.engine(body.model)
+    if isinstance(engine, RemoteEngine):  # passed through as the client sent it
+        # response_format and tools too: the upstream constrains its own output.
+        return await relay(request, engine, "/v1/chat/completions", service.stats)
     structured = structured_request(body)
     if structured.grammar is not None and engine.structured is None:
         raise BadRequest(f"model {engine.info.id!r} cannot constrain its output (its engine or"

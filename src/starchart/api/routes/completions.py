@@ -8,6 +8,8 @@ from fastapi.responses import StreamingResponse
 from starchart.api import generation
 from starchart.api.openapi import errors, streams
 from starchart.api.protocol import Completion, CompletionChunk, CompletionRequest
+from starchart.api.relay import relay
+from starchart.engines.remote import RemoteEngine
 
 router = APIRouter()
 
@@ -17,7 +19,10 @@ router = APIRouter()
 async def create_completion(body: CompletionRequest,
                             request: Request) -> Completion | StreamingResponse:
     service = request.app.state.service
-    model = service.engine(body.model).info.id
+    engine = service.engine(body.model)
+    if isinstance(engine, RemoteEngine):  # passed through as the client sent it
+        return await relay(request, engine, "/v1/completions", service.stats)
+    model = engine.info.id
     events = service.stream_completion(body.model, body.text, body.sampling(service.defaults))
     if body.stream:
         return generation.stream(events, generation.CompletionChunks(model,

@@ -14,6 +14,7 @@ from starchart.api.protocol import (
     SequenceStats,
     ServerStats,
 )
+from starchart.engines.remote import RemoteEngine
 from starchart.services.chat import ChatService
 from starchart.services.clip import ClipService
 
@@ -30,7 +31,9 @@ def _clip(request: Request) -> ClipService:
 
 @router.get("/v1/models", response_model=ModelList)
 async def list_models(request: Request) -> ModelList:
-    chat = [ModelCard(kind="chat", loaded=engine.loaded, **engine.info.as_dict())
+    chat = [ModelCard(kind="chat", loaded=engine.loaded, **engine.info.as_dict(),
+                      **({"upstreams": [u.as_dict() for u in engine.upstreams]}
+                         if isinstance(engine, RemoteEngine) else {}))
             for engine in _service(request).engines.values()]
     clip = [ModelCard.model_validate(row) for row in _clip(request).model_entries()]
     return ModelList(data=chat + clip)

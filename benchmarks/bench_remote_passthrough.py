@@ -1,0 +1,101 @@
+"""The remote engine's cost, one run: a client talking to an upstream directly vs
+through a starchart front (`--upstream`), side by side.
+
+The upstream is a `starchart serve` process with the embedded model (it honours
+ignore_eos, so every stream decodes exactly --max-tokens); the front is a second
+process relaying to it (the upstream decodes on --upstream-threads, default 1,
+leaving a core to the front on a small machine). Rounds alternate direct /
+front so machine noise hits both. Reported per concurrency (1 and 8 streams at once): TTFT p50 and
+aggregate decode tokens/s, and front/direct.
+
+    .venv/bin/python benchmarks/bench_remote_passthrough.py [--rounds 5] [--max-tokens 64]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import time
+
+import httpx
+from server_process import starchart_server
+
+from starchart.registry import EMBEDDED_NAME
+
+QUESTIONS = ["Write a story about a lighthouse.", "Explain how rain forms.",
+             "Describe the city of Paris.", "List some fruits."]
+
+
+async def one_stream(client: httpx.AsyncClient, model: str, question: str,
+                     max_tokens: int) -> tuple[float, float, float, int]:
+    """(start, first token, last token, tokens) of one streamed chat completion."""
+    body = {"model": model, "stream": True, "max_tokens": max_tokens, "ignore_eos": True,
+            "temperature": 0.2, "messages": [{"role": "user", "content": question}]}
+    start = time.perf_counter()
+    first = last = None
+    n = 0
+    async with client.stream("POST", "/v1/chat/completions", json=body) as response:
+        response.raise_for_status()
+        async for line in response.aiter_lines():
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            chunk = json.loads(line[6:])
+            if chunk.get("choices") and chunk["choices"][0]["delta"].get("content"):
+                now = time.perf_counter()
+                first = first or now
+                last = now
+                n += 1
+    assert first is not None and last is not None and n > 1, "no tokens streamed"
+    return start, first, last, n
+
+
+async def measure(url: str, model: str, streams: int, max_tokens: int
+                  ) -> tuple[float, float]:
+    """(TTFT p50 seconds, aggregate decode tokens/s) of ``streams`` concurrent streams."""
+    async with httpx.AsyncClient(base_url=url, timeout=300) as client:
+        runs = await asyncio.gather(*(one_stream(client, model, QUESTIONS[i % len(QUESTIONS)],
+                                                 max_tokens) for i in range(streams)))
+    ttft = statistics.median(first - start for start, first, _, _ in runs)
+    decoded = sum(n - 1 for *_, n in runs)
+    span = max(last for _, _, last, _ in runs) - min(first for _, first, _, _ in runs)
+    return ttft, decoded / span
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--max-tokens", type=int, default=64)
+    parser.add_argument("--streams", type=int, nargs="+", default=[1, 8])
+    parser.add_argument("--upstream-threads", type=int, default=1)
+    args = parser.parse_args()
+
+    # The upstream decodes on one thread: the other core is left to the front and the
+    # client, so the comparison measures the relay, not a fight for the CPU.
+    with starchart_server("--n-ctx", "2048", "--threads", str(args.upstream_threads)
+                          ) as upstream, starchart_server(
+            "--n-ctx", "2048", "--upstream", f"up={upstream}",
+            "--upstream-model", f"up={EMBEDDED_NAME}") as front:
+        paths = {"direct": (upstream, EMBEDDED_NAME), "front": (front, "up")}
+        for url, model in paths.values():  # warm up both paths (and the KV cache)
+            asyncio.run(measure(url, model, 1, 8))
+        print(f"{'streams':>7}  {'path':<7}{'TTFT p50':>10}{'tok/s':>9}")
+        for streams in args.streams:
+            got: dict[str, list[tuple[float, float]]] = {"direct": [], "front": []}
+            for _ in range(args.rounds):
+                for name, (url, model) in paths.items():
+                    got[name].append(asyncio.run(measure(url, model, streams,
+                                                         args.max_tokens)))
+            med = {name: (statistics.median(t for t, _ in runs),
+                          statistics.median(s for _, s in runs)) for name, runs in got.items()}
+            for name, (ttft, speed) in med.items():
+                print(f"{streams:>7}  {name:<7}{ttft * 1000:>8.1f}ms{speed:>9.1f}")
+            added = (med["front"][0] - med["direct"][0]) * 1000
+            ratio = med["front"][1] / med["direct"][1]
+            print(f"{streams:>7}  front/direct: tokens/s x{ratio:.3f}, TTFT +{added:.1f} ms"
+                  f" (targets: >= 0.97, < 5 ms)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,396 @@
+"""The remote engine: a model served by upstream OpenAI-compatible servers.
+
+starchart does not grow a cluster of its own: a model too big for one box
+runs in vLLM (tensor/pipeline parallel, Ray across nodes), SGLang, TGI, or
+llama.cpp's server, and starchart fronts it, keeping its conversations, keys
+and page on top. One ``RemoteEngine`` is one model name, served by one or
+more interchangeable upstreams (replicas of the same model):
+
+- One pooled ``httpx.AsyncClient`` per upstream (HTTP/1.1 keep-alive).
+- Health: ``GET /v1/models`` every ``upstream_health_interval`` seconds; a
+  request goes to the healthy upstream with the fewest requests outstanding
+  (or round-robin). A connect failure marks the upstream down and the
+  request goes to the next; the probe brings it back.
+- Errors: an upstream's 4xx is passed on with its message; 5xx, an
+  unreachable pool and a stream broken mid-way become 502, timeouts 504.
+
+The HTTP routes relay requests byte for field (``open_stream``/``post_json``,
+see ``api/relay.py``); conversation turns use the ``Engine`` interface
+(``stream_chat``), which speaks to the same upstreams.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import logging
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from starchart.chat.templates import Message
+from starchart.engines.base import (
+    Engine,
+    Finish,
+    ModelInfo,
+    SamplingParams,
+    StreamEvent,
+    TextDelta,
+    Usage,
+)
+from starchart.engines.upstreams import UpstreamModel
+from starchart.errors import BadGateway, GatewayTimeout, StarchartError, UpstreamRejected
+from starchart.settings import Settings
+
+log = logging.getLogger("starchart.remote")
+
+# Failures that mean "this upstream did not take the request": try the next.
+_NOT_TAKEN = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout,
+              httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)
+
+
+# A server busy generating may answer its model list slowly (llama-cpp-python's
+# does not answer at all until the current request is done): that is not down.
+PROBE_READ_TIMEOUT = 30.0
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    connect: float
+    first_token: float
+    idle: float
+    health_interval: float
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Timeouts:
+        return cls(settings.upstream_connect_timeout, settings.upstream_first_token_timeout,
+                   settings.upstream_idle_timeout, settings.upstream_health_interval)
+
+
+@dataclass
+class Upstream:
+    url: str
+    client: httpx.AsyncClient
+    healthy: bool = True  # optimistic until a probe or a request says otherwise
+    outstanding: int = 0
+    requests: int = 0  # taken over the server's life
+    models: list[str] = field(default_factory=list)
+    error: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"url": self.url, "healthy": self.healthy, "outstanding": self.outstanding,
+                "requests": self.requests, "models": self.models, "error": self.error}
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+def upstream_error(response_status: int, body: bytes, url: str) -> StarchartError:
+    """An upstream's error response -> ours: 4xx passed on, anything else 502."""
+    message, param, code, type_ = None, None, None, None
+    with contextlib.suppress(ValueError, AttributeError, TypeError):
+        error = json.loads(body)
+        error = error.get("error", error) if isinstance(error, dict) else error
+        if isinstance(error, dict):
+            message = error.get("message") or error.get("detail")
+            param, code, type_ = error.get("param"), error.get("code"), error.get("type")
+        elif isinstance(error, str):
+            message = error
+    text = str(message) if message else body.decode("utf-8", "replace")[:500]
+    if 400 <= response_status < 500:
+        return UpstreamRejected(response_status, text,
+                                param=param if isinstance(param, str) else None,
+                                code=code if isinstance(code, str) else None,
+                                type_=type_ if isinstance(type_, str) else None)
+    return BadGateway(f"upstream {url} answered {response_status}: {text}")
+
+
+class UpstreamStream:
+    """An open streaming response: its SSE ``data`` payloads, as they arrive."""
+
+    def __init__(self, engine: RemoteEngine, upstream: Upstream,
+                 response: httpx.Response) -> None:
+        self.upstream = upstream
+        self._engine = engine
+        self._response = response
+        self._lines = response.aiter_lines()
+        self._pending: str | None = None
+        self._closed = False
+
+    async def first(self) -> None:
+        """Wait for the first event (under the first-token timeout); kept for ``data()``."""
+        self._pending = await self._next(self._engine.timeouts.first_token, first=True)
+
+    async def _next(self, timeout: float, *, first: bool = False) -> str | None:
+        """The next ``data`` payload; None at the end of the body."""
+        parts: list[str] = []
+        try:
+            async with asyncio.timeout(timeout):
+                async for line in self._lines:
+                    if line.startswith("data:"):
+                        parts.append(line[5:].removeprefix(" "))
+                    elif not line and parts:
+                        return "\n".join(parts)
+        except TimeoutError:
+            what = "its first token" if first else "the next token"
+            raise GatewayTimeout(f"upstream {self.upstream.url} sent nothing for {timeout:g} s"
+                                 f" waiting for {what}") from None
+        except httpx.HTTPError as exc:
+            raise BadGateway(f"the stream from upstream {self.upstream.url} broke:"
+                             f" {_describe(exc)}") from exc
+        return "\n".join(parts) if parts else None
+
+    async def data(self) -> AsyncIterator[str]:
+        """Payloads up to (not including) ``[DONE]``. A body that ends without
+        ``[DONE]`` is a broken stream: ``BadGateway``."""
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            if pending == "[DONE]":
+                return
+            yield pending
+        while True:
+            payload = await self._next(self._engine.timeouts.idle)
+            if payload is None:
+                raise BadGateway(f"the stream from upstream {self.upstream.url} ended"
+                                 " before [DONE]")
+            if payload == "[DONE]":
+                return
+            yield payload
+
+    async def aclose(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self.upstream.outstanding -= 1
+            await self._response.aclose()
+
+
+class RemoteEngine(Engine):
+    """One model name served by one or more upstream OpenAI-compatible servers."""
+
+    def __init__(self, model: UpstreamModel, timeouts: Timeouts, *, n_ctx: int,
+                 balance: str = "least-outstanding") -> None:
+        super().__init__()
+        self.model = model
+        self.timeouts = timeouts
+        self.balance = balance
+        self.info = ModelInfo(id=model.name, engine="remote", path=",".join(model.urls),
+                              n_ctx=n_ctx, format="remote",
+                              extra={"upstream_model": model.upstream_model})
+        headers = {"Authorization": f"Bearer {model.api_key}"} if model.api_key else {}
+        # No read timeout in httpx: first-token and idle limits are ours (UpstreamStream).
+        timeout = httpx.Timeout(connect=timeouts.connect, read=None, write=timeouts.idle,
+                                pool=timeouts.connect)
+        self.upstreams = [
+            Upstream(url, httpx.AsyncClient(base_url=url, headers=headers, timeout=timeout,
+                                            limits=httpx.Limits(max_connections=None,
+                                                                max_keepalive_connections=64)))
+            for url in model.urls
+        ]
+        self._turn = itertools.count()
+        self._loaded = False
+
+    # -- Engine interface ---------------------------------------------------
+
+    def load(self) -> None:
+        self._loaded = True  # nothing to load; reachability is the probes' business
+
+    def close(self) -> None:
+        self._loaded = False  # the clients close in serve_background's finally
+
+    @property
+    def loaded(self) -> bool:
+        return self._loaded
+
+    def tokenize(self, prompt: str) -> list[int]:
+        # The tokenizer lives upstream. Conversations only use a count, to decide
+        # how much old history to leave out: about four characters a token. The
+        # upstream still refuses a prompt that is really too long (a 400, passed on).
+        return [0] * max(1, len(prompt) // 4)
+
+    def render_chat(self, messages: Sequence[Message]) -> str:
+        # Only ever measured (see tokenize): the upstream applies the real template.
+        return "\n".join(f"{m['role']}: {m['content']}" for m in messages)
+
+    def stream_tokens(self, prompt_tokens: list[int], params: SamplingParams
+                      ) -> AsyncIterator[StreamEvent]:
+        raise NotImplementedError("a remote model is prompted with text (stream_chat)")
+
+    def stream_chat(self, messages: Sequence[Message], params: SamplingParams
+                    ) -> AsyncIterator[StreamEvent]:
+        return self._events("/v1/chat/completions",
+                            {"messages": list(messages), **_sampling(params)})
+
+    def stream_completion(self, prompt: str, params: SamplingParams
+                          ) -> AsyncIterator[StreamEvent]:
+        return self._events("/v1/completions", {"prompt": prompt, **_sampling(params)})
+
+    async def serve_background(self) -> None:
+        """Probe the upstreams for as long as the server runs; close the clients after."""
+        try:
+            while True:
+                await self.probe()
+                await asyncio.sleep(self.timeouts.health_interval)
+        finally:
+            for upstream in self.upstreams:
+                await upstream.client.aclose()
+
+    # -- upstreams ----------------------------------------------------------
+
+    async def probe(self) -> None:
+        await asyncio.gather(*(self._probe(u) for u in self.upstreams))
+
+    async def _probe(self, upstream: Upstream) -> None:
+        try:
+            response = await upstream.client.get("/v1/models", timeout=httpx.Timeout(
+                PROBE_READ_TIMEOUT, connect=self.timeouts.connect))
+        except httpx.HTTPError as exc:
+            self._down(upstream, _describe(exc))
+            return
+        if response.status_code != 200:
+            self._down(upstream, f"GET /v1/models answered {response.status_code}")
+            return
+        with contextlib.suppress(ValueError, AttributeError, TypeError, KeyError):
+            upstream.models = [m["id"] for m in response.json()["data"]]
+        if not upstream.healthy:
+            log.warning("upstream %s of %s is back", upstream.url, self.info.id)
+        upstream.healthy, upstream.error = True, None
+
+    def _down(self, upstream: Upstream, why: str) -> None:
+        if upstream.healthy:
+            log.warning("upstream %s of %s is down: %s", upstream.url, self.info.id, why)
+        upstream.healthy, upstream.error = False, why
+
+    def candidates(self) -> list[Upstream]:
+        """The order to try upstreams in: healthy ones first, by the balance policy;
+        the ones marked down last (a probe may simply not have seen them return)."""
+        start = next(self._turn)
+        ring = self.upstreams[start % len(self.upstreams):] + \
+            self.upstreams[: start % len(self.upstreams)]
+        healthy = [u for u in ring if u.healthy]
+        if self.balance == "least-outstanding":
+            healthy.sort(key=lambda u: u.outstanding)  # stable: ties keep the ring order
+        return healthy + [u for u in ring if not u.healthy]
+
+    async def _send(self, path: str, body: dict[str, Any], *, stream: bool
+                    ) -> tuple[Upstream, httpx.Response]:
+        """Send to the first upstream that takes it (its ``outstanding`` counted)."""
+        payload = {**body, "model": self.model.upstream_model, "stream": stream}
+        failures: list[str] = []
+        for upstream in self.candidates():
+            request = upstream.client.build_request("POST", path, json=payload)
+            upstream.outstanding += 1
+            try:
+                response = await upstream.client.send(request, stream=True)
+            except _NOT_TAKEN as exc:
+                upstream.outstanding -= 1
+                self._down(upstream, _describe(exc))
+                failures.append(f"{upstream.url}: {_describe(exc)}")
+                continue
+            except BaseException:
+                upstream.outstanding -= 1
+                raise
+            if response.status_code != 200:
+                try:
+                    content = await response.aread()
+                finally:
+                    upstream.outstanding -= 1
+                    await response.aclose()
+                raise upstream_error(response.status_code, content, upstream.url)
+            upstream.requests += 1
+            return upstream, response
+        raise BadGateway(f"no upstream of {self.info.id!r} could be reached: "
+                         + "; ".join(failures))
+
+    async def open_stream(self, path: str, body: dict[str, Any]) -> UpstreamStream:
+        """Start a streamed request; returns once the first event has arrived, so
+        a failure before it is still an HTTP error status, not an error event."""
+        try:
+            async with asyncio.timeout(self.timeouts.first_token):
+                upstream, response = await self._send(path, body, stream=True)
+        except TimeoutError:
+            raise GatewayTimeout(f"no upstream of {self.info.id!r} answered within"
+                                 f" {self.timeouts.first_token:g} s") from None
+        stream = UpstreamStream(self, upstream, response)
+        try:
+            await stream.first()
+        except BaseException:
+            await stream.aclose()
+            raise
+        return stream
+
+    async def post_json(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        """A whole (non-streamed) answer, as the upstream sent it."""
+        try:
+            async with asyncio.timeout(self.timeouts.first_token):
+                upstream, response = await self._send(path, body, stream=False)
+                try:
+                    content = await response.aread()
+                except httpx.HTTPError as exc:
+                    raise BadGateway(f"the answer from upstream {upstream.url} broke:"
+                                     f" {_describe(exc)}") from exc
+                finally:
+                    upstream.outstanding -= 1
+                    await response.aclose()
+        except TimeoutError:
+            raise GatewayTimeout(f"the upstream answer for {self.info.id!r} took longer than"
+                                 f" {self.timeouts.first_token:g} s") from None
+        try:
+            return json.loads(content)
+        except ValueError as exc:
+            raise BadGateway(f"upstream {upstream.url} sent a body that is not JSON") from exc
+
+    async def _events(self, path: str, body: dict[str, Any]) -> AsyncIterator[StreamEvent]:
+        """The Engine view of a streamed answer: text deltas, then Finish."""
+        stream = await self.open_stream(
+            path, {**body, "stream_options": {"include_usage": True}})
+        chat = path.endswith("chat/completions")
+        reason: str | None = None
+        usage: Usage | None = None
+        pieces = 0
+        try:
+            async for payload in stream.data():
+                chunk = json.loads(payload)
+                if "error" in chunk:  # the upstream's own mid-stream error event
+                    raise BadGateway(f"upstream {stream.upstream.url}:"
+                                     f" {chunk['error'].get('message', chunk['error'])}")
+                if chunk.get("usage"):
+                    usage = Usage(chunk["usage"].get("prompt_tokens", 0),
+                                  chunk["usage"].get("completion_tokens", 0))
+                for choice in chunk.get("choices") or []:
+                    text = (choice.get("delta") or {}).get("content") if chat \
+                        else choice.get("text")
+                    if text:
+                        pieces += 1
+                        yield TextDelta(text)
+                    reason = choice.get("finish_reason") or reason
+        finally:
+            await stream.aclose()
+        self.tokens_generated += usage.completion_tokens if usage else pieces
+        yield Finish(reason or "stop",  # type: ignore[arg-type]
+                     usage or Usage(0, pieces))
+
+
+def _sampling(params: SamplingParams) -> dict[str, Any]:
+    """Sampling parameters as OpenAI fields (plus the common extensions
+    vLLM and llama.cpp's server read: top_k, min_p, repetition_penalty)."""
+    out = {k: v for k, v in params.as_dict().items() if k != "ignore_eos"}
+    if not out["stop"]:
+        del out["stop"]
+    if out["seed"] is None:
+        del out["seed"]
+    if params.ignore_eos:
+        out["ignore_eos"] = True
+    return out
+
+
+def remote_engines(settings: Settings) -> list[RemoteEngine]:
+    from starchart.engines.upstreams import upstream_models
+
+    timeouts = Timeouts.from_settings(settings)
+    return [RemoteEngine(m, timeouts, n_ctx=settings.n_ctx, balance=settings.upstream_balance)
+            for m in upstream_models(settings)]
