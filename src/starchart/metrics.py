@@ -10,7 +10,8 @@ Where the figures come from, each at one seam:
   (ASGI, outermost, so refusals such as 401 are counted too);
 - tokens, time to first token, inter-token latency, generation duration,
   running/queued streams: ``ServerMetrics.track`` around the service layer's
-  event stream;
+  event stream, and one ``Generation`` per answer the relay passes through from
+  an upstream (``api/relay.py``), so remote models count like local ones;
 - model load time: recorded by whoever loads the engines; weight bytes, CLIP
   images encoded and conversations stored: read when scraped.
 """
@@ -27,7 +28,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from starchart.engines.base import Engine, Finish, StreamEvent
 
-__all__ = ["MetricsMiddleware", "ServerMetrics"]
+__all__ = ["Generation", "MetricsMiddleware", "ServerMetrics"]
 
 TTFT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 ITL_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56)
@@ -122,44 +123,74 @@ class ServerMetrics:
         encode, content_type = choose_encoder(accept or "")
         return encode(self.registry), content_type
 
+    def generation(self, model: str) -> Generation:
+        """Start recording one generation (queued until its first event)."""
+        return Generation(self, model)
+
     async def track(self, model: str, events: AsyncIterator[StreamEvent]
                     ) -> AsyncIterator[StreamEvent]:
         """Pass ``events`` through, timing them. Starts counting at the first ``anext``,
         which is when the engine is handed the work."""
-        queued, running = self.queued.labels(model), self.running.labels(model)
-        start = time.perf_counter()
-        last: float | None = None  # the previous text's time
-        started = False
-        outcome = "cancelled"
-        queued.inc()
+        generation = self.generation(model)
         try:
             async for event in events:
-                now = time.perf_counter()
-                if not started:
-                    started = True
-                    queued.dec()
-                    running.inc()
                 if isinstance(event, Finish):
-                    self.prompt_tokens.labels(model).inc(event.usage.prompt_tokens)
-                    self.completion_tokens.labels(model).inc(event.usage.completion_tokens)
-                    self.duration.labels(model).observe(now - start)
-                    if last is None:  # nothing generated: the first token is the finish
-                        self.ttft.labels(model).observe(now - start)
-                    outcome = "finished"
-                elif last is None:
-                    self.ttft.labels(model).observe(now - start)
-                    last = now
+                    generation.finished(event.usage.prompt_tokens,
+                                        event.usage.completion_tokens)
                 else:
-                    self.itl.labels(model).observe(now - last)
-                    last = now
+                    generation.text()
                 yield event
         except Exception:
-            outcome = "error"
+            generation.outcome = "error"
             raise
         finally:
-            (running if started else queued).dec()
-            self.generations.labels(model, outcome).inc()
+            generation.end()
             await events.aclose()  # type: ignore[attr-defined]
+
+
+class Generation:
+    """The figures of one generation, fed by whoever sees its events: ``track``
+    for the engines' streams, the relay for a remote model's passed-through answer."""
+
+    def __init__(self, metrics: ServerMetrics, model: str) -> None:
+        self.metrics, self.model = metrics, model
+        self.outcome = "cancelled"  # until it finishes or fails
+        self._queued, self._running = metrics.queued.labels(model), metrics.running.labels(model)
+        self._start = time.perf_counter()
+        self._last: float | None = None  # the previous text's time
+        self._started = False
+        self._queued.inc()
+
+    def started(self) -> None:
+        """Its first event arrived: running, no longer queued."""
+        if not self._started:
+            self._started = True
+            self._queued.dec()
+            self._running.inc()
+
+    def text(self) -> None:
+        self.started()
+        now = time.perf_counter()
+        if self._last is None:
+            self.metrics.ttft.labels(self.model).observe(now - self._start)
+        else:
+            self.metrics.itl.labels(self.model).observe(now - self._last)
+        self._last = now
+
+    def finished(self, prompt_tokens: int, completion_tokens: int) -> None:
+        self.started()
+        now = time.perf_counter()
+        m = self.metrics
+        m.prompt_tokens.labels(self.model).inc(prompt_tokens)
+        m.completion_tokens.labels(self.model).inc(completion_tokens)
+        m.duration.labels(self.model).observe(now - self._start)
+        if self._last is None:  # nothing generated: the first token is the finish
+            m.ttft.labels(self.model).observe(now - self._start)
+        self.outcome = "finished"
+
+    def end(self) -> None:
+        (self._running if self._started else self._queued).dec()
+        self.metrics.generations.labels(self.model, self.outcome).inc()
 
 
 def _route(scope: Scope) -> str:

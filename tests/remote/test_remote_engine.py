@@ -27,6 +27,7 @@ from starchart.settings import Settings
 
 from tests.conftest import LiveServer, free_port
 from tests.e2e.test_store_durability import ServeProcess
+from tests.metrics.test_metrics import delta, scrape, value
 
 CAPITAL = [{"role": "system", "content": ""},
            {"role": "user", "content": "Name the capital of Germany."}]
@@ -208,6 +209,52 @@ def test_a_stored_conversation_on_a_remote_model(front: LiveServer) -> None:
     assert "Berlin" in answer["message"]["content"]
     assert answer["message"]["model"] == "llama" and not answer["message"]["incomplete"]
     assert answer["message"]["usage"]["completion_tokens"] > 0
+
+
+def test_remote_models_count_in_metrics_like_local_ones(front: LiveServer) -> None:
+    client = _client(front)
+    before = scrape(front.url)
+    reply = client.chat.completions.create(model="llama", messages=CAPITAL, temperature=0,
+                                           max_tokens=8)
+    usage = None  # starchart sends the usage a client asks for
+    for chunk in client.chat.completions.create(
+            model="star", messages=CAPITAL, temperature=0, max_tokens=8, stream=True,
+            stream_options={"include_usage": True}):
+        usage = chunk.usage or usage
+    assert usage is not None
+    # llama-cpp-python's server streams no usage: each piece of text counts as a token.
+    pieces = sum(1 for chunk in client.chat.completions.create(
+        model="llama", messages=CAPITAL, temperature=0, max_tokens=8, stream=True)
+        if chunk.choices and chunk.choices[0].delta.content)
+    pieces += sum(1 for chunk in client.completions.create(
+        model="llama", prompt="The capital of France is", max_tokens=6, temperature=0,
+        stream=True) if chunk.choices and chunk.choices[0].text)
+    with pytest.raises(openai.NotFoundError):  # the upstream's 404: an error outcome
+        client.chat.completions.create(model="ghost", messages=CAPITAL, max_tokens=4)
+    after = scrape(front.url)
+    finished = {"llama": 3, "star": 1}
+    for model, n in finished.items():
+        assert delta(before, after, "starchart_generations_total", model=model,
+                     outcome="finished") == n
+        for histogram in ("starchart_time_to_first_token_seconds",
+                          "starchart_request_duration_seconds"):
+            assert delta(before, after, f"{histogram}_count", model=model) == n, histogram
+        assert value(after, "starchart_requests_running", model=model) == 0
+        assert value(after, "starchart_requests_queued", model=model) == 0
+    assert delta(before, after, "starchart_generations_total", model="ghost",
+                 outcome="error") == 1
+    assert delta(before, after, "starchart_completion_tokens_total", model="llama") == (
+        reply.usage.completion_tokens + pieces)
+    assert delta(before, after, "starchart_prompt_tokens_total",
+                 model="llama") == reply.usage.prompt_tokens
+    assert delta(before, after, "starchart_completion_tokens_total",
+                 model="star") == usage.completion_tokens
+    assert delta(before, after, "starchart_prompt_tokens_total",
+                 model="star") == usage.prompt_tokens
+    assert delta(before, after, "starchart_inter_token_latency_seconds_count",
+                 model="llama") > 0
+    assert delta(before, after, "starchart_http_requests_total", method="POST",
+                 route="/v1/chat/completions", status="200") == 3
 
 
 def test_a_client_hanging_up_mid_stream_releases_the_upstream(front: LiveServer) -> None:

@@ -110,3 +110,17 @@ def test_a_stream_gone_quiet_ends_with_an_error_event_before_done(
     assert json.loads(frames[0])["model"] == "quiet"
     assert json.loads(frames[1])["error"]["code"] == "upstream_timeout"
     assert frames[2:] == ["[DONE]"]
+
+
+@pytest.mark.parametrize("quiet_front", ["stall"], indirect=True)
+def test_a_stored_turn_whose_upstream_goes_quiet_keeps_its_text_marked_incomplete(
+        quiet_front: LiveServer) -> None:
+    conv = httpx.post(quiet_front.url + "/v1/conversations",
+                      json={"system_prompt": "", "model": "quiet"}).json()
+    posted = httpx.post(f"{quiet_front.url}/v1/conversations/{conv['id']}/messages",
+                        timeout=30, json={"content": "hi", "stream": False})
+    assert posted.status_code == 504, posted.text  # the idle timeout, in OpenAI's shape
+    assert posted.json()["error"]["code"] == "upstream_timeout"
+    stored = httpx.get(f"{quiet_front.url}/v1/conversations/{conv['id']}").json()["messages"]
+    assert [m["role"] for m in stored] == ["user", "assistant"]
+    assert stored[1]["content"] == "Hello" and stored[1]["incomplete"] is True

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -23,7 +24,7 @@ from starchart.api.protocol import ErrorResponse
 from starchart.api.streaming import cancel_on_disconnect
 from starchart.engines.remote import RemoteEngine, UpstreamStream
 from starchart.errors import StarchartError
-from starchart.services.chat import Stats
+from starchart.services.chat import ChatService
 
 log = logging.getLogger("starchart.api")
 
@@ -38,12 +39,89 @@ def _renamed(payload: str, model: str) -> str:
     return _MODEL.sub(lambda _: f'"model": {json.dumps(model)}', payload, count=1)
 
 
-async def _frames(stream: UpstreamStream, model: str) -> AsyncIterator[str]:
+class _Meter:
+    """Counts one relayed answer as a local generation is counted: ``/v1/stats``
+    (the service's Stats) and ``/metrics`` (tokens, TTFT, inter-token latency,
+    duration, outcome). Tokens come from the upstream's usage; without one, each
+    streamed piece of text counts as a token."""
+
+    def __init__(self, service: ChatService, model: str) -> None:
+        self.stats = service.stats
+        self.generation = None if service.metrics is None else service.metrics.generation(model)
+        self.usage: dict[str, Any] = {}
+        self.pieces = 0
+        self.first: float | None = None  # decode speed counts from the first text
+        self.error = False
+        self.ended = False
+        self.stats.requests += 1
+        self.stats.in_flight += 1
+
+    def payload(self, payload: str) -> None:
+        """One streamed event of the upstream's."""
+        try:
+            chunk = json.loads(payload)
+        except ValueError:
+            return
+        if not isinstance(chunk, dict):
+            return
+        if "error" in chunk:  # the upstream's own mid-stream error event
+            self.failed()
+        if isinstance(chunk.get("usage"), dict):
+            self.usage = chunk["usage"]
+        generation = self.generation
+        if generation is not None:
+            generation.started()
+        for choice in chunk.get("choices") or ():
+            delta = choice.get("delta") or {}
+            if choice.get("text") or delta.get("content") or delta.get("tool_calls"):
+                self.pieces += 1
+                if self.first is None:
+                    self.first = time.perf_counter()
+                if generation is not None:
+                    generation.text()
+
+    def answered(self, answer: dict[str, Any]) -> None:
+        """The upstream's whole (non-streamed) answer."""
+        if isinstance(answer.get("usage"), dict):
+            self.usage = answer["usage"]
+        self.done()
+
+    def done(self) -> None:
+        """The upstream finished its answer."""
+        if self.error:
+            return
+        completion = int(self.usage.get("completion_tokens") or self.pieces)
+        self.stats.completion_tokens += completion
+        if self.first is not None and completion > 1:
+            elapsed = time.perf_counter() - self.first
+            if elapsed > 0:
+                self.stats.last_tokens_per_second = (completion - 1) / elapsed
+        if self.generation is not None:
+            self.generation.finished(int(self.usage.get("prompt_tokens") or 0), completion)
+
+    def failed(self) -> None:
+        self.error = True
+        if self.generation is not None:
+            self.generation.outcome = "error"
+
+    def end(self) -> None:
+        """However the request ended (idempotent)."""
+        if not self.ended:
+            self.ended = True
+            self.stats.in_flight -= 1
+            if self.generation is not None:
+                self.generation.end()
+
+
+async def _frames(stream: UpstreamStream, model: str, meter: _Meter) -> AsyncIterator[str]:
     try:
         async for payload in stream.data():
+            meter.payload(payload)
             yield f"data: {_renamed(payload, model)}\n\n"
+        meter.done()
     except StarchartError as exc:
         log.warning("relayed stream of %s ended early: %s", model, exc.message)
+        meter.failed()
         yield f"data: {ErrorResponse.of(exc).wire()}\n\n"
     finally:
         await stream.aclose()
@@ -54,39 +132,41 @@ class _RelayedStream(StreamingResponse):
     """Closes the upstream stream however the response ends: a client gone before
     the body started never runs the generator's ``finally``."""
 
-    def __init__(self, stream: UpstreamStream, model: str, stats: Stats) -> None:
-        super().__init__(_frames(stream, model), media_type="text/event-stream",
+    def __init__(self, stream: UpstreamStream, model: str, meter: _Meter) -> None:
+        super().__init__(_frames(stream, model, meter), media_type="text/event-stream",
                          headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
         self._stream = stream
-        self._stats = stats
+        self._meter = meter
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         try:
             await super().__call__(scope, receive, send)
         finally:
-            self._stats.in_flight -= 1
+            self._meter.end()
             await self._stream.aclose()
 
 
-async def relay(request: Request, engine: RemoteEngine, path: str, stats: Stats) -> Any:
+async def relay(request: Request, engine: RemoteEngine, path: str, service: ChatService) -> Any:
     """The whole answer (JSON) or the relayed stream, for a remote model."""
     body: dict[str, Any] = await request.json()  # already validated by the route's model
-    stats.requests += 1
+    meter = _Meter(service, engine.info.id)
     if not body.get("stream"):
-        stats.in_flight += 1
         try:
             answer = await cancel_on_disconnect(request, engine.post_json(path, body))
+            if isinstance(answer, dict):
+                answer["model"] = engine.info.id
+                meter.answered(answer)
+        except StarchartError:
+            meter.failed()
+            raise
         finally:
-            stats.in_flight -= 1
-        if isinstance(answer, dict):
-            answer["model"] = engine.info.id
-            usage = answer.get("usage") or {}
-            stats.completion_tokens += int(usage.get("completion_tokens") or 0)
+            meter.end()
         return JSONResponse(answer)
-    stats.in_flight += 1
     try:
         stream = await cancel_on_disconnect(request, engine.open_stream(path, body))
-    except BaseException:
-        stats.in_flight -= 1
+    except BaseException as exc:
+        if isinstance(exc, StarchartError):
+            meter.failed()
+        meter.end()
         raise
-    return _RelayedStream(stream, engine.info.id, stats)
+    return _RelayedStream(stream, engine.info.id, meter)

@@ -46,7 +46,7 @@ async def create_chat_completion(body: ChatCompletionRequest,
     engine = service.engine(body.model)
     if isinstance(engine, RemoteEngine):  # passed through as the client sent it
         # response_format and tools too: the upstream constrains its own output.
-        return await relay(request, engine, "/v1/chat/completions", service.stats)
+        return await relay(request, engine, "/v1/chat/completions", service)
     structured = structured_request(body)
     if structured.grammar is not None and engine.structured is None:
         raise BadRequest(f"model {engine.info.id!r} cannot constrain its output (its engine or"
