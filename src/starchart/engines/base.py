@@ -138,8 +138,9 @@ class Engine(ABC):
         """Sequences running and waiting, for ``/v1/stats`` (engines that batch fill it)."""
         return {}
 
-    def render_chat(self, messages: Sequence[Message]) -> str:
-        return self.chat_template.render(messages)
+    def render_chat(self, messages: Sequence[Message],
+                    tools: Sequence[dict[str, Any]] | None = None) -> str:
+        return self.chat_template.render(messages, tools=tools)
 
     def prepare(self, prompt: str, *, param: str = "prompt") -> list[int]:
         """Tokenize ``prompt`` and refuse it when it leaves no room to generate.
@@ -157,8 +158,10 @@ class Engine(ABC):
         return self.stream_tokens(self.prepare(prompt), params)
 
     def stream_chat(
-        self, messages: Sequence[Message], params: SamplingParams
+        self, messages: Sequence[Message], params: SamplingParams,
+        tools: Sequence[dict[str, Any]] | None = None,
     ) -> AsyncIterator[StreamEvent]:
-        tokens = self.prepare(self.render_chat(messages), param="messages")
+        """``tools``: OpenAI tool definitions for a template that takes them."""
+        tokens = self.prepare(self.render_chat(messages, tools), param="messages")
         stops = tuple(dict.fromkeys(params.stop + self.chat_template.stop_strings))
         return self.stream_tokens(tokens, params.replace(stop=stops))
