@@ -226,3 +226,182 @@ def test_bad_input_is_a_400_naming_the_parameter(api: httpx.Client, extra: dict,
     assert error["param"] == param, error
     if "uniqueItems" in json.dumps(extra):
         assert "uniqueItems" in error["message"]
+
+
+# A ChatML template that offers tools its own way (as Qwen's and Hermes' do): tools in
+# the system turn, calls as <tool_call> blocks, results as <tool_response> turns.
+TOOL_TEMPLATE = (
+    "{% if tools %}<|im_start|>system\n"
+    "{% if messages[0]['role'] == 'system' %}{{ messages[0]['content'] }}\n\n{% endif %}"
+    "# Tools\n<tools>\n{% for tool in tools %}{{ tool['function'] | tojson }}\n{% endfor %}"
+    "</tools>\nCall one as <tool_call>{\"name\": ..., \"arguments\": ...}</tool_call>"
+    "<|im_end|>\n{% endif %}"
+    "{% for message in messages %}"
+    "{% if message['role'] == 'system' %}{% if not tools %}"
+    "<|im_start|>system\n{{ message['content'] }}<|im_end|>\n{% endif %}"
+    "{% elif message['role'] == 'tool' %}"
+    "<|im_start|>user\n<tool_response>{{ message['content'] }}</tool_response><|im_end|>\n"
+    "{% elif message.get('tool_calls') %}<|im_start|>assistant\n"
+    "{% for call in message['tool_calls'] %}<tool_call>{\"name\": "
+    "{{ call['function']['name'] | tojson }}, \"arguments\": "
+    "{{ call['function']['arguments'] | tojson }}}</tool_call>{% endfor %}<|im_end|>\n"
+    "{% else %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
+    "{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+
+
+@pytest.fixture
+def tool_template(engine, monkeypatch: pytest.MonkeyPatch):  # noqa: ANN001, ANN201
+    """The shared engine with a template that takes tools (restored after the test)."""
+    from dataclasses import replace
+
+    template = replace(engine.chat_template, source=TOOL_TEMPLATE)
+    assert template.takes_tools and not engine.chat_template.takes_tools
+    monkeypatch.setattr(engine, "chat_template", template)
+    return template
+
+
+def test_a_template_that_takes_tools_renders_them_itself(client: openai.OpenAI, engine,  # noqa: ANN001
+                                                         tool_template) -> None:  # noqa: ANN001
+    system = {"role": "system", "content": "You are helpful."}
+    out = client.chat.completions.create(model=MODEL, messages=[system, *WEATHER_Q],
+                                         tools=[WEATHER, TIME], max_tokens=30, temperature=0)
+    native = tool_template.render([system, *WEATHER_Q], tools=[WEATHER, TIME])
+    assert "# Tools" in native and '"name": "get_time"' in native
+    # The prompt is exactly the template's own rendering: no generic tool prompt added.
+    assert out.usage.prompt_tokens == len(engine.tokenize(native))
+    message = out.choices[0].message
+    for call in message.tool_calls or []:
+        _check_call(call, [WEATHER, TIME])
+
+    # A call and its result in the history go to the template as they are (the
+    # arguments as an object), not rewritten as plain turns.
+    history = [system, *WEATHER_Q,
+               {"role": "assistant", "content": None, "tool_calls": [
+                   {"id": "call_1", "type": "function",
+                    "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}]},
+               {"role": "tool", "tool_call_id": "call_1", "content": '{"celsius": 21}'}]
+    out = client.chat.completions.create(model=MODEL, messages=history, tools=[WEATHER],
+                                         max_tokens=20, temperature=0)
+    rendered = tool_template.render(
+        [*history[:2], {**history[2], "content": "", "tool_calls": [
+            {**history[2]["tool_calls"][0], "function": {
+                "name": "get_weather", "arguments": {"city": "Paris"}}}]}, history[3]],
+        tools=[WEATHER])
+    assert '<tool_call>{"name": "get_weather", "arguments": {"city": "Paris"}}' in rendered
+    assert "<tool_response>" in rendered
+    assert out.usage.prompt_tokens == len(engine.tokenize(rendered))
+
+
+def test_a_template_without_tools_gets_the_generic_prompt(client: openai.OpenAI,
+                                                          engine) -> None:  # noqa: ANN001
+    from starchart.structured.tools import Tool, generic_tool_prompt
+
+    assert not engine.chat_template.takes_tools
+    out = client.chat.completions.create(
+        model=MODEL, messages=[{"role": "system", "content": "S."}, *WEATHER_Q],
+        tools=[WEATHER], max_tokens=5, temperature=0)
+    prompt = generic_tool_prompt([Tool("get_weather", WEATHER["function"]["description"],
+                                       WEATHER["function"]["parameters"])], "auto")
+    rendered = engine.chat_template.render(
+        [{"role": "system", "content": f"S.\n\n{prompt}"}, *WEATHER_Q])
+    assert out.usage.prompt_tokens == len(engine.tokenize(rendered))
+
+
+TWO_CALLS = ('[{"name": "get_weather", "arguments": {"city": "Paris"}},'
+             ' {"name": "get_time", "arguments": {"zone": "UTC"}}]')
+
+
+@pytest.mark.parametrize("parallel", [True, False])
+def test_parallel_tool_calls(client: openai.OpenAI, engine, parallel: bool) -> None:  # noqa: ANN001
+    """true: the forced grammar allows a JSON array of calls; false: exactly one call."""
+    from starchart.structured.request import plan
+    from starchart.structured.tools import Tool
+
+    tools = [Tool(t["function"]["name"], t["function"]["description"],
+                  t["function"]["parameters"]) for t in (WEATHER, TIME)]
+    grammar = plan(response_format=None, schema=None, tools=tools, tool_choice="required",
+                   parallel=parallel, ignore_eos=False).grammar
+    constraint = engine.structured.start(grammar)
+    accepted = 0
+    tokens = engine.tokenize(TWO_CALLS)
+    for token in tokens[1:] if tokens[0] == engine._model.token_bos() else tokens:  # noqa: SLF001
+        if not constraint.allowed()[token]:
+            break
+        constraint.advance(token)
+        accepted += 1
+    assert (accepted == len(tokens)) == parallel
+    if parallel:
+        assert constraint.finished
+    # Through the API: every call well formed; with false, one call at most.
+    out = client.chat.completions.create(
+        model=MODEL, max_tokens=80, tools=[WEATHER, TIME], tool_choice="required",
+        parallel_tool_calls=parallel, temperature=0.8, seed=4,
+        messages=[{"role": "user", "content": "Weather in Paris and time in UTC?"}])
+    calls = out.choices[0].message.tool_calls
+    assert out.choices[0].finish_reason == "tool_calls" and calls
+    for call in calls:
+        _check_call(call, [WEATHER, TIME])
+    if not parallel:
+        assert len(calls) == 1
+
+
+def _conversation(api: httpx.Client) -> str:
+    response = api.post("/v1/conversations", json={"system_prompt": ""})
+    assert response.status_code == 200, response.text
+    return response.json()["id"]
+
+
+def test_a_conversation_turn_with_a_json_schema(api: httpx.Client) -> None:
+    cid = _conversation(api)
+    turn = api.post(f"/v1/conversations/{cid}/messages", json={
+        "content": "Describe a person as JSON.", "stream": False, "max_tokens": 80,
+        "response_format": person_format()}).json()
+    assert turn["message"]["finish_reason"] == "stop", turn
+    jsonschema.validate(json.loads(turn["message"]["content"]), PERSON)
+    stored = api.get(f"/v1/conversations/{cid}").json()["messages"][-1]
+    assert stored["content"] == turn["message"]["content"]
+
+
+def test_a_conversation_turn_stores_its_tool_calls(api: httpx.Client) -> None:
+    cid = _conversation(api)
+    with api.stream("POST", f"/v1/conversations/{cid}/messages", json={
+            "content": WEATHER_Q[0]["content"], "max_tokens": 60, "tools": [WEATHER, TIME],
+            "tool_choice": {"type": "function", "function": {"name": "get_weather"}}}
+            ) as response:
+        assert response.status_code == 200
+        frames = [json.loads(line[6:]) for line in response.iter_lines()
+                  if line.startswith("data: {")]
+    pieces = [d for f in frames for c in f["choices"] for d in c["delta"].get("tool_calls") or []]
+    assert pieces[0]["function"]["name"] == "get_weather" and pieces[0]["id"]
+    streamed = "".join(p["function"].get("arguments") or "" for p in pieces)
+    assert [c["finish_reason"] for f in frames for c in f["choices"]][-1] == "tool_calls"
+
+    stored = api.get(f"/v1/conversations/{cid}").json()["messages"][-1]
+    assert stored["finish_reason"] == "tool_calls" and not stored["incomplete"]
+    (call,) = stored["tool_calls"]
+    assert call["id"] == pieces[0]["id"] and call["function"]["name"] == "get_weather"
+    assert call["function"]["arguments"] == streamed
+    _check_call(openai.types.chat.ChatCompletionMessageToolCall.model_validate(call), [WEATHER])
+
+    # The next turn is generated with the call in its history.
+    turn = api.post(f"/v1/conversations/{cid}/messages", json={
+        "content": "Thanks. Name the capital of Germany.", "stream": False,
+        "max_tokens": 10, "temperature": 0}).json()
+    assert turn["message"]["finish_reason"] in ("stop", "length")
+    assert turn["message"]["tool_calls"] is None
+
+
+@pytest.mark.parametrize(("extra", "param"), [
+    ({"tools": [WEATHER], "tool_choice": {"type": "function", "function": {"name": "nope"}}},
+     "tool_choice"),
+    ({"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": 3}}},
+     "response_format.json_schema.schema")], ids=["tool_choice", "schema"])
+def test_a_bad_conversation_turn_is_a_400_and_stores_nothing(api: httpx.Client, extra: dict,
+                                                             param: str) -> None:
+    cid = _conversation(api)
+    response = api.post(f"/v1/conversations/{cid}/messages",
+                        json={"content": "hi", "stream": False, **extra})
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["param"] == param
+    assert api.get(f"/v1/conversations/{cid}").json()["messages"] == []

@@ -6,7 +6,7 @@ it, so the conversation store can be merged without touching that module.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -21,7 +21,11 @@ from starchart.api.protocol import (
     ChatCompletionChunk,
     ErrorDetail,
     ErrorResponse,
+    NamedToolChoice,
+    ResponseFormat,
     SamplingFields,
+    ToolCall,
+    ToolDefinition,
     Usage,
     WireModel,
 )
@@ -75,6 +79,11 @@ class MessageCreate(SamplingFields):
                           " gives way to this content and its answer.")
     content: StrictStr | None = Field(None, min_length=1, validate_default=True)
     stream: bool = True
+    # As on /v1/chat/completions (a reply's tool calls are stored with it).
+    response_format: ResponseFormat | None = None
+    tools: Annotated[list[ToolDefinition], Field(max_length=128)] | None = None
+    tool_choice: Literal["auto", "none", "required"] | NamedToolChoice | None = None
+    parallel_tool_calls: bool = True
 
     @field_validator("content")
     @classmethod
@@ -121,6 +130,7 @@ class ConversationMessage(WireModel):
     usage: Usage | None
     dropped_turns: int | None
     timings: ReplyTimings | None = None
+    tool_calls: list[ToolCall] | None = None
 
     @classmethod
     def of(cls, m: StoredMessage) -> ConversationMessage:
@@ -128,7 +138,9 @@ class ConversationMessage(WireModel):
                    incomplete=m.incomplete, finish_reason=m.finish_reason, model=m.model,
                    params=m.params, usage=Usage.model_validate(m.usage) if m.usage else None,
                    dropped_turns=m.dropped_turns,
-                   timings=ReplyTimings.model_validate(m.timings) if m.timings else None)
+                   timings=ReplyTimings.model_validate(m.timings) if m.timings else None,
+                   tool_calls=([ToolCall.model_validate(c) for c in m.tool_calls]
+                               if m.tool_calls else None))
 
 
 class Conversation(WireModel):

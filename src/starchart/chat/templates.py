@@ -17,6 +17,7 @@ from functools import cached_property
 from typing import Any
 
 import jinja2
+from jinja2 import meta
 from jinja2.ext import loopcontrols
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
@@ -73,15 +74,33 @@ class ChatTemplate:
         except jinja2.TemplateSyntaxError as exc:
             raise TemplateError(f"the chat template does not parse: {exc}") from None
 
-    def render(self, messages: Sequence[Message], *, add_generation_prompt: bool = True) -> str:
-        """Render ``messages``; a template's own ``raise_exception`` becomes a 400."""
+    @cached_property
+    def takes_tools(self) -> bool:
+        """Whether the template offers tools its own way (it reads a ``tools`` variable).
+
+        Such a template also renders tool calls and tool results itself; any
+        other gets the generic tool prompt (``structured.tools``).
+        """
+        try:
+            parsed = _environment().parse(self.source)
+        except jinja2.TemplateSyntaxError:
+            return False
+        return "tools" in meta.find_undeclared_variables(parsed)
+
+    def render(self, messages: Sequence[Message], *, add_generation_prompt: bool = True,
+               tools: Sequence[dict[str, Any]] | None = None) -> str:
+        """Render ``messages``; a template's own ``raise_exception`` becomes a 400.
+
+        ``tools`` (OpenAI tool definitions) reach the template as ``tools``, the
+        way transformers' ``apply_chat_template`` passes them.
+        """
         try:
             return self._compiled.render(
                 messages=list(messages),
                 add_generation_prompt=add_generation_prompt,
                 bos_token=self.bos_token,
                 eos_token=self.eos_token,
-                tools=None,
+                tools=list(tools) if tools else None,
             )
         except jinja2.exceptions.SecurityError as exc:
             raise TemplateError(

@@ -138,8 +138,14 @@ class Engine(ABC):
         """Sequences running and waiting, for ``/v1/stats`` (engines that batch fill it)."""
         return {}
 
-    def render_chat(self, messages: Sequence[Message]) -> str:
-        return self.chat_template.render(messages)
+    @property
+    def takes_tools(self) -> bool:
+        """Whether ``render_chat``/``stream_chat`` offer ``tools`` their own way."""
+        return self.chat_template.takes_tools
+
+    def render_chat(self, messages: Sequence[Message],
+                    tools: Sequence[dict[str, Any]] | None = None) -> str:
+        return self.chat_template.render(messages, tools=tools)
 
     async def serve_background(self) -> None:
         """Work the engine does beside the server for as long as it runs (the
@@ -163,8 +169,10 @@ class Engine(ABC):
         return self.stream_tokens(self.prepare(prompt), params)
 
     def stream_chat(
-        self, messages: Sequence[Message], params: SamplingParams
+        self, messages: Sequence[Message], params: SamplingParams,
+        tools: Sequence[dict[str, Any]] | None = None,
     ) -> AsyncIterator[StreamEvent]:
-        tokens = self.prepare(self.render_chat(messages), param="messages")
+        """``tools``: OpenAI tool definitions for a template that takes them."""
+        tokens = self.prepare(self.render_chat(messages, tools), param="messages")
         stops = tuple(dict.fromkeys(params.stop + self.chat_template.stop_strings))
         return self.stream_tokens(tokens, params.replace(stop=stops))

@@ -212,7 +212,14 @@ class RemoteEngine(Engine):
         # upstream still refuses a prompt that is really too long (a 400, passed on).
         return [0] * max(1, len(prompt) // 4)
 
-    def render_chat(self, messages: Sequence[Message]) -> str:
+    @property
+    def takes_tools(self) -> bool:
+        # Stored conversations offer tools through the generic tool prompt: the
+        # relay (chat completions) is where an upstream's own tool support is used.
+        return False
+
+    def render_chat(self, messages: Sequence[Message],
+                    tools: Sequence[dict[str, Any]] | None = None) -> str:
         # Only ever measured (see tokenize): the upstream applies the real template.
         return "\n".join(f"{m['role']}: {m['content']}" for m in messages)
 
@@ -220,7 +227,8 @@ class RemoteEngine(Engine):
                       ) -> AsyncIterator[StreamEvent]:
         raise NotImplementedError("a remote model is prompted with text (stream_chat)")
 
-    def stream_chat(self, messages: Sequence[Message], params: SamplingParams
+    def stream_chat(self, messages: Sequence[Message], params: SamplingParams,
+                    tools: Sequence[dict[str, Any]] | None = None
                     ) -> AsyncIterator[StreamEvent]:
         return self._events("/v1/chat/completions",
                             {"messages": list(messages), **_sampling(params)})

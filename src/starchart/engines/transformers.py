@@ -271,9 +271,10 @@ class TransformersEngine(Engine):
             raise Unavailable("the model is not loaded yet")
         return self._manager
 
-    def render_chat(self, messages: Sequence[Message]) -> str:
+    def render_chat(self, messages: Sequence[Message],
+                    tools: Sequence[dict[str, Any]] | None = None) -> str:
         return self.chat_template.render(fold_system(messages) if self._fold_system
-                                         else messages)
+                                         else messages, tools=tools)
 
     def tokenize(self, prompt: str) -> list[int]:
         self._require()

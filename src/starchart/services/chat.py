@@ -97,10 +97,15 @@ class ChatService:
         return out
 
     def stream_chat(self, model: str | None, messages: Sequence[Message],
-                    params: SamplingParams) -> AsyncIterator[StreamEvent]:
-        """Validation (model, prompt length) happens here, before the first await."""
+                    params: SamplingParams, tools: Sequence[dict[str, Any]] | None = None
+                    ) -> AsyncIterator[StreamEvent]:
+        """Validation (model, prompt length) happens here, before the first await.
+
+        ``tools`` go to a chat template that takes them (``StructuredRequest.template_tools``).
+        """
         engine = self.engine(model)
-        return self._tracked(engine, engine.stream_chat(self.with_system_prompt(messages), params))
+        return self._tracked(engine, engine.stream_chat(self.with_system_prompt(messages),
+                                                        params, tools))
 
     def stream_completion(self, model: str | None, prompt: str,
                           params: SamplingParams) -> AsyncIterator[StreamEvent]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from starchart.chat.templates import Message
 from starchart.engines.base import Engine
@@ -28,13 +29,14 @@ def reply_reserve(n_ctx: int, max_tokens: int) -> int:
 
 
 def fit(engine: Engine, system: Message, history: Sequence[Message],
-        max_tokens: int) -> Fitted:
-    """``history`` ends with the new user message, which is always kept."""
+        max_tokens: int, tools: Sequence[dict[str, Any]] | None = None) -> Fitted:
+    """``history`` ends with the new user message, which is always kept; ``tools``
+    are those the chat template renders (they take room in the prompt too)."""
     n_ctx = engine.info.n_ctx
     budget = n_ctx - reply_reserve(n_ctx, max_tokens)
 
     def tokens(start: int) -> int:
-        return len(engine.tokenize(engine.render_chat([system, *history[start:]])))
+        return len(engine.tokenize(engine.render_chat([system, *history[start:]], tools)))
 
     # Where the kept history may begin: the start, or any user turn.
     starts = sorted({0, *(i for i, m in enumerate(history) if m["role"] == "user")})

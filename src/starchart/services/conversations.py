@@ -28,11 +28,14 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from typing import Any
 
-from starchart.engines.base import Finish, SamplingParams, StreamEvent, TextDelta
+from starchart.engines.base import Finish, SamplingParams, TextDelta
 from starchart.errors import BadRequest, NotFound, StarchartError
 from starchart.services.chat import ChatService
 from starchart.services.context import fit
 from starchart.store.conversations import ConversationStore, Owner, StoredMessage
+from starchart.structured.replies import ReplyEvent, with_tool_calls
+from starchart.structured.request import StructuredRequest
+from starchart.structured.tools import ToolCallDelta
 
 log = logging.getLogger("starchart.conversations")
 
@@ -58,7 +61,7 @@ class Turn:
     model: str
     _store: ConversationStore
     _prompt_tokens: int  # as fitted: known before the first token, and for stopped replies
-    _events: AsyncIterator[StreamEvent]
+    _events: AsyncIterator[ReplyEvent]
     _release: Any  # async () -> None: lets the next turn on this conversation start
     _queue: asyncio.Queue[object] = field(default_factory=asyncio.Queue)
     _task: asyncio.Task[None] | None = None
@@ -71,8 +74,9 @@ class Turn:
     def message_id(self) -> str:
         return self.reply.id
 
-    async def events(self) -> AsyncIterator[StreamEvent]:
-        """Deltas then one ``Finish`` (sent once the reply is committed).
+    async def events(self) -> AsyncIterator[ReplyEvent]:
+        """Deltas (text, or tool-call pieces) then one ``Finish`` (sent once the reply
+        is committed).
 
         A ``StarchartError`` during generation is raised here after the partial
         reply is stored. Leaving early stops generation.
@@ -141,7 +145,8 @@ class Turn:
         }
 
     async def _save(self, text: str, finish: Finish | None, reason: str | None,
-                    timings: dict[str, float | None] | None = None) -> None:
+                    timings: dict[str, float | None] | None = None,
+                    tool_calls: list[dict[str, Any]] | None = None) -> None:
         if self._writing is not None:
             await asyncio.wait([self._writing])  # keep writes in order
             if not self._writing.cancelled() and self._writing.exception() is not None:
@@ -152,12 +157,14 @@ class Turn:
         reply.finish_reason = reason
         reply.usage = finish.usage.as_dict() if finish is not None else None
         reply.timings = timings
+        reply.tool_calls = tool_calls
         await asyncio.to_thread(self._store.save_reply, reply.id, text,
                                 incomplete=reply.incomplete, finish_reason=reason,
-                                usage=reply.usage, timings=timings)
+                                usage=reply.usage, timings=timings, tool_calls=tool_calls)
 
     async def _run(self) -> None:
         parts: list[str] = []
+        calls: list[dict[str, Any]] = []  # OpenAI's shape, as stored
         finish: Finish | None = None
         failure: StarchartError | None = None
         reason: str | None = None
@@ -178,6 +185,14 @@ class Turn:
                     if time.monotonic() - last_flush >= FLUSH_SECONDS:
                         self._flush_soon("".join(parts))
                         last_flush = time.monotonic()
+                elif isinstance(event, ToolCallDelta):
+                    if first is None:
+                        first = time.perf_counter()
+                    if event.name is not None:
+                        calls.append({"id": event.id, "type": "function",
+                                      "function": {"name": event.name, "arguments": ""}})
+                    calls[event.index]["function"]["arguments"] += event.arguments
+                    self._queue.put_nowait(event)
                 elif isinstance(event, Finish):
                     finish, reason = event, event.reason
                     self._finished = True
@@ -193,7 +208,7 @@ class Turn:
         try:
             await self._events.aclose()  # type: ignore[attr-defined]
             timings = self._timings(started, first, time.perf_counter(), len(parts), finish)
-            await self._save("".join(parts), finish, reason, timings)
+            await self._save("".join(parts), finish, reason, timings, calls or None)
         except Exception:
             log.exception("could not save reply %s", self.reply.id)
             failure = failure or StarchartError("the reply could not be saved (logged on"
@@ -220,12 +235,14 @@ class ConversationChat:
 
     async def start(self, conversation_id: str, owner: Owner, content: str | None,
                     params: SamplingParams, model: str | None = None,
-                    replace: str | None = None) -> Turn:
+                    replace: str | None = None,
+                    structured: StructuredRequest | None = None) -> Turn:
         """Validate, commit the user message, start generating. Raises before
         anything is stored when the conversation, the model or the prompt is wrong.
         ``content`` None regenerates: the last user turn is answered again and
         its previous answer replaced. ``replace`` (a user message's id) edits:
         that message and everything after it give way to ``content`` and its answer.
+        ``structured``: the turn's response_format / tools (``structured.request.plan``).
         """
         # Held from here to the end of the reply (the turn's task lets go), in
         # every replica sharing the database (ConversationStore.turn_lock).
@@ -233,7 +250,8 @@ class ConversationChat:
         await hold.enter_async_context(self.store.turn_lock(conversation_id))
         try:
             turn = await asyncio.to_thread(self._prepare, conversation_id, owner, content,
-                                           params, model, replace, hold.aclose)
+                                           params, model, replace, hold.aclose,
+                                           structured or StructuredRequest())
         except BaseException:
             await hold.aclose()
             raise
@@ -244,9 +262,11 @@ class ConversationChat:
 
     def _prepare(self, conversation_id: str, owner: Owner, content: str | None,
                  params: SamplingParams, model: str | None, replace: str | None,
-                 release: Any) -> Turn:
+                 release: Any, structured: StructuredRequest) -> Turn:
         conv = self.store.get(conversation_id, owner)
         engine = self.service.engine(model or conv.model)
+        structured.require_decoder(engine.info.id, engine.structured)
+        params = params.replace(grammar=structured.grammar)
         system = (conv.system_prompt if conv.system_prompt is not None
                   else self.service.settings.system_prompt)
         earlier = list(conv.messages)
@@ -263,11 +283,18 @@ class ConversationChat:
             if not earlier or earlier[-1].role != "user":
                 raise BadRequest("nothing to regenerate: the conversation has no user turn",
                                  param="regenerate")
-        history = [{"role": m.role, "content": m.content} for m in earlier]
+        history: list[dict[str, Any]] = [
+            {"role": m.role, "content": m.content, **({"tool_calls": m.tool_calls}
+                                                      if m.tool_calls else {})}
+            for m in earlier]
         if content is not None:
             history.append({"role": "user", "content": content})
-        fitted = fit(engine, {"role": "system", "content": system}, history,
-                     params.max_tokens)
+        native = engine.takes_tools
+        tools = structured.template_tools(native)
+        # The tool prompt (templates without tools) joins the system turn.
+        prepared = structured.prepare([{"role": "system", "content": system}, *history],
+                                      native_tools=native)
+        fitted = fit(engine, prepared[0], prepared[1:], params.max_tokens, tools)
         if content is None:
             user = earlier[-1]
             if replaced is not None:
@@ -281,7 +308,8 @@ class ConversationChat:
             dropped_turns=fitted.dropped, params={**params.as_dict(), "system_prompt": system})
         # Creating the stream only tokenizes (fit() already did, so it cannot
         # overflow now); nothing runs until the turn's task iterates it.
-        events = self.service.stream_chat(engine.info.id, fitted.messages, params)
+        events = with_tool_calls(self.service.stream_chat(engine.info.id, fitted.messages,
+                                                          params, tools), structured)
         return Turn(conversation_id=conversation_id, user_message=user, reply=reply,
                     dropped_turns=fitted.dropped, model=engine.info.id, _store=self.store,
                     _prompt_tokens=fitted.prompt_tokens, _events=events,

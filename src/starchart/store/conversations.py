@@ -54,6 +54,7 @@ class StoredMessage:
     usage: dict[str, int] | None = None
     dropped_turns: int | None = None
     timings: dict[str, float | None] | None = None
+    tool_calls: list[dict[str, Any]] | None = None
 
 
 @dataclass
@@ -240,12 +241,13 @@ class ConversationStore:
     def save_reply(self, message_id: str, content: str, *, incomplete: bool,
                    finish_reason: str | None = None,
                    usage: dict[str, int] | None = None,
-                   timings: dict[str, float | None] | None = None) -> None:
+                   timings: dict[str, float | None] | None = None,
+                   tool_calls: list[dict[str, Any]] | None = None) -> None:
         """Overwrite a reply's text (and, at the end, its outcome)."""
         with self.db.write() as conn:
             conn.execute(messages.update().where(messages.c.id == message_id).values(
                 content=content, incomplete=incomplete, finish_reason=finish_reason,
-                usage=usage, timings=timings))
+                usage=usage, timings=timings, tool_calls=tool_calls))
             if finish_reason is not None:  # the turn is over: the conversation moved
                 owner = (sa.select(messages.c.conversation_id)
                          .where(messages.c.id == message_id).scalar_subquery())

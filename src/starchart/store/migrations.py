@@ -112,3 +112,8 @@ def m002_api_keys(conn: Connection) -> None:
 @migration
 def m003_message_timings(conn: Connection) -> None:
     conn.execute(sa.text("ALTER TABLE messages ADD COLUMN timings JSON"))
+
+
+@migration
+def m004_message_tool_calls(conn: Connection) -> None:
+    conn.execute(sa.text("ALTER TABLE messages ADD COLUMN tool_calls JSON"))

@@ -42,6 +42,8 @@ messages = sa.Table(
     # A reply's speed as the server measured it (time to first token, prompt
     # and decode tokens per second), kept for stopped replies too.
     sa.Column("timings", sa.JSON, nullable=True),
+    # The tool calls a reply made (OpenAI's shape: id, type, function.name/arguments).
+    sa.Column("tool_calls", sa.JSON, nullable=True),
     sa.UniqueConstraint("conversation_id", "seq"),
 )
 

@@ -49,6 +49,8 @@ async def with_tool_calls(events: AsyncIterator[StreamEvent], structured: Struct
                 continue
             if held:
                 calls = parse_tool_calls("".join(held), structured.tools)
+                if not structured.parallel:
+                    calls = calls[:1]
                 if calls and event.reason == "stop":
                     made_calls = True
                     for delta in deltas_from_calls(calls):

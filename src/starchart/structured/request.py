@@ -20,6 +20,7 @@ from starchart.structured.tools import (
     checked_tools,
     generic_tool_prompt,
     history_without_tools,
+    native_tool_message,
 )
 
 
@@ -29,6 +30,8 @@ class StructuredRequest:
     tools: list[Tool] = field(default_factory=list)
     # "none" (no tools offered), "auto", "required" or a tool's name.
     choice: str = "none"
+    # parallel_tool_calls: false keeps a reply to one call.
+    parallel: bool = True
 
     @property
     def offers_tools(self) -> bool:
@@ -38,8 +41,24 @@ class StructuredRequest:
     def forced_call(self) -> bool:
         return self.offers_tools and self.choice != "auto"
 
-    def prepare(self, messages: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Tool turns in the history as plain turns; the tool prompt in the system turn."""
+    def require_decoder(self, model: str, decoder: object | None) -> None:
+        """A 400 when the request needs a grammar and the model's engine has no decoder."""
+        if self.grammar is not None and decoder is None:
+            raise BadRequest(f"model {model!r} cannot constrain its output (its engine or"
+                             " tokenizer has no constrained decoding)",
+                             param="tool_choice" if self.forced_call else "response_format")
+
+    def prepare(self, messages: Sequence[dict[str, Any]], *,
+                native_tools: bool = False) -> list[dict[str, Any]]:
+        """The messages as the chat template gets them.
+
+        ``native_tools``: the template takes ``tools`` (``ChatTemplate.takes_tools``)
+        and renders calls and results itself; calls' arguments are given to it as
+        objects, as transformers' templates expect. Otherwise tool turns become
+        plain turns and the generic tool prompt joins the system turn.
+        """
+        if native_tools:
+            return [native_tool_message(m) for m in messages]
         out = history_without_tools(messages)
         if not self.offers_tools:
             return out
@@ -50,6 +69,12 @@ class StructuredRequest:
                                       if message.get("content") else prompt)
                 return out
         return [{"role": "system", "content": prompt}, *out]
+
+    def template_tools(self, native_tools: bool) -> list[dict[str, Any]] | None:
+        """The ``tools`` a template that takes them renders (None: offer none)."""
+        if not native_tools or not self.offers_tools:
+            return None
+        return [t.as_openai() for t in self.tools]
 
 
 def plan(*, response_format: str | None, schema: Any, tools: Sequence[Tool] | None,
@@ -80,4 +105,4 @@ def plan(*, response_format: str | None, schema: Any, tools: Sequence[Tool] | No
     if grammar is not None and ignore_eos:
         raise BadRequest("ignore_eos cannot be combined with structured output (the answer"
                          " ends where the grammar does)", param="ignore_eos")
-    return StructuredRequest(grammar, tools, tool_choice)
+    return StructuredRequest(grammar, tools, tool_choice, parallel)

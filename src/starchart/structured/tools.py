@@ -152,6 +152,18 @@ def history_without_tools(messages: Sequence[dict[str, Any]]) -> list[dict[str, 
     return out
 
 
+def native_tool_message(message: dict[str, Any]) -> dict[str, Any]:
+    """A message for a template that renders tool calls itself: each call's
+    ``arguments`` as an object (templates write it with ``tojson``; OpenAI sends text)."""
+    out = dict(message)
+    if message.get("tool_calls"):
+        out["tool_calls"] = [
+            {**call, "function": {**call["function"],
+                                  "arguments": _loads(call["function"]["arguments"])}}
+            for call in message["tool_calls"]]
+    return out
+
+
 def _loads(arguments: str) -> Any:
     try:
         return json.loads(arguments)

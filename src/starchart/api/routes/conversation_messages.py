@@ -28,6 +28,7 @@ from starchart.api.conversation_protocol import (
 )
 from starchart.api.openapi import errors, streams
 from starchart.api.streaming import cancel_on_disconnect
+from starchart.api.structured import structured_request
 from starchart.errors import NotFound, PayloadTooLarge, StarchartError
 from starchart.services.conversations import Turn
 
@@ -38,7 +39,7 @@ async def _start(conn: HTTPConnection, conversation_id: str, body: MessageCreate
     defaults = conn.app.state.service.defaults
     return await conn.app.state.conversation_chat.start(
         conversation_id, key_id(conn), body.content, body.sampling(defaults), body.model,
-        replace=body.replace)
+        replace=body.replace, structured=structured_request(body))
 
 
 def _info(turn: Turn) -> TurnInfo:
@@ -47,7 +48,7 @@ def _info(turn: Turn) -> TurnInfo:
 
 
 @router.post("/v1/conversations/{conversation_id}/messages", response_model=ConversationTurn,
-             responses={**streams(ConversationChunk), **errors(404, 503)})
+             responses={**streams(ConversationChunk), **errors(400, 404, 503)})
 async def post_message(conversation_id: str, body: MessageCreate,
                        request: Request) -> ConversationTurn | StreamingResponse:
     """Append the user turn, generate the reply (streamed by default) and store it."""
