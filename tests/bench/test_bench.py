@@ -11,6 +11,7 @@ from pathlib import Path
 import httpx
 import jsonschema
 import pytest
+from starlette.types import Receive, Scope, Send
 
 from starchart.api.app import create_app
 from starchart.bench.prompts import default_prompts, load_prompts
@@ -114,7 +115,7 @@ def test_500s_and_streams_cut_mid_way_are_counted_and_the_run_completes(
         jsonschema.validate(doc, schema())
 
 
-async def misbehaving_peer(scope, receive, send) -> None:  # noqa: ANN001 - raw ASGI
+async def misbehaving_peer(scope: Scope, receive: Receive, send: Send) -> None:
     """A server that gets the protocol wrong in one way per path prefix."""
     if scope["type"] == "lifespan":
         while (await receive())["type"] != "lifespan.shutdown":

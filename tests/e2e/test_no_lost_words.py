@@ -30,7 +30,7 @@ def stop_server(server: LiveServer) -> None:
     server.thread.join(timeout=10)
 
 
-def same_port_again(server: LiveServer, settings, engine) -> LiveServer:  # noqa: ANN001
+def same_port_again(server: LiveServer, settings, engine) -> LiveServer:
     """A new server on the stopped one's port and data directory: the page's URL works again."""
     return LiveServer(create_app(settings, engines=[engine]), server.port)
 
