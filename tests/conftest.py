@@ -102,6 +102,10 @@ class LiveServer:
         raise RuntimeError("test server did not become ready")
 
     def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        """Stop serving (a test may do it early: a server going away mid-session)."""
         self.server.should_exit = True
         self.thread.join(timeout=10)
 

@@ -21,8 +21,8 @@ from starchart.bench.stats import percentile
 from starchart.cli import main
 from starchart.settings import Settings
 
-from tests.bench.scripted import ScriptedEngine
 from tests.conftest import LiveServer, free_port
+from tests.scripted_engine import scripted
 
 
 def bench(url: str, model: str | None = None, *, concurrency: tuple[int, ...] = (1,),
@@ -91,7 +91,7 @@ def test_the_table_names_every_level_and_error(live_server: LiveServer) -> None:
 
 @pytest.fixture
 def failing_server(settings: Settings) -> Iterator[LiveServer]:
-    engines = [ScriptedEngine("refuse"), ScriptedEngine("cut"), ScriptedEngine("answer")]
+    engines = [scripted("refuse"), scripted("cut"), scripted("answer")]
     for engine in engines:
         engine.load()
     with LiveServer(create_app(settings, engines=engines), free_port()) as server:
