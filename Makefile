@@ -28,6 +28,7 @@ run: $(VENV)/.installed
 
 test: $(VENV)/.installed-test browser node postgres
 	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/mypy
 	$(BIN)/python -m pytest
 
 install: $(VENV)/.installed
@@ -96,6 +97,7 @@ web:
 
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/mypy
 
 bench: $(VENV)/.installed-test
 	$(BIN)/python benchmarks/bench_llamacpp_server.py

@@ -45,7 +45,7 @@ def _param(loc: tuple[Any, ...]) -> str | None:
 
 def validation_error(exc: RequestValidationError) -> StarchartError:
     errors = exc.errors()
-    first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
+    first: dict[str, Any] = errors[0] if errors else {"loc": (), "msg": "invalid request"}
     if first.get("type") == "json_invalid":
         return BadRequest("the request body is not valid JSON: "
                           f"{first.get('ctx', {}).get('error', 'parse error')}",
@@ -54,7 +54,7 @@ def validation_error(exc: RequestValidationError) -> StarchartError:
     if first.get("type") == "missing":
         return BadRequest(f"missing required parameter: {param!r}", param=param,
                           code="missing_required_parameter")
-    message = f"invalid value for {param!r}: {first.get('msg')}" if param else first.get("msg")
+    message = f"invalid value for {param!r}: {first.get('msg')}" if param else str(first.get("msg"))
     more = len(errors) - 1
     if more:
         message += f" (and {more} more error{'s' if more > 1 else ''})"

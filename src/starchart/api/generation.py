@@ -150,7 +150,8 @@ async def _chunks(events: AsyncIterator[ReplyEvent], chunks: Chunks[C]) -> Async
 
 
 def stream(events: AsyncIterator[ReplyEvent], chunks: Chunks[C]) -> StreamingResponse:
-    return sse_response(_chunks(events, chunks))
+    typed: AsyncIterator[C] = _chunks(events, chunks)
+    return sse_response(typed)
 
 
 async def _collect_calls(events: AsyncIterator[ReplyEvent]

@@ -10,10 +10,11 @@ from typing import TextIO
 from starchart.api.bodies import parse
 from starchart.api.protocol import SamplingFields
 from starchart.engines import create_engine
-from starchart.engines.base import Finish, SamplingParams, StreamEvent, TextDelta
+from starchart.engines.base import Finish, SamplingParams, TextDelta
 from starchart.errors import StarchartError
 from starchart.services.chat import ChatService
 from starchart.settings import Settings
+from starchart.structured.replies import ReplyEvent
 
 HELP = """commands:
   /reset            forget the conversation (keeps the system prompt)
@@ -57,7 +58,7 @@ class TerminalChat:
         self.history.append({"role": "user", "content": question})
         return await self.show(self.service.stream_chat(None, self.messages(), self.params))
 
-    async def show(self, events: AsyncIterator[StreamEvent]) -> str:
+    async def show(self, events: AsyncIterator[ReplyEvent]) -> str:
         """Print an answer as it streams and add it to the history, even if cut short."""
         parts: list[str] = []
         try:
@@ -132,9 +133,10 @@ def _chat(service: ChatService, settings: Settings, prompt: str | None,
         from starchart.chat.stored import StoredTerminalChat
         from starchart.store import Store
 
-        chat: TerminalChat = StoredTerminalChat(service, Store.open(settings), conversation)
+        stored = StoredTerminalChat(service, Store.open(settings), conversation)
         if prompt is None:
-            chat.replay()
+            stored.replay()
+        chat: TerminalChat = stored
     else:
         chat = TerminalChat(service)
     with asyncio.Runner() as runner:

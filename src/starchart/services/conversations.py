@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from typing import Any
@@ -74,7 +74,7 @@ class Turn:
     def message_id(self) -> str:
         return self.reply.id
 
-    async def events(self) -> AsyncIterator[ReplyEvent]:
+    async def events(self) -> AsyncGenerator[ReplyEvent]:
         """Deltas (text, or tool-call pieces) then one ``Finish`` (sent once the reply
         is committed).
 
