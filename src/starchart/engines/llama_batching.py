@@ -204,7 +204,7 @@ class BatchScheduler:
                     self._admit()
                 self._drop_cancelled()
                 self._step()
-            except Exception as exc:  # noqa: BLE001 - every running request hears of it
+            except Exception as exc:  # every running request hears of it
                 log.exception("llama.cpp decode step failed")
                 for slot in self._slots:
                     if slot.request is not None:
@@ -329,7 +329,7 @@ class BatchScheduler:
                 request.emit(TextDelta(tail))
             request.emit(Finish(reason, Usage(len(request.prompt), slot.produced)))  # type: ignore[arg-type]
         request.emit(_DONE)
-        if free_cells or slot.pending is None and len(slot.cached) < len(request.prompt):
+        if free_cells or (slot.pending is None and len(slot.cached) < len(request.prompt)):
             # Cancelled, failed or cut off mid-prompt: nothing worth keeping.
             llama_cpp.llama_memory_seq_rm(self._mem, slot.seq_id, -1, -1)
             slot.cached.clear()
