@@ -21,7 +21,7 @@ PLAN := PYTHONPATH=src $(BIN)/python -m starchart.doctor.install_plan
 # pull a build that does not match the torch above, and we import none of it.
 OPEN_CLIP := open_clip_torch==3.3.0
 
-.PHONY: run test install install-test install-plan web browser node postgres lint bench clean
+.PHONY: run test soak install install-test install-plan web browser node postgres lint bench clean
 
 run: $(VENV)/.installed
 	$(BIN)/starchart serve --host $(HOST) --port $(PORT)
@@ -29,6 +29,10 @@ run: $(VENV)/.installed
 test: $(VENV)/.installed-test browser node postgres
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/python -m pytest
+
+# The long versions of the reliability suite (tests/reliability, marked `soak`), figures printed.
+soak: $(VENV)/.installed-test
+	$(BIN)/python -m pytest tests/reliability -m soak -s
 
 install: $(VENV)/.installed
 install-test: $(VENV)/.installed-test
