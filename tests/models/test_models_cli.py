@@ -195,5 +195,5 @@ def test_broken_weights_are_named(dirs, tmp_path, tiny_checkpoint):
     refused(checkpoint, "model.safetensors is not a readable safetensors file")
     assert "broken" not in listing(dirs)
     # Served by path, the engine names the file instead of handing it to llama.cpp.
-    with pytest.raises(Unavailable, match="cut.gguf is truncated"):
+    with pytest.raises(Unavailable, match=r"cut\.gguf is truncated"):
         LlamaCppEngine("cut", cut, n_ctx=128, parallel=1).load()
