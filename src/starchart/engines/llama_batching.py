@@ -36,7 +36,14 @@ from dataclasses import dataclass, field
 
 import llama_cpp
 
-from starchart.engines.base import Finish, SamplingParams, StreamEvent, TextDelta, Usage
+from starchart.engines.base import (
+    QUEUE_WATCH,
+    Finish,
+    SamplingParams,
+    StreamEvent,
+    TextDelta,
+    Usage,
+)
 from starchart.engines.llama_sampling import Sampler, make_sampler
 from starchart.engines.textstream import TextStream
 from starchart.errors import QueueFull, StarchartError, Unavailable
@@ -160,6 +167,9 @@ class BatchScheduler:
                 request.cancelled = True
 
         request = _Request(prompt, params, emit, constraint)
+        watch = QUEUE_WATCH.get()
+        if watch is not None:
+            watch.track(lambda: self._position(request))
         with self._cond:
             if self._closing:
                 raise Unavailable("the model is shutting down")
@@ -178,6 +188,11 @@ class BatchScheduler:
             with self._cond:
                 if request in self._waiting:
                     self._waiting.remove(request)
+
+    def _position(self, request: _Request) -> int | None:
+        """1 + the requests ahead of ``request`` while it waits; None once admitted."""
+        with self._cond:
+            return next((i + 1 for i, r in enumerate(self._waiting) if r is request), None)
 
     def close(self) -> None:
         with self._cond:
