@@ -3,19 +3,10 @@ model's queue (issue 15), through the API on the embedded model."""
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Iterator
-
 import httpx
-import pytest
-
-from starchart.api.app import create_app
-from starchart.engines.llamacpp import LlamaCppEngine
-from starchart.registry import EMBEDDED_NAME, embedded_gguf
-from starchart.settings import Settings
 
 from tests.api.test_conversations_api import new_conversation, sse
-from tests.conftest import LiveServer, free_port
+from tests.conftest import model_kept_busy
 
 # Greedy and without penalties: a continued answer must read exactly like one
 # generated in one go (the penalties would see the earlier part as prompt).
@@ -100,37 +91,11 @@ def test_continue_refuses_what_it_cannot_do(api: httpx.Client) -> None:
     assert [m["id"] for m in messages(api, cid)] == [user["id"]]
 
 
-@pytest.fixture
-def one_slot_server(tmp_path) -> Iterator[LiveServer]:  # noqa: ANN001
-    """The embedded model with one sequence at a time: a second request queues."""
-    engine = LlamaCppEngine(EMBEDDED_NAME, embedded_gguf(), n_ctx=2048, parallel=1)
-    engine.load()
-    try:
-        app = create_app(Settings(home=tmp_path / "home", n_ctx=2048), engines=[engine])
-        with LiveServer(app, free_port()) as server:
-            yield server
-    finally:
-        engine.close()
-
-
 def test_a_queued_turn_reports_its_place_until_its_first_token(one_slot_server) -> None:
     with httpx.Client(base_url=one_slot_server.url, timeout=120) as api:
-        busy, waiting = new_conversation(api)["id"], new_conversation(api)["id"]
-        started = threading.Event()
-
-        def long_answer() -> None:
-            with api.stream("POST", f"/v1/conversations/{busy}/messages",
-                            json={"content": QUESTION, "max_tokens": 120,
-                                  "ignore_eos": True}) as response:
-                for line in response.iter_lines():
-                    if '"content"' in line and '"content":""' not in line:
-                        started.set()
-
-        hog = threading.Thread(target=long_answer)
-        hog.start()
-        assert started.wait(60)
-        queued = post(api, waiting, content="Say hello.", max_tokens=3)
-        hog.join(120)
+        cid = new_conversation(api)["id"]
+        with model_kept_busy(one_slot_server.url):
+            queued = post(api, cid, content="Say hello.", max_tokens=3)
 
     # One ahead of it (the long answer): first in the queue; then, if the poll
     # catches it before its first token, out of the queue (null).
@@ -140,3 +105,14 @@ def test_a_queued_turn_reports_its_place_until_its_first_token(one_slot_server) 
                       if f.get("choices") and f["choices"][0]["delta"].get("content"))
     assert all(i < first_text for i, f in enumerate(queued) if "queue" in f)
     assert all(f["choices"] == [] for f in queued if "queue" in f)
+
+    # A continuation given up while it still waits leaves the answer as it was.
+    with httpx.Client(base_url=one_slot_server.url, timeout=120) as api:
+        before = messages(api, cid)
+        with model_kept_busy(one_slot_server.url):
+            with api.stream("POST", f"/v1/conversations/{cid}/messages",
+                            json={**GREEDY, "continue": True}) as response:
+                for line in response.iter_lines():
+                    if '"queue"' in line:
+                        break  # the client leaves while the turn is queued
+        assert messages(api, cid) == before
