@@ -4,6 +4,7 @@ model's queue (issue 15), through the API on the embedded model."""
 from __future__ import annotations
 
 import httpx
+import pytest
 
 from tests.api.test_conversations_api import new_conversation, sse
 from tests.conftest import model_kept_busy
@@ -105,6 +106,13 @@ def test_a_queued_turn_reports_its_place_until_its_first_token(one_slot_server) 
                       if f.get("choices") and f["choices"][0]["delta"].get("content"))
     assert all(i < first_text for i, f in enumerate(queued) if "queue" in f)
     assert all(f["choices"] == [] for f in queued if "queue" in f)
+    # Stored: the wait in the queue, and the prompt's speed measured without it.
+    with httpx.Client(base_url=one_slot_server.url, timeout=120) as api:
+        timings, usage = (messages(api, cid)[-1][k] for k in ("timings", "usage"))
+    assert 0 < timings["queue_ms"] < timings["ttft_ms"]
+    reading = (timings["ttft_ms"] - timings["queue_ms"]) / 1000
+    assert timings["prompt_tokens_per_second"] == pytest.approx(
+        usage["prompt_tokens"] / reading, rel=0.05)
 
     # A continuation given up while it still waits leaves the answer as it was.
     with httpx.Client(base_url=one_slot_server.url, timeout=120) as api:

@@ -21,6 +21,7 @@ from tests.e2e.chat_page import (
     stored,
     wait_answered,
 )
+from tests.e2e.test_no_lost_words import same_port_again, stop_server
 
 WEATHER = {"type": "function", "function": {
     "name": "get_weather", "description": "The current weather in a city",
@@ -40,10 +41,14 @@ def test_continue_an_answer_cut_at_the_token_limit(page: Page, live_server) -> N
     cut = answer.get_by_test_id("answer").inner_text()
     before = stored(live_server.url, current_id(page))[1][1]
 
+    set_param(page, "max_tokens", 60)
     with page.expect_request(GENERATE) as sent:
         answer.get_by_test_id("continue").click()
     body = sent.value.post_data_json
     assert body["continue"] is True and "content" not in body and "regenerate" not in body
+    # Live, the prompt (the answer so far included) and how fast it was read.
+    expect(page.get_by_test_id("live-stats")).to_contain_text("prompt")
+    expect(page.get_by_test_id("live-stats")).to_contain_text("tokens at")
     answer = wait_answered(page)
     # The same answer grew: no new message, no new user turn.
     expect(page.locator("[data-role=assistant]")).to_have_count(1)
@@ -79,14 +84,14 @@ def test_waiting_state_shows_the_queue_position_then_live_figures(
         live = page.get_by_test_id("live-stats")
         expect(live).to_contain_text("tokens so far")
         expect(live).to_contain_text("first token after")
-        expect(live).to_contain_text("prompt")
-        expect(live).to_contain_text("tokens at")
         expect(waiting).to_have_count(0)
         wait_answered(page)
         page.reload()
         open_chat(page, one_slot_server.url)
+        # Kept: how long it queued, and the prompt's speed without the queue.
         stats = last_answer(page).get_by_test_id("stats")
-        expect(stats).to_contain_text("first token")
+        expect(stats).to_contain_text("s in the queue)")
+        expect(stats).to_contain_text("tokens at")
         expect(stats).to_contain_text("tok/s")
     finally:
         context.close()
@@ -139,3 +144,32 @@ def test_tool_call_block_and_json_schema_field(page: Page, live_server) -> None:
     city = json.loads(answer.get_by_test_id("answer").inner_text())
     assert set(city) == {"city"} and isinstance(city["city"], str)
     screenshot(page, "chat_json_schema")
+
+
+def test_a_continuation_cut_by_the_server_going_away(page: Page, live_server, settings,
+                                                     engine) -> None:
+    open_chat(page, live_server.url)
+    set_param(page, "max_tokens", 10)
+    ask(page, "Write a long story about a lighthouse keeper and a storm.")
+    answer = wait_answered(page)
+    conversation = current_id(page)
+    set_param(page, "max_tokens", 400)
+    answer.get_by_test_id("continue").click()
+    expect(page.get_by_test_id("live-stats")).to_contain_text("tokens so far")
+    stop_server(live_server)
+    expect(answer.get_by_test_id("error")).to_contain_text("Cannot reach")
+    # The old figures ("hit the token limit") no longer describe it, and the
+    # answer is not offered a "Retry" that would replace it.
+    stats = answer.get_by_test_id("stats")
+    expect(stats).to_contain_text("stopped")
+    expect(stats).not_to_contain_text("token limit")
+    expect(answer.get_by_test_id("regenerate")).to_have_text("Regenerate")
+    with same_port_again(live_server, settings, engine) as again:
+        expect(page.get_by_test_id("offline")).to_be_hidden(timeout=15_000)
+        kept = stored(again.url, conversation)[1][1]
+        set_param(page, "max_tokens", 8)
+        answer.get_by_test_id("continue").click()
+        answer = wait_answered(page)
+        expect(answer.get_by_test_id("error")).to_have_count(0)
+        final = stored(again.url, conversation)
+        assert len(final) == 2 and final[1][1].startswith(kept) and len(final[1][1]) > len(kept)

@@ -123,8 +123,10 @@ class ReplyTimings(WireModel):
 
     ttft_ms: float | None = Field(description="From the turn's start (queue included) to"
                                               " its first token.")
+    queue_ms: float | None = Field(None, description="Of that, the time spent waiting in the"
+                                                     " model's queue (engines with one).")
     prompt_tokens_per_second: float | None = Field(
-        description="Prompt tokens over the time to first token.")
+        description="Prompt tokens over the time to first token, less the queue.")
     tokens_per_second: float | None = Field(
         description="Decode speed: tokens after the first over the time after it.")
 

@@ -97,14 +97,20 @@ class QueueWatch:
     """
 
     def __init__(self) -> None:
-        self._read: Callable[[], int | None] | None = None
+        self._position: Callable[[], int | None] | None = None
+        self._waited: Callable[[], float | None] | None = None
 
-    def track(self, read: Callable[[], int | None]) -> None:
-        self._read = read
+    def track(self, position: Callable[[], int | None],
+              waited: Callable[[], float | None]) -> None:
+        self._position, self._waited = position, waited
 
     def position(self) -> int | None:
         """1 = the next to run; None = not waiting (running, or no queue)."""
-        return self._read() if self._read is not None else None
+        return self._position() if self._position is not None else None
+
+    def waited(self) -> float | None:
+        """Seconds the request spent in the queue, once it left it (else None)."""
+        return self._waited() if self._waited is not None else None
 
 
 QUEUE_WATCH: ContextVar[QueueWatch | None] = ContextVar("starchart_queue_watch", default=None)

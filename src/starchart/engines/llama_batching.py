@@ -67,6 +67,7 @@ class _Request:
     emit: Callable[[object], None]
     constraint: Constraint | None = None  # the request's grammar state (structured output)
     submitted: float = field(default_factory=time.monotonic)
+    admitted: float | None = None  # when it left the queue for a slot
     # Set by the consumer (any thread); the scheduler looks at it every step.
     cancelled: bool = False
 
@@ -169,7 +170,9 @@ class BatchScheduler:
         request = _Request(prompt, params, emit, constraint)
         watch = QUEUE_WATCH.get()
         if watch is not None:
-            watch.track(lambda: self._position(request))
+            watch.track(lambda: self._position(request),
+                        lambda: None if request.admitted is None
+                        else request.admitted - request.submitted)
         with self._cond:
             if self._closing:
                 raise Unavailable("the model is shutting down")
@@ -260,7 +263,7 @@ class BatchScheduler:
         slot.pending = None
         slot.produced = 0
         slot.budget = min(params.max_tokens, self.config.n_ctx - len(prompt))
-        slot.started = time.monotonic()
+        slot.started = request.admitted = time.monotonic()
         if slot.budget <= 0:
             self._end(slot, reason="length")
 

@@ -174,18 +174,24 @@ class Turn:
                 reported = position
 
     def _timings(self, started: float, first: float | None, ended: float, pieces: int,
-                 finish: Finish | None) -> dict[str, float | None]:
+                 finish: Finish | None, queued: float | None) -> dict[str, float | None]:
         """The reply's speed as measured here: time to first token (queue included),
-        prompt tokens per second over that time, decode tokens per second after it."""
+        the time spent in the engine's queue (``queued``, when it has one), prompt
+        tokens per second over the time to first token out of the queue, decode
+        tokens per second after it."""
+        queue_ms = round(queued * 1000, 1) if queued is not None else None
         if first is None:
-            return {"ttft_ms": None, "prompt_tokens_per_second": None, "tokens_per_second": None}
+            return {"ttft_ms": None, "queue_ms": queue_ms, "prompt_tokens_per_second": None,
+                    "tokens_per_second": None}
         ttft = first - started
+        reading = ttft - queued if queued is not None and queued < ttft else ttft
         prompt = finish.usage.prompt_tokens if finish is not None else self._prompt_tokens
         generated = finish.usage.completion_tokens if finish is not None else pieces
         decode = ended - first
         return {
             "ttft_ms": round(ttft * 1000, 1),
-            "prompt_tokens_per_second": round(prompt / ttft, 1) if ttft > 0 else None,
+            "queue_ms": queue_ms,
+            "prompt_tokens_per_second": round(prompt / reading, 1) if reading > 0 else None,
             "tokens_per_second": (round((generated - 1) / decode, 2)
                                   if generated > 1 and decode > 0 else None),
         }
@@ -260,7 +266,8 @@ class Turn:
         queue_reports.cancel()
         try:
             await self._events.aclose()  # type: ignore[attr-defined]
-            timings = self._timings(started, first, time.perf_counter(), len(parts), finish)
+            timings = self._timings(started, first, time.perf_counter(), len(parts), finish,
+                                    watch.waited())
             if self._prefix and first is None and finish is None:
                 pass  # a continuation that said nothing: the answer stays as it was
             else:

@@ -38,6 +38,8 @@ export interface ToolCall {
 
 export interface ReplyTimings {
   ttft_ms: number | null
+  /** Of the time to first token, the wait in the model's queue. */
+  queue_ms?: number | null
   prompt_tokens_per_second: number | null
   tokens_per_second: number | null
 }
