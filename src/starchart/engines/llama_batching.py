@@ -39,6 +39,7 @@ import numpy as np
 
 from starchart.engines import logprobs
 from starchart.engines.base import (
+    QUEUE_WATCH,
     Finish,
     SamplingParams,
     StreamEvent,
@@ -69,6 +70,7 @@ class _Request:
     emit: Callable[[object], None]
     constraint: Constraint | None = None  # the request's grammar state (structured output)
     submitted: float = field(default_factory=time.monotonic)
+    admitted: float | None = None  # when it left the queue for a slot
     # Set by the consumer (any thread); the scheduler looks at it every step.
     cancelled: bool = False
 
@@ -172,6 +174,11 @@ class BatchScheduler:
                 request.cancelled = True
 
         request = _Request(prompt, params, emit, constraint)
+        watch = QUEUE_WATCH.get()
+        if watch is not None:
+            watch.track(lambda: self._position(request),
+                        lambda: None if request.admitted is None
+                        else request.admitted - request.submitted)
         with self._cond:
             if self._closing:
                 raise Unavailable("the model is shutting down")
@@ -190,6 +197,11 @@ class BatchScheduler:
             with self._cond:
                 if request in self._waiting:
                     self._waiting.remove(request)
+
+    def _position(self, request: _Request) -> int | None:
+        """1 + the requests ahead of ``request`` while it waits; None once admitted."""
+        with self._cond:
+            return next((i + 1 for i, r in enumerate(self._waiting) if r is request), None)
 
     def close(self) -> None:
         with self._cond:
@@ -258,7 +270,7 @@ class BatchScheduler:
         slot.produced = slot.unsent = 0
         slot.logprobs = []
         slot.budget = min(params.max_tokens, self.config.n_ctx - len(prompt))
-        slot.started = time.monotonic()
+        slot.started = request.admitted = time.monotonic()
         if slot.budget <= 0:
             self._end(slot, reason="length")
 
