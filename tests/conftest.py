@@ -7,11 +7,13 @@ shared by the in-process service, the live server and the tests.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import socket
 import threading
 import time
 from collections.abc import Coroutine, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -114,6 +116,44 @@ class LiveServer:
 def live_server(settings: Settings, engine: LlamaCppEngine) -> Iterator[LiveServer]:
     with LiveServer(create_app(settings, engines=[engine]), free_port()) as server:
         yield server
+
+
+@pytest.fixture
+def one_slot_server(settings: Settings) -> Iterator[LiveServer]:
+    """The embedded model generating one answer at a time: a second request queues."""
+    engine = LlamaCppEngine(EMBEDDED_NAME, embedded_gguf(), n_ctx=2048, parallel=1)
+    engine.load()
+    try:
+        with LiveServer(create_app(settings, engines=[engine]), free_port()) as server:
+            yield server
+    finally:
+        engine.close()
+
+
+@contextmanager
+def model_kept_busy(url: str, max_tokens: int = 150) -> Iterator[None]:
+    """A long answer streams (from /v1/chat/completions, in a thread) from the
+    moment its first token arrives until it ends; the block waits for its end."""
+    started = threading.Event()
+
+    def long_answer() -> None:
+        body = {"messages": [{"role": "user", "content": "Tell a long story."}],
+                "max_tokens": max_tokens, "ignore_eos": True, "stream": True}
+        with httpx.stream("POST", url + "/v1/chat/completions", json=body,
+                          timeout=120) as response:
+            for line in response.iter_lines():
+                if line.startswith("data: {"):
+                    choices = json.loads(line[6:]).get("choices") or [{}]
+                    if choices[0].get("delta", {}).get("content"):
+                        started.set()
+
+    thread = threading.Thread(target=long_answer, daemon=True)
+    thread.start()
+    assert started.wait(60), "the long answer never started"
+    try:
+        yield
+    finally:
+        thread.join(120)
 
 
 @pytest.fixture

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import sys
 from collections.abc import AsyncIterator
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from starchart.api.bodies import parse
 from starchart.api.protocol import SamplingFields
@@ -14,7 +15,9 @@ from starchart.engines.base import Finish, SamplingParams, TextDelta
 from starchart.errors import StarchartError
 from starchart.services.chat import ChatService
 from starchart.settings import Settings
-from starchart.structured.replies import ReplyEvent
+
+if TYPE_CHECKING:  # imported lazily: the store comes in only for stored chats
+    from starchart.services.conversations import TurnEvent
 
 HELP = """commands:
   /reset            forget the conversation (keeps the system prompt)
@@ -27,6 +30,19 @@ HELP = """commands:
 # What /params may change; each is validated by the API's own field (SamplingFields).
 PARAMS = ("temperature", "top_p", "top_k", "min_p", "max_tokens", "repetition_penalty",
           "presence_penalty", "frequency_penalty", "seed", "ignore_eos")
+
+
+_WORDS = {"yes": True, "on": True, "true": True, "no": False, "off": False, "false": False}
+
+
+def _value(text: str) -> object:
+    """A typed value: the API's fields are strict ("0.7" is not a number there)."""
+    if text.lower() in _WORDS:
+        return _WORDS[text.lower()]
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
 
 
 def _pairs(words: list[str]) -> list[tuple[str, str]]:
@@ -58,7 +74,7 @@ class TerminalChat:
         self.history.append({"role": "user", "content": question})
         return await self.show(self.service.stream_chat(None, self.messages(), self.params))
 
-    async def show(self, events: AsyncIterator[ReplyEvent]) -> str:
+    async def show(self, events: AsyncIterator[TurnEvent]) -> str:
         """Print an answer as it streams and add it to the history, even if cut short."""
         parts: list[str] = []
         try:
@@ -98,7 +114,7 @@ class TerminalChat:
             print(f"unknown parameter {unknown[0]!r}; known: {', '.join(PARAMS)}", file=self.out)
             return
         try:
-            checked = parse(SamplingFields, changes)
+            checked = parse(SamplingFields, {k: _value(v) for k, v in changes.items()})
         except StarchartError as exc:  # the API's 400 message, naming the parameter
             print(f"{exc.message}; nothing changed", file=self.out)
             return
