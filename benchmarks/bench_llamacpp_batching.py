@@ -7,9 +7,12 @@ concurrent streams: aggregate tokens/s (all completion tokens / wall time) and
 time to first token p50/p99. Then two measurements of starchart alone:
 
 - single stream vs llama-cpp-python called directly (its own non-streamed chat
-  call, same prompt, interleaved runs);
+  call, same prompt, interleaved runs), with llama-cpp-python's own server beside
+  them as the control;
 - time to first token of turn 5 of a long conversation with prefix reuse (right
-  after turn 4) and without (after --parallel unrelated requests evicted it).
+  after turn 4) and without (after --parallel unrelated requests evicted it);
+- at temperature 0, how often a request's text beside 7 others equals its text
+  alone (the engine in this process; 8 short answers and 8 long ones).
 
     .venv/bin/python benchmarks/bench_llamacpp_batching.py [--max-tokens 64] [--rounds 1]
 """
@@ -254,13 +257,73 @@ def prefix_reuse(args: argparse.Namespace, threads: int) -> list[str]:
             f" {a * 1000:.0f} ms with reuse, {b * 1000:.0f} ms without: {b / a:.1f}x faster"]
 
 
+def determinism(args: argparse.Namespace, threads: int) -> list[str]:
+    """Greedy text of 8 questions alone vs beside 7 others (the engine, in this process)."""
+    import asyncio
+
+    from starchart.engines.base import SamplingParams, TextDelta
+    from starchart.engines.llamacpp import LlamaCppEngine
+
+    questions = [f"Explain in detail {topic}." for topic in (
+        "how rain forms", "how a bicycle works", "why the sky is blue", "how bread rises",
+        "how a compass works", "why leaves change color", "how a lighthouse works",
+        "how tides work")]
+    short = ["What is the capital of France?", "What is two plus two?", "Name a color.",
+             "Name a fruit.", "What is the largest ocean?", "What is the capital of Italy?",
+             "Name the capital of Germany.", "What is the capital of Spain?"]
+    engine = LlamaCppEngine(EMBEDDED_NAME, embedded_gguf(), n_ctx=args.n_ctx, threads=threads,
+                            parallel=args.parallel)
+    engine.load()
+
+    async def text(question: str, params: SamplingParams) -> str:
+        out = ""
+        async for event in engine.stream_chat(
+                [{"role": "system", "content": ""}, {"role": "user", "content": question}],
+                params):
+            if isinstance(event, TextDelta):
+                out += event.text
+        return out
+
+    async def together(qs: list[str], params: SamplingParams) -> list[str]:
+        return list(await asyncio.gather(*(text(q, params) for q in qs)))
+
+    lines = []
+    try:
+        for name, qs, n in (("short answers", short, 32),
+                            ("'Explain in detail'", questions, args.max_tokens)):
+            params = SamplingParams(temperature=0, max_tokens=n)
+            alone = [asyncio.run(text(q, params)) for q in qs]
+            same = total = 0
+            forks = []
+            for _ in range(max(2, args.rounds)):
+                for a, b in zip(alone, asyncio.run(together(qs, params)), strict=True):
+                    same += a == b
+                    total += 1
+                    if a != b:
+                        forks.append(_common_chars(a, b))
+            lines.append(f"temperature 0, {name} ({n} tokens), 8 at once vs alone:"
+                         f" {same}/{total} texts identical"
+                         + (f"; differing texts agree for their first {sorted(forks)} characters"
+                            if forks else ""))
+    finally:
+        engine.close()
+    return lines
+
+
+def _common_chars(a: str, b: str) -> int:
+    n = 0
+    while n < min(len(a), len(b)) and a[n] == b[n]:
+        n += 1
+    return n
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--n-ctx", type=int, default=2048)
     parser.add_argument("--parallel", type=int, default=8)
-    parser.add_argument("--only", choices=["batching", "single", "prefix"])
+    parser.add_argument("--only", choices=["batching", "single", "prefix", "determinism"])
     args = parser.parse_args()
     threads = default_threads()
     lines = [f"model {EMBEDDED_NAME} (Q4_1), {threads} threads, n_ctx {args.n_ctx}, --parallel"
@@ -270,7 +333,9 @@ def main() -> int:
     if args.only in (None, "single"):
         lines += [*single_stream(args, threads), ""]
     if args.only in (None, "prefix"):
-        lines += prefix_reuse(args, threads)
+        lines += [*prefix_reuse(args, threads), ""]
+    if args.only in (None, "determinism"):
+        lines += determinism(args, threads)
     print("\n".join(lines))
     return 0
 
