@@ -162,7 +162,7 @@ def main() -> int:
                 f"{streams} stream(s): with schema {s:.1f} tokens/s, without {n:.1f}:"
                 f" {statistics.median(ratios):.2f} (per round {[round(x, 2) for x in ratios]};"
                 f" target >= 0.8); the grammar's mask + advance took"
-                f" {statistics.median(mask_share) * 100:.0f}% of the constrained wall time"
+                f" {statistics.median(mask_share) * 100:.1f}% of the constrained wall time"
                 f" (load average {min(loads):.1f}-{max(loads):.1f})")
     finally:
         engine.close()
