@@ -374,7 +374,8 @@ class RemoteEngine(Engine):
             raise GatewayTimeout(f"the upstream answer for {self.info.id!r} took longer than"
                                  f" {self.timeouts.first_token:g} s") from None
         try:
-            return json.loads(content)
+            answer: dict[str, Any] = json.loads(content)
+            return answer
         except ValueError as exc:
             raise BadGateway(f"upstream {upstream.url} sent a body that is not JSON") from exc
 
