@@ -36,6 +36,7 @@ router = APIRouter()
 
 
 async def _start(conn: HTTPConnection, conversation_id: str, body: MessageCreate) -> Turn:
+    body.check_supported()
     defaults = conn.app.state.service.defaults
     return await conn.app.state.conversation_chat.start(
         conversation_id, key_id(conn), body.content, body.sampling(defaults), body.model,
