@@ -15,6 +15,7 @@ the CLI prints its message.
      ├── QueueFull             429 rate_limit_exceeded (+ Retry-After)
      ├── ClientLeft            499 client_closed_request (nobody reads it: the client left)
      ├── Unavailable           503 model_not_ready (still loading, or its load failed)
+     │    └── ShuttingDown     503 shutting_down (+ Retry-After; SIGTERM received)
      ├── UpstreamRejected      an upstream's own 4xx, passed on (remote engine)
      ├── BadGateway            502 upstream_error (upstream 5xx, unreachable, broken stream)
      └── GatewayTimeout        504 upstream_timeout
@@ -101,6 +102,16 @@ class Unavailable(StarchartError):
     status = 503
     type = "server_error"
     code = "model_not_ready"
+
+
+class ShuttingDown(Unavailable):
+    """The server received SIGTERM: it takes no new work, and cuts what is left at the deadline."""
+
+    code = "shutting_down"
+
+    def __init__(self, message: str, *, retry_after: int):
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class UpstreamRejected(StarchartError):

@@ -20,7 +20,7 @@ def client(live_server: LiveServer) -> openai.OpenAI:
     return openai.OpenAI(base_url=live_server.url + "/v1", api_key="unused", max_retries=0)
 
 
-def check_entries(entries: list, text: str, top: int) -> None:  # noqa: ANN001 - openai types
+def check_entries(entries: list, text: str, top: int) -> None:
     assert b"".join(bytes(e.bytes) for e in entries).decode() == text
     for e in entries:
         assert e.logprob <= 0 and math.isfinite(e.logprob)

@@ -77,11 +77,17 @@ class MessageCreate(ToolFields, SamplingFields):
     ``regenerate: true`` instead of ``content`` answers the last user turn
     again, replacing the answer it had. ``replace`` (a user message's id) with
     ``content`` edits that turn: it and every later message are replaced by the
-    new text and its answer.
+    new text and its answer. ``continue: true`` instead of ``content`` goes on
+    with the last answer (one cut by ``max_tokens``, or stopped): no new user
+    turn, the stored answer is extended.
     """
 
     # Before ``content``: its validator reads them.
     regenerate: StrictBool = False
+    continue_: StrictBool = Field(
+        False, alias="continue",
+        description="Go on with the conversation's last answer instead of sending a new"
+                    " message: the new text is appended to the stored answer.")
     replace: Text | None = Field(
         None, description="Edit: the id of a user message that, with every later message,"
                           " gives way to this content and its answer.")
@@ -92,11 +98,17 @@ class MessageCreate(ToolFields, SamplingFields):
     @classmethod
     def _content_or_regenerate(cls, value: str | None, info: ValidationInfo) -> str | None:
         regenerate = info.data.get("regenerate", False)
+        if info.data.get("continue_", False):
+            if value is not None or regenerate or info.data.get("replace") is not None:
+                raise ValueError("continue: true goes on with the last answer; it takes no"
+                                 " content, regenerate or replace")
+            return value
         if regenerate and value is not None:
             raise ValueError("give either content or regenerate: true, not both")
         if not regenerate and value is None:
             raise ValueError("content is required (or regenerate: true to answer the last"
-                             " user turn again)")
+                             " user turn again, or continue: true to go on with the last"
+                             " answer)")
         if regenerate and info.data.get("replace") is not None:
             raise ValueError("replace edits a turn with new content; it cannot be combined"
                              " with regenerate: true")
@@ -114,8 +126,10 @@ class ReplyTimings(WireModel):
 
     ttft_ms: float | None = Field(description="From the turn's start (queue included) to"
                                               " its first token.")
+    queue_ms: float | None = Field(None, description="Of that, the time spent waiting in the"
+                                                     " model's queue (engines with one).")
     prompt_tokens_per_second: float | None = Field(
-        description="Prompt tokens over the time to first token.")
+        description="Prompt tokens over the time to first token, less the queue.")
     tokens_per_second: float | None = Field(
         description="Decode speed: tokens after the first over the time after it.")
 
@@ -221,14 +235,28 @@ class TurnInfo(WireModel):
     message_id: str
     user_message_id: str
     dropped_turns: int
+    prompt_tokens: int = Field(description="The prompt's length in tokens (known before the"
+                                           " first token: a client can show prompt speed).")
+    continued: bool = Field(False, description="The turn goes on with the answer"
+                                               " ``message_id`` (continue: true).")
+
+
+class QueueStatus(WireModel):
+    """Where a turn waits for the model before its first token (sent when it changes)."""
+
+    position: int | None = Field(description="1 = the next to run; null = out of the queue"
+                                             " (the model is reading the prompt).")
 
 
 class ConversationChunk(ChatCompletionChunk):
     """A streamed turn's chunk; the first (the role chunk) also says which turn it is."""
 
-    omittable = frozenset({"usage", "starchart"})
+    omittable = frozenset({"usage", "starchart", "queue"})
 
     starchart: TurnInfo | None = None
+    queue: QueueStatus | None = Field(
+        None, description="Only on chunks with no choices: the turn's place in the model's"
+                          " queue changed.")
 
 
 class ConversationTurn(WireModel):
@@ -239,6 +267,8 @@ class ConversationTurn(WireModel):
     message_id: str
     user_message_id: str
     dropped_turns: int
+    prompt_tokens: int
+    continued: bool = False
     message: ConversationMessage
     usage: Usage | None
 
@@ -264,6 +294,13 @@ class WsDone(WireModel):
         return cls(finish_reason=finish.reason if finish else "cancelled",
                    usage=Usage.of(finish.usage) if finish else None,
                    message_id=info.message_id, dropped_turns=info.dropped_turns)
+
+
+class WsQueue(WireModel):
+    """The turn's place in the model's queue changed (before its first token)."""
+
+    type: Literal["queue"] = "queue"
+    position: int | None
 
 
 class WsError(WireModel):

@@ -12,7 +12,7 @@ from typing import Generic, TypeVar
 from fastapi import Request
 from fastapi.responses import StreamingResponse
 
-from starchart.api.conversation_protocol import ConversationChunk, TurnInfo
+from starchart.api.conversation_protocol import ConversationChunk, QueueStatus, TurnInfo
 from starchart.api.protocol import (
     AssistantMessage,
     ChatChoice,
@@ -37,6 +37,7 @@ from starchart.api.protocol import (
 from starchart.api.streaming import cancel_on_disconnect, sse_response
 from starchart.engines.base import Finish, StreamEvent, TextDelta, TokenLogprob
 from starchart.services.chat import collect
+from starchart.services.conversations import Queued, TurnEvent
 from starchart.structured import tools
 from starchart.structured.replies import ReplyEvent
 
@@ -64,6 +65,9 @@ class Chunks(Generic[C]):
 
     def usage(self, usage: Usage) -> C:
         raise NotImplementedError
+
+    def queued(self, position: int | None) -> C:
+        raise NotImplementedError  # only a stored conversation's turn waits visibly
 
 
 class ChatChunks(Chunks[ChatCompletionChunk]):
@@ -114,6 +118,10 @@ class TurnChunks(ChatChunks):
     def first(self) -> ChatCompletionChunk:
         return self._chunk(Delta(role="assistant", content=""), starchart=self.turn)
 
+    def queued(self, position: int | None) -> ChatCompletionChunk:
+        return ConversationChunk(id=self.id, created=self.created, model=self.model,
+                                 choices=[], queue=QueueStatus(position=position))
+
 
 class CompletionChunks(Chunks[CompletionChunk]):
     prefix = "cmpl"
@@ -141,7 +149,7 @@ class CompletionChunks(Chunks[CompletionChunk]):
                                choices=[], usage=usage)
 
 
-async def _chunks(events: AsyncIterator[ReplyEvent], chunks: Chunks[C]) -> AsyncIterator[C]:
+async def _chunks(events: AsyncIterator[TurnEvent], chunks: Chunks[C]) -> AsyncIterator[C]:
     first = chunks.first()
     if first is not None:
         yield first
@@ -155,11 +163,13 @@ async def _chunks(events: AsyncIterator[ReplyEvent], chunks: Chunks[C]) -> Async
                 yield chunks.finish(event.reason)
                 if chunks.include_usage:
                     yield chunks.usage(Usage.of(event.usage))
+            elif isinstance(event, Queued):
+                yield chunks.queued(event.position)
     finally:
         await events.aclose()  # type: ignore[attr-defined]
 
 
-def stream(events: AsyncIterator[ReplyEvent], chunks: Chunks[C]) -> StreamingResponse:
+def stream(events: AsyncIterator[TurnEvent], chunks: Chunks[C]) -> StreamingResponse:
     return sse_response(_chunks(events, chunks))
 
 

@@ -24,20 +24,26 @@ def _frame(chunk: WireModel) -> str:
     return f"data: {body}\n\n"
 
 
+DONE = "data: [DONE]\n\n"
+
+
+def error_frame(exc: StarchartError) -> str:
+    """An error after the headers are gone: it travels as a data frame (then ``DONE``)."""
+    return _frame(ErrorResponse.of(exc))
+
+
 async def _sse(chunks: AsyncIterator[WireModel]) -> AsyncIterator[str]:
     try:
         async for chunk in chunks:
             yield _frame(chunk)
     except StarchartError as exc:
-        # Headers are gone already: the error travels as a data frame.
-        yield _frame(ErrorResponse.of(exc))
+        yield error_frame(exc)
     except Exception:
         log.exception("error while streaming")
-        yield _frame(ErrorResponse.of(
-            StarchartError("internal server error (logged on the server)")))
+        yield error_frame(StarchartError("internal server error (logged on the server)"))
     finally:
         await chunks.aclose()  # type: ignore[attr-defined]
-    yield "data: [DONE]\n\n"
+    yield DONE
 
 
 def sse_response(chunks: AsyncIterator[WireModel]) -> StreamingResponse:

@@ -39,6 +39,7 @@ import numpy as np
 
 from starchart.engines import logprobs
 from starchart.engines.base import (
+    QUEUE_WATCH,
     Finish,
     SamplingParams,
     StreamEvent,
@@ -69,6 +70,7 @@ class _Request:
     emit: Callable[[object], None]
     constraint: Constraint | None = None  # the request's grammar state (structured output)
     submitted: float = field(default_factory=time.monotonic)
+    admitted: float | None = None  # when it left the queue for a slot
     # Set by the consumer (any thread); the scheduler looks at it every step.
     cancelled: bool = False
 
@@ -172,6 +174,11 @@ class BatchScheduler:
                 request.cancelled = True
 
         request = _Request(prompt, params, emit, constraint)
+        watch = QUEUE_WATCH.get()
+        if watch is not None:
+            watch.track(lambda: self._position(request),
+                        lambda: None if request.admitted is None
+                        else request.admitted - request.submitted)
         with self._cond:
             if self._closing:
                 raise Unavailable("the model is shutting down")
@@ -190,6 +197,11 @@ class BatchScheduler:
             with self._cond:
                 if request in self._waiting:
                     self._waiting.remove(request)
+
+    def _position(self, request: _Request) -> int | None:
+        """1 + the requests ahead of ``request`` while it waits; None once admitted."""
+        with self._cond:
+            return next((i + 1 for i, r in enumerate(self._waiting) if r is request), None)
 
     def close(self) -> None:
         with self._cond:
@@ -216,7 +228,7 @@ class BatchScheduler:
                     self._admit()
                 self._drop_cancelled()
                 self._step()
-            except Exception as exc:  # noqa: BLE001 - every running request hears of it
+            except Exception as exc:  # every running request hears of it
                 log.exception("llama.cpp decode step failed")
                 for slot in self._slots:
                     if slot.request is not None:
@@ -258,7 +270,7 @@ class BatchScheduler:
         slot.produced = slot.unsent = 0
         slot.logprobs = []
         slot.budget = min(params.max_tokens, self.config.n_ctx - len(prompt))
-        slot.started = time.monotonic()
+        slot.started = request.admitted = time.monotonic()
         if slot.budget <= 0:
             self._end(slot, reason="length")
 
@@ -358,7 +370,7 @@ class BatchScheduler:
                 request.emit(self._text(slot, tail))
             request.emit(Finish(reason, Usage(len(request.prompt), slot.produced)))  # type: ignore[arg-type]
         request.emit(_DONE)
-        if free_cells or slot.pending is None and len(slot.cached) < len(request.prompt):
+        if free_cells or (slot.pending is None and len(slot.cached) < len(request.prompt)):
             # Cancelled, failed or cut off mid-prompt: nothing worth keeping.
             llama_cpp.llama_memory_seq_rm(self._mem, slot.seq_id, -1, -1)
             slot.cached.clear()

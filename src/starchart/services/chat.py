@@ -105,15 +105,19 @@ class ChatService:
         return out
 
     def stream_chat(self, model: str | None, messages: Sequence[Message],
-                    params: SamplingParams, tools: Sequence[dict[str, Any]] | None = None
-                    ) -> AsyncIterator[StreamEvent]:
+                    params: SamplingParams, tools: Sequence[dict[str, Any]] | None = None,
+                    *, continue_final: bool = False) -> AsyncIterator[StreamEvent]:
         """Validation (model, prompt length) happens here, before the first await.
 
         ``tools`` go to a chat template that takes them (``StructuredRequest.template_tools``).
+        ``continue_final``: go on with the final (assistant) message instead of
+        answering it (``Engine.stream_continuation``).
         """
         engine = self.engine(model)
-        return self._tracked(engine, engine.stream_chat(self.with_system_prompt(messages),
-                                                        params, tools))
+        messages = self.with_system_prompt(messages)
+        if continue_final:
+            return self._tracked(engine, engine.stream_continuation(messages, params, tools))
+        return self._tracked(engine, engine.stream_chat(messages, params, tools))
 
     def stream_completion(self, model: str | None, prompt: str,
                           params: SamplingParams) -> AsyncIterator[StreamEvent]:

@@ -104,7 +104,7 @@ async def delete_conversation(conversation_id: str, request: Request) -> Convers
                                           "content": {"application/json": {},
                                                       "text/markdown": {}}}})
 async def export_conversation(conversation_id: str, request: Request,
-                              format: ExportFormat = "json") -> Response:  # noqa: A002
+                              format: ExportFormat = "json") -> Response:
     conv = await asyncio.to_thread(_store(request).conversations.get, conversation_id,
                                    key_id(request))
     if format == "markdown":
