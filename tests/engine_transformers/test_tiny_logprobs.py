@@ -41,7 +41,7 @@ def test_chat_logprobs_on_the_transformers_engine(client: openai.OpenAI,
     assert b"".join(bytes(e.bytes) for e in content) == ANSWER.encode()
     for e in content:
         assert -1e-3 < e.logprob <= 0
-        assert [t.bytes for t in e.top_logprobs][0] == e.bytes
+        assert e.top_logprobs[0].bytes == e.bytes
         assert e.top_logprobs[1].logprob < -50  # the runner-up is far behind
 
 

@@ -14,7 +14,7 @@ import re
 import threading
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -26,8 +26,8 @@ KWARG = "logprobs"
 
 
 class Distributions(ContinuousBatchingLogitsProcessor):
-    supported_kwargs: dict[str, type] = {KWARG: bool}
-    ignored_kwargs: tuple[str, ...] = ()
+    supported_kwargs: ClassVar[dict[str, type]] = {KWARG: bool}
+    ignored_kwargs: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self) -> None:
         self._rows: list[str | None] = []
