@@ -23,6 +23,7 @@ async def create_completion(body: CompletionRequest,
     engine = service.engine(body.model)
     if isinstance(engine, RemoteEngine):  # passed through as the client sent it
         return await relay(request, engine, "/v1/completions", service)
+    body.check_supported()
     model = engine.info.id
     events = service.stream_completion(body.model, body.text, body.sampling(service.defaults))
     if body.stream:
