@@ -13,6 +13,7 @@ the CLI prints its message.
      ├── NotFound              404 not_found / model_not_found
      ├── PayloadTooLarge       413 request_too_large
      ├── QueueFull             429 rate_limit_exceeded (+ Retry-After)
+     ├── ClientDisconnected    499 client_disconnected (the client left; nobody reads it)
      ├── Unavailable           503 model_not_ready (still loading, or its load failed)
      │    └── ShuttingDown     503 shutting_down (+ Retry-After; SIGTERM received)
      ├── UpstreamRejected      an upstream's own 4xx, passed on (remote engine)
@@ -84,6 +85,14 @@ class QueueFull(StarchartError):
     def __init__(self, message: str, *, retry_after: int):
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class ClientDisconnected(StarchartError):
+    """The client left before its answer was ready: a normal event (nginx's 499)."""
+
+    status = 499
+    type = "invalid_request_error"
+    code = "client_disconnected"
 
 
 class Unavailable(StarchartError):

@@ -7,6 +7,7 @@ KV cells, no request task, turn task or connection, no file descriptor or thread
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import threading
@@ -18,8 +19,10 @@ import httpx
 from websockets.sync.client import connect
 
 from starchart.engines.llamacpp import LlamaCppEngine
+from starchart.registry import EMBEDDED_NAME
 
 from tests.conftest import LiveServer
+from tests.e2e.test_store_durability import ServeProcess
 
 WAVES, PER_WAVE = 5, 10  # 50 clients: half HTTP, half WebSocket, 10 at a time
 LONG = {"max_tokens": 1500, "ignore_eos": True}
@@ -110,3 +113,24 @@ def test_50_clients_leaving_mid_stream_stop_their_work_and_leak_nothing(
            f" wave at most {max(overshoots)} ({PER_WAVE} sequences), then 0; queue, KV cells,"
            f" tasks, connections 0; fds {before['fds']} -> {after['fds']}, threads"
            f" {before['threads']} -> {after['threads']}")
+
+
+def test_a_client_leaving_is_one_info_line_and_its_tokens_are_counted(
+        serve: Callable[..., ServeProcess]) -> None:
+    server = serve("--log-level", "info")
+    body = {"messages": [{"role": "user", "content": "Tell me a long story."}], **LONG}
+    for _ in range(3):
+        with contextlib.suppress(httpx.TimeoutException):
+            httpx.post(server.url + "/v1/chat/completions", json=body, timeout=1.5)
+    _http_client(server.url, [])  # and one stream
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        stats = httpx.get(server.url + "/v1/stats").json()
+        if stats["requests_in_flight"] == 0 and stats["models"][EMBEDDED_NAME]["running"] == 0:
+            break
+        time.sleep(0.05)
+    log = (server.home / "server.log").read_text()
+    assert "Traceback" not in log and "ERROR" not in log, log[-3000:]
+    assert log.count("client left before the answer was complete") == 3, log[-3000:]
+    # Tokens generated for the requests whose clients left are generated all the same.
+    assert stats["completion_tokens_total"] >= 4, stats

@@ -12,7 +12,7 @@ from fastapi import Request
 from fastapi.responses import StreamingResponse
 
 from starchart.api.protocol import ErrorResponse, WireModel
-from starchart.errors import StarchartError
+from starchart.errors import ClientDisconnected, StarchartError
 
 log = logging.getLogger("starchart.api")
 T = TypeVar("T")
@@ -57,18 +57,32 @@ def sse_response(chunks: AsyncIterator[WireModel]) -> StreamingResponse:
 
 
 async def cancel_on_disconnect(request: Request, work: Awaitable[T]) -> T:
-    """Await ``work``, cancelling it if the client goes away first."""
+    """Await ``work``, cancelling it if the client goes away first.
+
+    A client leaving is normal: one INFO line, and ``ClientDisconnected`` (499, which
+    nobody reads) rather than a CancelledError traceback from the server.
+    """
     task = asyncio.ensure_future(work)
+    left = False
 
     async def watch() -> None:
+        nonlocal left
         while True:
             message = await request.receive()
             if message["type"] == "http.disconnect":
+                left = True
                 task.cancel()
                 return
 
     watcher = asyncio.create_task(watch())
     try:
         return await task
+    except asyncio.CancelledError:
+        current = asyncio.current_task()
+        if not left or (current is not None and current.cancelling()):
+            raise
+        log.info("%s %s: client left before the answer was complete; generation stopped",
+                 request.method, request.url.path)
+        raise ClientDisconnected("the client disconnected") from None
     finally:
         watcher.cancel()

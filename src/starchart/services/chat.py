@@ -121,11 +121,16 @@ class ChatService:
         self.stats.in_flight += 1
         self.stats.requests += 1
         first: float | None = None  # decode speed counts from the first token, not the queue
+        pieces = 0  # text pieces: the tokens of a stream cut short (about one token each)
+        finished = False
         try:
             async for event in events:
                 if first is None:
                     first = time.perf_counter()
-                if isinstance(event, Finish):
+                if isinstance(event, TextDelta):
+                    pieces += 1
+                elif isinstance(event, Finish):
+                    finished = True
                     elapsed = time.perf_counter() - first
                     tokens = event.usage.completion_tokens
                     self.stats.completion_tokens += tokens
@@ -133,6 +138,8 @@ class ChatService:
                         self.stats.last_tokens_per_second = (tokens - 1) / elapsed
                 yield event
         finally:
+            if not finished:  # the client left or it failed: the tokens were generated
+                self.stats.completion_tokens += pieces
             self.stats.in_flight -= 1
             await events.aclose()  # type: ignore[attr-defined]
 
