@@ -15,6 +15,7 @@ from starchart.chat.templates import Message
 from starchart.engines.base import Engine, Finish, SamplingParams, StreamEvent, TextDelta
 from starchart.errors import NotFound, Unavailable
 from starchart.metrics import ServerMetrics
+from starchart.services.usage import charge
 from starchart.settings import Settings
 
 
@@ -134,12 +135,14 @@ class ChatService:
                     elapsed = time.perf_counter() - first
                     tokens = event.usage.completion_tokens
                     self.stats.completion_tokens += tokens
+                    charge(event.usage.prompt_tokens + tokens)
                     if elapsed > 0 and tokens > 1:
                         self.stats.last_tokens_per_second = (tokens - 1) / elapsed
                 yield event
         finally:
             if not finished:  # the client left or it failed: the tokens were generated
                 self.stats.completion_tokens += pieces
+                charge(pieces)
             self.stats.in_flight -= 1
             await events.aclose()  # type: ignore[attr-defined]
 
