@@ -14,7 +14,7 @@ the CLI prints its message.
      ├── PayloadTooLarge       413 request_too_large
      ├── QueueFull             429 rate_limit_exceeded (+ Retry-After)
      ├── RateLimited           429 rate_limit_exceeded (+ Retry-After; per-key limits)
-     ├── ClientDisconnected    499 client_disconnected (the client left; nobody reads it)
+     ├── ClientLeft            499 client_closed_request (nobody reads it: the client left)
      ├── Unavailable           503 model_not_ready (still loading, or its load failed)
      │    └── ShuttingDown     503 shutting_down (+ Retry-After; SIGTERM received)
      ├── UpstreamRejected      an upstream's own 4xx, passed on (remote engine)
@@ -100,12 +100,15 @@ class RateLimited(StarchartError):
         self.retry_after = retry_after
 
 
-class ClientDisconnected(StarchartError):
-    """The client left before its answer was ready: a normal event (nginx's 499)."""
+class ClientLeft(StarchartError):
+    """The client went away before its answer was ready: the work was stopped.
+
+    Normal, not a failure (logged at INFO); 499 as nginx logs it, for the metrics.
+    """
 
     status = 499
     type = "invalid_request_error"
-    code = "client_disconnected"
+    code = "client_closed_request"
 
 
 class Unavailable(StarchartError):

@@ -14,6 +14,7 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from starchart import __version__
 from starchart.api.auth import AccessGuard, split_setting
+from starchart.api.bodies import JsonBodies
 from starchart.api.conversation_protocol import ConversationChunk
 from starchart.api.errors import BodySizeLimit, install_error_handlers
 from starchart.api.openapi import describe
@@ -121,6 +122,7 @@ def create_app(settings: Settings, engines: list[Engine] | None = None) -> FastA
     app.state.metrics = server_metrics
     app.state.drain = drain = Drain(settings.shutdown_timeout)  # started by server.py on SIGTERM
     install_error_handlers(app)
+    app.add_middleware(JsonBodies)
     app.add_middleware(BodySizeLimit, limit=settings.max_body_bytes)
     if settings.rate_limit_requests or settings.rate_limit_tokens:  # inside: knows the key
         app.add_middleware(RateLimiter, requests=settings.rate_limit_requests,

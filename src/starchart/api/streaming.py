@@ -12,7 +12,7 @@ from fastapi import Request
 from fastapi.responses import StreamingResponse
 
 from starchart.api.protocol import ErrorResponse, WireModel
-from starchart.errors import ClientDisconnected, StarchartError
+from starchart.errors import ClientLeft, StarchartError
 
 log = logging.getLogger("starchart.api")
 T = TypeVar("T")
@@ -59,8 +59,8 @@ def sse_response(chunks: AsyncIterator[WireModel]) -> StreamingResponse:
 async def cancel_on_disconnect(request: Request, work: Awaitable[T]) -> T:
     """Await ``work``, cancelling it if the client goes away first.
 
-    A client leaving is normal: one INFO line, and ``ClientDisconnected`` (499, which
-    nobody reads) rather than a CancelledError traceback from the server.
+    A client leaving is normal: one INFO line, and ``ClientLeft`` (a 499 nobody
+    reads) instead of a cancellation traceback.
     """
     task = asyncio.ensure_future(work)
     left = False
@@ -80,9 +80,10 @@ async def cancel_on_disconnect(request: Request, work: Awaitable[T]) -> T:
     except asyncio.CancelledError:
         current = asyncio.current_task()
         if not left or (current is not None and current.cancelling()):
-            raise
-        log.info("%s %s: client left before the answer was complete; generation stopped",
+            raise  # this handler itself is being cancelled (shutdown): not ours to absorb
+        log.info("client left before the answer to %s %s was ready: generation stopped",
                  request.method, request.url.path)
-        raise ClientDisconnected("the client disconnected") from None
+        raise ClientLeft("the client closed the connection before the answer was ready"
+                         ) from None
     finally:
         watcher.cancel()

@@ -14,11 +14,11 @@ from typing import Any
 from fastapi import WebSocket
 
 from starchart.api import shutdown
-from starchart.api.conversation_protocol import TurnInfo, WsDelta, WsDone, WsError
+from starchart.api.conversation_protocol import TurnInfo, WsDelta, WsDone, WsError, WsQueue
 from starchart.api.protocol import WireModel
 from starchart.engines.base import Finish, TextDelta
 from starchart.errors import StarchartError
-from starchart.services.conversations import Turn
+from starchart.services.conversations import Queued, Turn
 
 
 async def send(websocket: WebSocket, frame: WireModel) -> None:
@@ -67,6 +67,8 @@ async def _stream_turn(websocket: WebSocket, turn: Turn, info: TurnInfo,
                 return
             if isinstance(event, TextDelta):
                 await send(websocket, WsDelta(content=event.text))
+            elif isinstance(event, Queued):
+                await send(websocket, WsQueue(position=event.position))
             elif isinstance(event, Finish):
                 await send(websocket, WsDone.of(event, info))
                 return
