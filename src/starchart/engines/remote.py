@@ -241,6 +241,9 @@ class RemoteEngine(Engine):
         # upstream still refuses a prompt that is really too long (a 400, passed on).
         return [0] * max(1, len(prompt) // 4)
 
+    # The upstream renders the prompt: an OpenAI API has no way to go on with an answer.
+    can_continue = False
+
     @property
     def takes_tools(self) -> bool:
         # Stored conversations offer tools through the generic tool prompt: the
