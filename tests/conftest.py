@@ -12,19 +12,23 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, TypeVar
 
 import httpx
 import pytest
 import uvicorn
+from starlette.types import ASGIApp
 
 from starchart.api.app import create_app
 from starchart.engines.llamacpp import LlamaCppEngine
 from starchart.registry import EMBEDDED_NAME, embedded_gguf
 from starchart.services.chat import ChatService
 from starchart.settings import Settings
+
+T = TypeVar("T")
 
 FRANCE = [
     {"role": "system", "content": ""},
@@ -77,7 +81,7 @@ def free_port() -> int:
 class LiveServer:
     """uvicorn on 127.0.0.1:<free port> in a thread; stopped by the fixture."""
 
-    def __init__(self, app, port: int, *, wait_ready: bool = True) -> None:  # noqa: ANN001
+    def __init__(self, app: ASGIApp, port: int, *, wait_ready: bool = True) -> None:
         self.app = app
         self.ready_path = "/ready" if wait_ready else "/health"
         self.port = port
@@ -100,6 +104,10 @@ class LiveServer:
         raise RuntimeError("test server did not become ready")
 
     def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        """Stop serving (a test may do it early: a server going away mid-session)."""
         self.server.should_exit = True
         self.thread.join(timeout=10)
 
@@ -154,5 +162,6 @@ def api(live_server: LiveServer) -> Iterator[httpx.Client]:
         yield client
 
 
-def run(coro):  # noqa: ANN001, ANN201 - tiny helper for async code in sync tests
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    """Run async code from a sync test."""
     return asyncio.run(coro)

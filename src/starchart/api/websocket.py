@@ -13,6 +13,7 @@ from typing import Any
 
 from fastapi import WebSocket
 
+from starchart.api import shutdown
 from starchart.api.conversation_protocol import TurnInfo, WsDelta, WsDone, WsError, WsQueue
 from starchart.api.protocol import WireModel
 from starchart.engines.base import Finish, TextDelta
@@ -35,6 +36,12 @@ def is_stop(raw: str) -> bool:
 async def stream_turn(websocket: WebSocket, turn: Turn, info: TurnInfo,
                       pending: list[str]) -> None:
     """Send one turn's frames while listening for stop, disconnect or the next message."""
+    with shutdown.busy():  # a SIGTERM waits for this turn (until its deadline)
+        await _stream_turn(websocket, turn, info, pending)
+
+
+async def _stream_turn(websocket: WebSocket, turn: Turn, info: TurnInfo,
+                       pending: list[str]) -> None:
     listener = asyncio.ensure_future(websocket.receive_text())
     events = turn.events()
     step: asyncio.Future[Any] | None = None

@@ -45,6 +45,9 @@ class SamplingParams:
     ignore_eos: bool = False
     # Constrained decoding (response_format, forced tool calls): every token must fit.
     grammar: Grammar | None = None
+    # Report each token's log probability and this many most likely alternatives
+    # (None: no log probabilities). Not a sampling choice: left out of as_dict().
+    logprobs: int | None = None
 
     def replace(self, **changes: Any) -> SamplingParams:
         return dataclasses.replace(self, **changes)
@@ -53,6 +56,7 @@ class SamplingParams:
         out = dataclasses.asdict(self)
         out["stop"] = list(self.stop)
         out.pop("grammar")
+        out.pop("logprobs")
         return out
 
 
@@ -74,8 +78,23 @@ class Usage:
 
 
 @dataclass(frozen=True)
+class TokenLogprob:
+    """One generated token's log probability (log-softmax of the model's logits,
+    before any sampling setting), with the ``top`` most likely tokens at its position."""
+
+    token: bytes
+    logprob: float
+    top: tuple[tuple[bytes, float], ...] = ()
+
+
+@dataclass(frozen=True)
 class TextDelta:
     text: str
+    # Tokens this text covers (an engine may hold a token's text back, e.g. while it
+    # could be the start of a stop string): counted as generated even if the client leaves.
+    tokens: int = 1
+    # With SamplingParams.logprobs: one entry per token covered, in order.
+    logprobs: tuple[TokenLogprob, ...] = ()
 
 
 @dataclass(frozen=True)
