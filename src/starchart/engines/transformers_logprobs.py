@@ -14,7 +14,7 @@ import re
 import threading
 from collections import deque
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 import torch
@@ -26,8 +26,8 @@ KWARG = "logprobs"
 
 
 class Distributions(ContinuousBatchingLogitsProcessor):
-    supported_kwargs: ClassVar[dict[str, type]] = {KWARG: bool}
-    ignored_kwargs: ClassVar[tuple[str, ...]] = ()
+    supported_kwargs: dict[str, type] = {KWARG: bool}  # noqa: RUF012 - the base declares it per instance
+    ignored_kwargs: tuple[str, ...] = ()
 
     def __init__(self) -> None:
         self._rows: list[str | None] = []
