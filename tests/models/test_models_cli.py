@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 
 import pytest
-from conftest import starchart, tiny_gguf
+from cli_support import starchart, tiny_gguf
 from hub_server import COMMIT, HubServer
 
 from starchart.engines import create_engine
