@@ -76,8 +76,14 @@ def test_serve_and_chat_take_the_names(dirs, gemma_gguf, tiny_checkpoint):
     assert engine.path == gemma_gguf
     with pytest.raises(Exception, match="--engine transformers"):
         create_engine(Settings(model="tiny", home=dirs["home"]))
+    # The name is looked up in the settings' home (not the environment's STARCHART_HOME).
     tiny = create_engine(Settings(model="tiny", home=dirs["home"], engine="transformers"))
     assert tiny.info.id == "tiny"
+    tiny.load()
+    try:
+        assert tiny.loaded
+    finally:
+        tiny.close()
     said = starchart("chat", "--model", "gemma", "-p", "The capital of Germany is",
                      "--temperature", "0", "--max-tokens", "8", "--n-ctx", "256",
                      "--parallel", "1", **dirs)
