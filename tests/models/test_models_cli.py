@@ -63,6 +63,8 @@ def test_list_and_info_of_the_embedded_model_gemma_and_a_checkpoint(dirs, gemma_
     assert smol["chat_template"]["present"] and not smol["chat_template"]["tools"]
     assert "<|im_start|>" in smol["chat_template"]["first_lines"][0]
     assert smol["context_length"] == 8192 and smol["plan"]["best"] == "gguf Q4_1"
+    planned = starchart("plan", "gemma", "--json", **dirs)  # `plan` takes the names too
+    assert json.loads(planned.stdout)["plan"]["model"]["architecture"] == "gemma3"
     tiny_info = json.loads(starchart("models", "info", "tiny", "--json", **dirs).stdout)
     assert tiny_info["architecture"] == "llama" and tiny_info["layers"] == 2
     assert tiny_info["plan"]["model"]["source"] == "safetensors"
