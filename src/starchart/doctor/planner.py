@@ -242,13 +242,14 @@ def shape_from_hub(repo_id: str) -> ModelShape:
     return shape
 
 
-def load_shape(model: str) -> ModelShape:
-    """What the user typed after --model: a registry name, a path, or a hub id (from the
-    local HF cache, else its config.json and safetensors headers from the hub)."""
+def load_shape(model: str, home: Path | None = None) -> ModelShape:
+    """What the user typed after --model: a model name (``home``: where the names of
+    ``starchart models`` are), a path, or a hub id (from the local HF cache, else its
+    config.json and safetensors headers from the hub)."""
     from starchart.registry import is_hub_id, resolve
 
     try:
-        path = resolve(model).path
+        path = resolve(model, home).path
     except NotFound:
         if not is_hub_id(model):
             raise NotFound(f"no local model {model!r}: give a .gguf, a folder with"

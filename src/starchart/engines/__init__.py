@@ -18,6 +18,7 @@ def create_engine(settings: Settings) -> Engine:
             settings.model, n_ctx=settings.n_ctx, device=settings.device, dtype=settings.dtype,
             quantize=settings.quantize, chat_template=settings.chat_template,
             trust_remote_code=settings.trust_remote_code, threads=settings.threads,
+            home=settings.home,
         )
     if settings.quantize != "none":
         raise BadRequest(
