@@ -55,7 +55,7 @@ def own_server(settings: Settings, timeout: float = 300) -> Iterator[str]:
                 env=child_environment(settings, Path(home)), stdout=sink,
                 stderr=subprocess.STDOUT)
             try:
-                print(f"starchart bench: starting starchart serve ({settings.model},"
+                print(f"starchart bench: starting starchart serve ({settings.default_model},"
                       f" {settings.engine}) on {url}", file=sys.stderr, flush=True)
                 _wait_ready(proc, url, timeout, log)
                 yield url

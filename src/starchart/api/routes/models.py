@@ -1,19 +1,25 @@
-"""GET /v1/models, /v1/defaults, /v1/stats, /health, /ready"""
+"""GET /v1/models, /v1/defaults, /v1/stats, /health, /ready;
+POST /v1/models/{name}/load and /unload"""
 
 from __future__ import annotations
+
+import time
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
+from starchart.api.openapi import errors
 from starchart.api.protocol import (
     GenerationDefaults,
     Health,
     ModelCard,
     ModelList,
+    ModelStateChange,
     Readiness,
     SequenceStats,
     ServerStats,
 )
+from starchart.engines.pool import describe
 from starchart.engines.remote import RemoteEngine
 from starchart.services.chat import ChatService
 from starchart.services.clip import ClipService
@@ -31,12 +37,40 @@ def _clip(request: Request) -> ClipService:
 
 @router.get("/v1/models", response_model=ModelList)
 async def list_models(request: Request) -> ModelList:
-    chat = [ModelCard(kind="chat", loaded=engine.loaded, **engine.info.as_dict(),
-                      **({"upstreams": [u.as_dict() for u in engine.upstreams]}
-                         if isinstance(engine, RemoteEngine) else {}))
-            for engine in _service(request).engines.values()]
+    pool = _service(request).pool
+    chat = [ModelCard(kind="chat", loaded=entry.engine.loaded, **entry.engine.info.as_dict(),
+                      **describe(entry),
+                      **({"upstreams": [u.as_dict() for u in entry.engine.upstreams]}
+                         if isinstance(entry.engine, RemoteEngine) else {}))
+            for entry in pool.models.values()]
     clip = [ModelCard.model_validate(row) for row in _clip(request).model_entries()]
     return ModelList(data=chat + clip)
+
+
+@router.post("/v1/models/{name}/load", response_model=ModelStateChange,
+             responses=errors(404, 503))
+async def load_model(name: str, request: Request) -> ModelStateChange:
+    """Load a served model now (it waits for the load; an idle model may be unloaded to
+    make room under --memory-budget, named in ``unloaded``)."""
+    service = _service(request)
+    model = service.served(name).info.id
+    started = time.perf_counter()
+    unloaded = await service.pool.load(model)
+    entry = service.pool.model(model)
+    return ModelStateChange(id=model, state=entry.state, memory_bytes=entry.memory_bytes,
+                            unloaded=unloaded, load_seconds=round(time.perf_counter() - started, 3))
+
+
+@router.post("/v1/models/{name}/unload", response_model=ModelStateChange,
+             responses=errors(404, 409))
+async def unload_model(name: str, request: Request) -> ModelStateChange:
+    """Unload a served model (409 while it has requests in flight). It loads again on
+    its next request under --load-on-demand or --keep-alive, or with .../load."""
+    service = _service(request)
+    model = service.served(name).info.id
+    await service.pool.unload(model)
+    entry = service.pool.model(model)
+    return ModelStateChange(id=model, state=entry.state, memory_bytes=entry.memory_bytes)
 
 
 @router.get("/v1/defaults", response_model=GenerationDefaults)
@@ -65,13 +99,20 @@ async def health() -> Health:
             responses={503: {"model": Readiness,
                              "description": "A model is still loading, or failed to load"}})
 async def ready(request: Request) -> Response:
-    """Readiness: every configured model, chat and CLIP, is loaded."""
+    """Readiness: every configured model, chat and CLIP, can answer without waiting for
+    start-up: it is loaded, or (--load-on-demand, --keep-alive) it loads on its first
+    request. A model whose load failed makes it 503 "error" (the others keep serving)."""
     service, clip = _service(request), _clip(request)
-    models = {name: engine.loaded for name, engine in service.engines.items()}
+    pool = service.pool
+    models = {name: entry.engine.loaded for name, entry in pool.models.items()}
+    usable = {name: loaded or (pool.policy.on_demand and pool.model(name).state != "failed")
+              for name, loaded in models.items()}
     models.update(clip.loaded())
-    ok = bool(models) and all(models.values())
+    usable.update(clip.loaded())
+    ok = bool(usable) and all(usable.values())
     body = Readiness(status="ready" if ok else "loading", models=models)
-    error = service.load_error or clip.load_error
+    failed = [f"{e.name}: {e.error}" for e in pool.models.values() if e.state == "failed"]
+    error = "; ".join(failed) or clip.load_error
     if error:
         body.status, body.error = "error", error
     return JSONResponse(body.model_dump(mode="json", exclude_unset=True),
