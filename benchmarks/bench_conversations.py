@@ -79,13 +79,13 @@ def stored_conversation(client: httpx.Client, turns: int, sampling: dict) -> Non
         reply.raise_for_status()
 
 
-def timed(fn, *args) -> float:  # noqa: ANN001
+def timed(fn, *args) -> float:
     started = time.perf_counter()
     fn(*args)
     return time.perf_counter() - started
 
 
-def at_once(url: str, headers: dict, fn, n: int, turns: int, sampling: dict) -> float:  # noqa: ANN001
+def at_once(url: str, headers: dict, fn, n: int, turns: int, sampling: dict) -> float:
     def one() -> None:
         with httpx.Client(base_url=url, headers=headers, timeout=600) as client:
             fn(client, turns, sampling)

@@ -70,7 +70,7 @@ def concurrent(url: str, bodies: list[dict]) -> tuple[float, float, float]:
         t.join()
     wall = time.perf_counter() - start
     ttfts = sorted(t for t, _ in out)
-    p99 = ttfts[min(len(ttfts) - 1, int(round(0.99 * (len(ttfts) - 1))))]
+    p99 = ttfts[min(len(ttfts) - 1, round(0.99 * (len(ttfts) - 1)))]
     return sum(n for _, n in out) / wall, statistics.median(ttfts), p99
 
 
@@ -164,7 +164,7 @@ def single_stream(args: argparse.Namespace, threads: int) -> list[str]:
     eog = np.array([t for t in range(llama.n_vocab()) if llama_cpp.llama_vocab_is_eog(vocab, t)],
                    dtype=np.intc)
 
-    def mask(_ids, scores):  # noqa: ANN001, ANN202
+    def mask(_ids, scores):
         scores[eog] = -np.inf
         return scores
 
@@ -251,9 +251,9 @@ def main() -> int:
     lines = [f"model {EMBEDDED_NAME} (Q4_1), {threads} threads, n_ctx {args.n_ctx}, --parallel"
              f" {args.parallel}, {args.max_tokens} new tokens per request, greedy", ""]
     if args.only in (None, "batching"):
-        lines += batching_table(args, threads) + [""]
+        lines += [*batching_table(args, threads), ""]
     if args.only in (None, "single"):
-        lines += single_stream(args, threads) + [""]
+        lines += [*single_stream(args, threads), ""]
     if args.only in (None, "prefix"):
         lines += prefix_reuse(args, threads)
     print("\n".join(lines))

@@ -24,6 +24,7 @@ import json
 import statistics
 import sys
 import time
+from contextlib import AbstractContextManager
 
 import httpx
 from server_process import starchart_server
@@ -42,7 +43,7 @@ def messages(i: int) -> list[dict[str, str]]:
             {"role": "user", "content": QUESTIONS[i % len(QUESTIONS)]}]
 
 
-def server(n_ctx: int, threads: int | None):  # noqa: ANN201 - a context manager of the URL
+def server(n_ctx: int, threads: int | None) -> AbstractContextManager[str]:
     return starchart_server("--engine", "transformers", "--n-ctx", str(n_ctx),
                             *(["--threads", str(threads)] if threads else []))
 

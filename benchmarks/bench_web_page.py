@@ -22,7 +22,7 @@ import statistics
 import time
 
 import httpx
-from playwright.sync_api import Route, sync_playwright
+from playwright.sync_api import Page, Route, sync_playwright
 from server_process import starchart_server
 
 QUESTION = "Write a story about a lighthouse."
@@ -57,7 +57,7 @@ def api_round(client: httpx.Client, max_tokens: int) -> tuple[float, float]:
     return times[0] - start, (max_tokens - 1) / (times[-1] - times[0])
 
 
-def page_round(page, max_tokens: int) -> tuple[float, float]:  # noqa: ANN001 - a Page
+def page_round(page: Page, max_tokens: int) -> tuple[float, float]:
     page.get_by_test_id("new-chat").click()
     page.locator("#prompt").fill(QUESTION)
     page.locator("#prompt").press("Enter")

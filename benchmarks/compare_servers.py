@@ -27,16 +27,16 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Literal
 
-import httpx
-from server_process import free_port, starchart_server
-
+from starchart.bench.own_server import free_port, own_server, server_process
+from starchart.errors import StarchartError
 from starchart.registry import EMBEDDED_NAME, embedded_gguf
+from starchart.settings import Settings
 
 README = Path(__file__).parents[1] / "README.md"
 START, END = "<!-- compare_servers:start -->", "<!-- compare_servers:end -->"
@@ -52,34 +52,13 @@ METRICS = [
 ]
 
 
-def models_ready(url: str) -> bool:
-    return httpx.get(url + "/v1/models", timeout=2).status_code == 200
-
-
 @contextmanager
-def peer_process(argv: list[str], url: str, timeout: float = 600) -> Iterator[str]:
-    log = tempfile.NamedTemporaryFile(prefix="peer-", suffix=".log", delete=False)
-    proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                if models_ready(url):
-                    break
-            except httpx.HTTPError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                tail = Path(log.name).read_text("utf-8", "replace")[-1500:]
-                raise RuntimeError(f"{argv[:4]} did not start:\n{tail}")
-            time.sleep(0.5)
+def peer_process(argv: list[str], port: int) -> Iterator[str]:
+    """A peer server on ``port``: ready once it lists its models."""
+    with tempfile.TemporaryDirectory(prefix="peer-") as folder, server_process(
+            argv, f"http://127.0.0.1:{port}", log=Path(folder) / "server.log",
+            ready_path="/v1/models", timeout=600) as url:
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 Start = Callable[[argparse.Namespace], AbstractContextManager[tuple[str, str]]]
@@ -95,8 +74,7 @@ def llama_cpp_server(args: argparse.Namespace) -> Iterator[tuple[str, str]]:
              "--n_threads_batch", str(args.threads),
              # Its default cuts a running stream short (with [DONE]) as soon as another
              # request waits: at concurrency > 1 its streams would be one or two tokens long.
-             "--interrupt_requests", "False"],
-            f"http://127.0.0.1:{port}") as url:
+             "--interrupt_requests", "False"], port) as url:
         yield url, EMBEDDED_NAME
 
 
@@ -130,24 +108,25 @@ def transformers_serve(args: argparse.Namespace) -> Iterator[tuple[str, str]]:
         gguf_as_folder(Path(folder))
         port = free_port()
         with peer_process([exe, "serve", "--host", "127.0.0.1", "--port", str(port),
-                           "--device", "cpu", folder], f"http://127.0.0.1:{port}") as url:
+                           "--device", "cpu", folder], port) as url:
             yield url, folder
 
 
-def ours(*flags: str) -> Start:
+def ours(engine: Literal["llamacpp", "transformers"]) -> Start:
     @contextmanager
     def start(args: argparse.Namespace) -> Iterator[tuple[str, str]]:
-        with starchart_server("--n-ctx", str(args.n_ctx), "--threads", str(args.threads),
-                              *flags) as url:
+        settings = Settings(model=EMBEDDED_NAME, engine=engine, n_ctx=args.n_ctx,
+                            threads=args.threads)
+        with own_server(settings) as url:
             yield url, EMBEDDED_NAME
     return start
 
 
 # (column, how to start it); PAIRS: (ours, its peer) for the ratio columns.
 SERVERS: list[tuple[str, Start]] = [
-    ("starchart (llama.cpp)", ours()),
+    ("starchart (llama.cpp)", ours("llamacpp")),
     ("llama-cpp-python server", llama_cpp_server),
-    ("starchart (transformers)", ours("--engine", "transformers")),
+    ("starchart (transformers)", ours("transformers")),
     ("transformers serve", transformers_serve),
 ]
 PAIRS = [("starchart (llama.cpp)", "llama-cpp-python server"),
@@ -262,7 +241,7 @@ def main() -> int:
         try:
             with start(args) as (url, model):
                 results[name] = bench(url, model, args)
-        except (RuntimeError, SystemExit, subprocess.CalledProcessError) as exc:
+        except (StarchartError, RuntimeError, subprocess.CalledProcessError) as exc:
             why = getattr(exc, "stderr", None) or str(exc)
             results[name] = why.strip().splitlines()[-1] if why.strip() else repr(exc)
             print(f"   {name} did not run: {why}", file=sys.stderr, flush=True)

@@ -7,22 +7,28 @@ shared by the in-process service, the live server and the tests.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, TypeVar
 
 import httpx
 import pytest
 import uvicorn
+from starlette.types import ASGIApp
 
 from starchart.api.app import create_app
 from starchart.engines.llamacpp import LlamaCppEngine
 from starchart.registry import EMBEDDED_NAME, embedded_gguf
 from starchart.services.chat import ChatService
 from starchart.settings import Settings
+
+T = TypeVar("T")
 
 FRANCE = [
     {"role": "system", "content": ""},
@@ -75,7 +81,7 @@ def free_port() -> int:
 class LiveServer:
     """uvicorn on 127.0.0.1:<free port> in a thread; stopped by the fixture."""
 
-    def __init__(self, app, port: int, *, wait_ready: bool = True) -> None:  # noqa: ANN001
+    def __init__(self, app: ASGIApp, port: int, *, wait_ready: bool = True) -> None:
         self.app = app
         self.ready_path = "/ready" if wait_ready else "/health"
         self.port = port
@@ -98,6 +104,10 @@ class LiveServer:
         raise RuntimeError("test server did not become ready")
 
     def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        """Stop serving (a test may do it early: a server going away mid-session)."""
         self.server.should_exit = True
         self.thread.join(timeout=10)
 
@@ -109,10 +119,49 @@ def live_server(settings: Settings, engine: LlamaCppEngine) -> Iterator[LiveServ
 
 
 @pytest.fixture
+def one_slot_server(settings: Settings) -> Iterator[LiveServer]:
+    """The embedded model generating one answer at a time: a second request queues."""
+    engine = LlamaCppEngine(EMBEDDED_NAME, embedded_gguf(), n_ctx=2048, parallel=1)
+    engine.load()
+    try:
+        with LiveServer(create_app(settings, engines=[engine]), free_port()) as server:
+            yield server
+    finally:
+        engine.close()
+
+
+@contextmanager
+def model_kept_busy(url: str, max_tokens: int = 150) -> Iterator[None]:
+    """A long answer streams (from /v1/chat/completions, in a thread) from the
+    moment its first token arrives until it ends; the block waits for its end."""
+    started = threading.Event()
+
+    def long_answer() -> None:
+        body = {"messages": [{"role": "user", "content": "Tell a long story."}],
+                "max_tokens": max_tokens, "ignore_eos": True, "stream": True}
+        with httpx.stream("POST", url + "/v1/chat/completions", json=body,
+                          timeout=120) as response:
+            for line in response.iter_lines():
+                if line.startswith("data: {"):
+                    choices = json.loads(line[6:]).get("choices") or [{}]
+                    if choices[0].get("delta", {}).get("content"):
+                        started.set()
+
+    thread = threading.Thread(target=long_answer, daemon=True)
+    thread.start()
+    assert started.wait(60), "the long answer never started"
+    try:
+        yield
+    finally:
+        thread.join(120)
+
+
+@pytest.fixture
 def api(live_server: LiveServer) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=live_server.url, timeout=120) as client:
         yield client
 
 
-def run(coro):  # noqa: ANN001, ANN201 - tiny helper for async code in sync tests
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    """Run async code from a sync test."""
     return asyncio.run(coro)

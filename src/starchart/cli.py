@@ -22,6 +22,7 @@ from starchart import __version__
 from starchart.bench.command import add_bench_command
 from starchart.doctor.command import add_commands as add_doctor_commands
 from starchart.errors import StarchartError
+from starchart.models.command import add_models_command
 from starchart.settings import Settings
 from starchart.store.commands import add_keys_command
 from starchart.vision import command as clip_command
@@ -87,19 +88,6 @@ def _chat(args: argparse.Namespace, settings: Settings) -> int:
     return run_chat(settings, prompt=args.prompt, conversation=args.conversation)
 
 
-def _models(args: argparse.Namespace, settings: Settings) -> int:
-    from starchart.registry import EMBEDDED, resolve
-
-    for name, description in EMBEDDED.items():
-        try:
-            where = str(resolve(name).path)
-        except StarchartError as exc:
-            where = f"not installed ({exc.message})"
-        print(f"{name}\t{description}\n    {where}")
-    print("\nAny local .gguf file also works: --model /path/to/model.gguf")
-    return 0
-
-
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
     parser = argparse.ArgumentParser(
         prog="starchart",
@@ -147,8 +135,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
 
     handlers["keys"] = add_keys_command(sub, add_setting_flags)
 
-    sub.add_parser("models", help="list the models starchart knows by name")
-    handlers["models"] = _models
+    handlers["models"] = add_models_command(sub, add_setting_flags)
     add_doctor_commands(sub, handlers, add_setting_flags)
     handlers["bench"] = add_bench_command(sub, add_setting_flags)
     return parser, handlers

@@ -14,8 +14,10 @@ the CLI prints its message.
      ├── Conflict              409 conflict (e.g. unloading a model that is generating)
      ├── PayloadTooLarge       413 request_too_large
      ├── QueueFull             429 rate_limit_exceeded (+ Retry-After)
+     ├── ClientLeft            499 client_closed_request (nobody reads it: the client left)
      ├── Unavailable           503 model_not_ready (still loading, or its load failed)
-     │    └── OverBudget       503 memory_budget_exceeded (+ the figures)
+     │    ├── OverBudget       503 memory_budget_exceeded (+ the figures)
+     │    └── ShuttingDown     503 shutting_down (+ Retry-After; SIGTERM received)
      ├── UpstreamRejected      an upstream's own 4xx, passed on (remote engine)
      ├── BadGateway            502 upstream_error (upstream 5xx, unreachable, broken stream)
      └── GatewayTimeout        504 upstream_timeout
@@ -93,6 +95,17 @@ class QueueFull(StarchartError):
         self.retry_after = retry_after
 
 
+class ClientLeft(StarchartError):
+    """The client went away before its answer was ready: the work was stopped.
+
+    Normal, not a failure (logged at INFO); 499 as nginx logs it, for the metrics.
+    """
+
+    status = 499
+    type = "invalid_request_error"
+    code = "client_closed_request"
+
+
 class Unavailable(StarchartError):
     status = 503
     type = "server_error"
@@ -109,6 +122,16 @@ class OverBudget(Unavailable):
     def __init__(self, message: str, *, needed: int, budget: int, loaded: int):
         super().__init__(message, param="model")
         self.memory = {"needed": needed, "budget": budget, "loaded": loaded}
+
+
+class ShuttingDown(Unavailable):
+    """The server received SIGTERM: it takes no new work, and cuts what is left at the deadline."""
+
+    code = "shutting_down"
+
+    def __init__(self, message: str, *, retry_after: int):
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class UpstreamRejected(StarchartError):

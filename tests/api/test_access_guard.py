@@ -155,7 +155,7 @@ def test_dns_rebinding_hosts_are_refused(live_server: LiveServer) -> None:
         assert httpx.get(live_server.url + "/health", headers={"Host": host}).status_code == 200
 
 
-def test_allowed_hosts_and_wildcard_binds(tmp_path) -> None:  # noqa: ANN001
+def test_allowed_hosts_and_wildcard_binds(tmp_path) -> None:
     keys = Store.open(Settings(home=tmp_path)).keys
 
     def guard(**fields: object) -> AccessGuard:
@@ -183,7 +183,7 @@ def test_websocket_from_a_foreign_origin_is_refused(live_server: LiveServer) -> 
         pass
 
 
-def test_cors_is_off_unless_origins_are_configured(settings: Settings, engine) -> None:  # noqa: ANN001
+def test_cors_is_off_unless_origins_are_configured(settings: Settings, engine) -> None:
     preflight = {"Origin": "http://localhost:5173", "Access-Control-Request-Method": "POST"}
     with LiveServer(create_app(settings, engines=[engine]), free_port()) as server:
         response = httpx.options(server.url + "/v1/chat/completions", headers=preflight)
@@ -204,7 +204,7 @@ def test_cors_is_off_unless_origins_are_configured(settings: Settings, engine) -
 
 
 def test_request_bodies_and_websocket_frames_have_a_size_limit(
-        settings: Settings, engine) -> None:  # noqa: ANN001
+        settings: Settings, engine) -> None:
     small = settings.model_copy(update={"max_body_bytes": 2048})
     with LiveServer(create_app(small, engines=[engine]), free_port()) as server:
         conv_id = httpx.post(server.url + "/v1/conversations").json()["id"]
@@ -222,7 +222,7 @@ def _fill(path: str) -> str:
     return re.sub(r"\{[^}]+\}", "x", path)
 
 
-def all_routes(routes: list, prefix: str = "") -> Iterator[tuple[str, object]]:  # noqa: ANN001
+def all_routes(routes: list, prefix: str = "") -> Iterator[tuple[str, object]]:
     """(full path, route) for every route, looking inside included routers
     (newer FastAPI keeps an included router as one entry)."""
     for route in routes:
@@ -234,7 +234,7 @@ def all_routes(routes: list, prefix: str = "") -> Iterator[tuple[str, object]]: 
 
 
 def test_every_route_needs_the_key_except_the_allow_list(
-        settings: Settings, engine, keys: Keys) -> None:  # noqa: ANN001
+        settings: Settings, engine, keys: Keys) -> None:
     """Walks the app's own route table, so a route added later cannot slip through."""
     app = create_app(settings.model_copy(update={"allowed_hosts": "testserver"}),
                      engines=[engine])

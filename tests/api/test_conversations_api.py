@@ -24,7 +24,7 @@ FRANCE_Q = "What is the capital of France?"
 
 
 @pytest.fixture
-def store(settings: Settings, live_server) -> Iterator[Store]:  # noqa: ANN001
+def store(settings: Settings, live_server) -> Iterator[Store]:
     s = Store.open(settings)  # a second connection to the server's database file
     yield s
     s.close()
@@ -192,7 +192,7 @@ def test_bad_requests_say_what_is_wrong(api: httpx.Client) -> None:
 
 
 def test_a_client_disconnect_stores_the_partial_reply_and_stops_generating(
-        api: httpx.Client, engine) -> None:  # noqa: ANN001
+        api: httpx.Client, engine) -> None:
     conv = new_conversation(api)
     body = {"content": "Tell me a long story.", "ignore_eos": True, "max_tokens": 1500}
     received = ""
@@ -213,7 +213,7 @@ def test_a_client_disconnect_stores_the_partial_reply_and_stops_generating(
     assert len(reply["content"]) < 1500  # it stopped long before max_tokens
 
 
-def wait_for_reply(api: httpx.Client, conv_id: str, done, timeout: float = 30) -> dict:  # noqa: ANN001
+def wait_for_reply(api: httpx.Client, conv_id: str, done, timeout: float = 30) -> dict:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         messages = api.get(f"/v1/conversations/{conv_id}").json()["messages"]
@@ -248,7 +248,7 @@ def _post_all(api_url: str, jobs: list[tuple[str, str]]) -> list[httpx.Response]
 
 
 def test_16_concurrent_turns_on_16_conversations_are_each_stored_once_in_order(
-        api: httpx.Client, live_server) -> None:  # noqa: ANN001
+        api: httpx.Client, live_server) -> None:
     convs = [new_conversation(api)["id"] for _ in range(16)]
     for round_ in range(2):
         _post_all(live_server.url, [(c, f"round {round_} for {c}") for c in convs])
@@ -262,7 +262,7 @@ def test_16_concurrent_turns_on_16_conversations_are_each_stored_once_in_order(
                    for m in messages if m["role"] == "assistant")
 
 
-def test_two_turns_on_one_conversation_are_serialised(api: httpx.Client, live_server) -> None:  # noqa: ANN001
+def test_two_turns_on_one_conversation_are_serialised(api: httpx.Client, live_server) -> None:
     conv_id = new_conversation(api)["id"]
     _post_all(live_server.url, [(conv_id, f"message {i}") for i in range(4)])
     messages = api.get(f"/v1/conversations/{conv_id}").json()["messages"]
@@ -272,11 +272,11 @@ def test_two_turns_on_one_conversation_are_serialised(api: httpx.Client, live_se
     assert prompts == sorted(prompts) and len(set(prompts)) == 4
 
 
-def ws_url(live_server, conv_id: str) -> str:  # noqa: ANN001
+def ws_url(live_server, conv_id: str) -> str:
     return live_server.url.replace("http://", "ws://") + f"/v1/conversations/{conv_id}/ws"
 
 
-def test_websocket_streams_a_turn_and_stores_it(api: httpx.Client, live_server) -> None:  # noqa: ANN001
+def test_websocket_streams_a_turn_and_stores_it(api: httpx.Client, live_server) -> None:
     conv_id = new_conversation(api)["id"]
     with connect(ws_url(live_server, conv_id)) as ws:
         ws.send(json.dumps({"content": FRANCE_Q, "temperature": 0, "max_tokens": 32}))
@@ -302,7 +302,7 @@ def test_websocket_streams_a_turn_and_stores_it(api: httpx.Client, live_server) 
 
 
 def test_websocket_stop_frame_stops_and_keeps_the_partial_reply(
-        api: httpx.Client, live_server) -> None:  # noqa: ANN001
+        api: httpx.Client, live_server) -> None:
     conv_id = new_conversation(api)["id"]
     with connect(ws_url(live_server, conv_id)) as ws:
         ws.send(json.dumps({"content": "Tell me a story.", "ignore_eos": True,
@@ -317,14 +317,14 @@ def test_websocket_stop_frame_stops_and_keeps_the_partial_reply(
     assert reply["incomplete"] is True and reply["content"]
 
 
-def test_websocket_to_an_unknown_conversation_gets_an_error_frame(live_server) -> None:  # noqa: ANN001
+def test_websocket_to_an_unknown_conversation_gets_an_error_frame(live_server) -> None:
     with connect(ws_url(live_server, "conv_nope")) as ws:
         frame = json.loads(ws.recv(timeout=10))
         assert frame["type"] == "error" and frame["error"]["code"] == "not_found"
 
 
 def test_a_reply_being_generated_does_not_block_other_conversations(
-        api: httpx.Client, live_server) -> None:  # noqa: ANN001
+        api: httpx.Client, live_server) -> None:
     busy, other = new_conversation(api)["id"], new_conversation(api)["id"]
     body = {"content": "Tell me a long story.", "ignore_eos": True, "max_tokens": 1500}
     with api.stream("POST", f"/v1/conversations/{busy}/messages", json=body) as r:

@@ -129,7 +129,7 @@ def test_each_sequence_of_a_batch_keeps_its_own_grammar(client: openai.OpenAI) -
             assert out.choices[0].finish_reason in ("stop", "length")
 
 
-def _check_call(call, tools: list[dict]) -> None:  # noqa: ANN001 - an openai tool call
+def _check_call(call, tools: list[dict]) -> None:  # an openai tool call
     schemas = {t["function"]["name"]: t["function"]["parameters"] for t in tools}
     assert call.id and call.type == "function"
     jsonschema.validate(json.loads(call.function.arguments), schemas[call.function.name])
@@ -251,7 +251,7 @@ TOOL_TEMPLATE = (
 
 
 @pytest.fixture
-def tool_template(engine, monkeypatch: pytest.MonkeyPatch):  # noqa: ANN001, ANN201
+def tool_template(engine, monkeypatch: pytest.MonkeyPatch):
     """The shared engine with a template that takes tools (restored after the test)."""
     from dataclasses import replace
 
@@ -261,8 +261,8 @@ def tool_template(engine, monkeypatch: pytest.MonkeyPatch):  # noqa: ANN001, ANN
     return template
 
 
-def test_a_template_that_takes_tools_renders_them_itself(client: openai.OpenAI, engine,  # noqa: ANN001
-                                                         tool_template) -> None:  # noqa: ANN001
+def test_a_template_that_takes_tools_renders_them_itself(client: openai.OpenAI, engine,
+                                                         tool_template) -> None:
     system = {"role": "system", "content": "You are helpful."}
     out = client.chat.completions.create(model=MODEL, messages=[system, *WEATHER_Q],
                                          tools=[WEATHER, TIME], max_tokens=30, temperature=0)
@@ -294,7 +294,7 @@ def test_a_template_that_takes_tools_renders_them_itself(client: openai.OpenAI, 
 
 
 def test_a_template_without_tools_gets_the_generic_prompt(client: openai.OpenAI,
-                                                          engine) -> None:  # noqa: ANN001
+                                                          engine) -> None:
     from starchart.structured.tools import Tool, generic_tool_prompt
 
     assert not engine.chat_template.takes_tools
@@ -313,7 +313,7 @@ TWO_CALLS = ('[{"name": "get_weather", "arguments": {"city": "Paris"}},'
 
 
 @pytest.mark.parametrize("parallel", [True, False])
-def test_parallel_tool_calls(client: openai.OpenAI, engine, parallel: bool) -> None:  # noqa: ANN001
+def test_parallel_tool_calls(client: openai.OpenAI, engine, parallel: bool) -> None:
     """true: the forced grammar allows a JSON array of calls; false: exactly one call."""
     from starchart.structured.request import plan
     from starchart.structured.tools import Tool
@@ -325,7 +325,7 @@ def test_parallel_tool_calls(client: openai.OpenAI, engine, parallel: bool) -> N
     constraint = engine.structured.start(grammar)
     accepted = 0
     tokens = engine.tokenize(TWO_CALLS)
-    for token in tokens[1:] if tokens[0] == engine._model.token_bos() else tokens:  # noqa: SLF001
+    for token in tokens[1:] if tokens[0] == engine._model.token_bos() else tokens:
         if not constraint.allowed()[token]:
             break
         constraint.advance(token)

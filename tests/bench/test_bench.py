@@ -11,6 +11,7 @@ from pathlib import Path
 import httpx
 import jsonschema
 import pytest
+from starlette.types import Receive, Scope, Send
 
 from starchart.api.app import create_app
 from starchart.bench.prompts import default_prompts, load_prompts
@@ -20,8 +21,8 @@ from starchart.bench.stats import percentile
 from starchart.cli import main
 from starchart.settings import Settings
 
-from tests.bench.scripted import ScriptedEngine
 from tests.conftest import LiveServer, free_port
+from tests.scripted_engine import scripted
 
 
 def bench(url: str, model: str | None = None, *, concurrency: tuple[int, ...] = (1,),
@@ -90,7 +91,7 @@ def test_the_table_names_every_level_and_error(live_server: LiveServer) -> None:
 
 @pytest.fixture
 def failing_server(settings: Settings) -> Iterator[LiveServer]:
-    engines = [ScriptedEngine("refuse"), ScriptedEngine("cut"), ScriptedEngine("answer")]
+    engines = [scripted("refuse"), scripted("cut"), scripted("answer")]
     for engine in engines:
         engine.load()
     with LiveServer(create_app(settings, engines=engines), free_port()) as server:
@@ -114,7 +115,7 @@ def test_500s_and_streams_cut_mid_way_are_counted_and_the_run_completes(
         jsonschema.validate(doc, schema())
 
 
-async def misbehaving_peer(scope, receive, send) -> None:  # noqa: ANN001 - raw ASGI
+async def misbehaving_peer(scope: Scope, receive: Receive, send: Send) -> None:
     """A server that gets the protocol wrong in one way per path prefix."""
     if scope["type"] == "lifespan":
         while (await receive())["type"] != "lifespan.shutdown":

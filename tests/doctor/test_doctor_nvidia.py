@@ -95,7 +95,7 @@ def test_hung_nvidia_smi_times_out(tmp_path, monkeypatch):
 
 
 def test_nvml_library_absent_on_this_machine():
-    with pytest.raises(nvidia.NvmlUnavailable, match="NVML library|not installed"):
+    with pytest.raises(nvidia.NvmlUnavailable, match=r"NVML library|not installed"):
         nvidia.from_nvml()
 
 

@@ -88,11 +88,11 @@ def test_unknown_models_and_folders_without_config(tmp_path, monkeypatch):
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
     # Offline, a hub id that is not cached: the exact command to fetch its one file.
-    with pytest.raises(NotFound, match="`hf download bigcode/no-such-model-here config.json`"):
+    with pytest.raises(NotFound, match=r"`hf download bigcode/no-such-model-here config\.json`"):
         planner.load_shape("bigcode/no-such-model-here")
     with pytest.raises(NotFound, match="no local model"):
         planner.load_shape("./no/such/folder")
-    with pytest.raises(BadRequest, match="no config.json"):
+    with pytest.raises(BadRequest, match=r"no config\.json"):
         planner.load_shape(str(tmp_path))
 
 

@@ -20,7 +20,7 @@ if os.environ.get("CI"):
 else:
     sync_api = pytest.importorskip("playwright.sync_api", reason="pip install -e '.[test]'")
 
-from tests.e2e.artifacts import screenshot  # noqa: E402 - needs playwright, checked just above
+from tests.e2e.artifacts import screenshot  # needs playwright, checked just above
 
 CHROMIUM_ARGS = [
     "--no-sandbox",

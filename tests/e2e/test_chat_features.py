@@ -84,7 +84,7 @@ def test_default_system_prompt_for_new_chats(page: Page, live_server) -> None:
     assert body["system_prompt"] == "You are a lighthouse keeper."
 
 
-def long_answers_first(count: list[int]):  # noqa: ANN201
+def long_answers_first(count: list[int]):
     """A route that makes the first generation long for sure (ignoring end-of-sequence)."""
     def handle(route: Route) -> None:
         count.append(1)

@@ -25,12 +25,7 @@ from tests.e2e.chat_page import (
 )
 
 
-def stop_server(server: LiveServer) -> None:
-    server.server.should_exit = True
-    server.thread.join(timeout=10)
-
-
-def same_port_again(server: LiveServer, settings, engine) -> LiveServer:  # noqa: ANN001
+def same_port_again(server: LiveServer, settings, engine) -> LiveServer:
     """A new server on the stopped one's port and data directory: the page's URL works again."""
     return LiveServer(create_app(settings, engines=[engine]), server.port)
 
@@ -43,7 +38,7 @@ def test_retry_sends_the_failed_message_itself(page: Page, live_server, settings
     wait_answered(page)
     conversation = current_id(page)
 
-    stop_server(live_server)
+    live_server.stop()
     ask(page, "Name a fruit that is yellow.")
     retry = page.get_by_role("button", name="Retry")
     expect(retry).to_be_visible()
@@ -70,7 +65,7 @@ def test_server_away_the_page_says_so_keeps_the_text_and_reconnects(
     open_chat(page, live_server.url)
     set_param(page, "max_tokens", 4)
     page.goto(live_server.url + "/#/status")
-    stop_server(live_server)
+    live_server.stop()
     page.goto(live_server.url + "/#/")  # the chat view again, with the server away
     expect(page.get_by_test_id("offline")).to_be_visible()
     expect(page.get_by_text("Saved in this browser")).to_have_count(0)
@@ -170,7 +165,7 @@ def test_a_message_over_the_context_window(page: Page, live_server) -> None:
     assert bubble.bounding_box()["height"] > 600
 
     # Error text is markdown: the command is code, not backticks.
-    stop_server(live_server)
+    live_server.stop()
     ask(page, "Are you there?")
     expect(error).to_contain_text("Cannot reach the starchart server")
     expect(error.locator("code").first).to_have_text("starchart serve")

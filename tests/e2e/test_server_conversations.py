@@ -34,8 +34,7 @@ def test_conversations_live_on_the_server_across_a_restart(browser: Browser, liv
     page.context.close()
 
     # Stop the server; a new one on the same data directory still has the chat.
-    live_server.server.should_exit = True
-    live_server.thread.join(timeout=10)
+    live_server.stop()
     with LiveServer(create_app(settings, engines=[engine]), free_port()) as again:
         page = browser.new_context().new_page()  # another browser profile, too
         open_chat(page, again.url)

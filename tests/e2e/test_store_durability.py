@@ -30,7 +30,7 @@ class ServeProcess:
 
     def start(self) -> ServeProcess:
         env = {**os.environ, "STARCHART_HOME": str(self.home)}
-        log = open(self.home / "server.log", "ab")  # noqa: SIM115 - the child owns it
+        log = open(self.home / "server.log", "ab")  # the child owns it
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "starchart", "serve", "--port", str(self.port),
              "--n-ctx", "1024", "--log-level", "warning", *self.args],

@@ -131,10 +131,10 @@ def test_locate_a_gguf_a_folder_and_refuse_the_rest(tmp_path: Path, tiny_folder:
     folder = locate(str(tiny_folder))
     assert folder.folder == tiny_folder and folder.gguf_file is None
     (tmp_path / "empty").mkdir()
-    with pytest.raises(NotFound, match="no config.json"):
+    with pytest.raises(NotFound, match=r"no config\.json"):
         locate(str(tmp_path / "empty"))
     (tmp_path / "notes.txt").write_text("x")
-    with pytest.raises(NotFound, match="not a .gguf"):
+    with pytest.raises(NotFound, match=r"not a \.gguf"):
         locate(str(tmp_path / "notes.txt"))
 
 

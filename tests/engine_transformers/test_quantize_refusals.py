@@ -12,7 +12,7 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "doctor"))
-from fake_smi import write_fake_nvidia_smi  # noqa: E402
+from fake_smi import write_fake_nvidia_smi
 
 
 def starchart(*args: str, home: Path, path: str | None = None

@@ -42,7 +42,7 @@ def chains(tokenizer: PreTrainedTokenizerFast) -> dict[int, int]:
     answer = tokenizer.encode("\n" + ANSWER, add_special_tokens=False)
     letters = tokenizer.encode(LETTERS, add_special_tokens=False)
     for seq in (answer, letters):
-        for a, b in zip(seq, seq[1:] + [end], strict=True):
+        for a, b in zip(seq, [*seq[1:], end], strict=True):
             table[a] = b
     return table
 

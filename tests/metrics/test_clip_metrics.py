@@ -10,9 +10,9 @@ import httpx
 from starchart.api.app import create_app
 from starchart.settings import Settings
 
-from tests.bench.scripted import ScriptedEngine
 from tests.conftest import LiveServer, free_port
 from tests.metrics.test_metrics import delta, scrape
+from tests.scripted_engine import scripted
 from tests.vision.helpers import data_uri, encode, make_image
 from tests.vision.tiny_clip import build_clip
 
@@ -20,7 +20,7 @@ from tests.vision.tiny_clip import build_clip
 def test_clip_images_encoded(tmp_path: Path) -> None:
     folder = build_clip(tmp_path / "tiny-clip")
     settings = Settings(home=tmp_path / "home", clip=str(folder))
-    app = create_app(settings, engines=[ScriptedEngine("answer")])
+    app = create_app(settings, engines=[scripted("answer")])
     uris = [data_uri(encode(make_image(64, 48, seed))) for seed in range(3)]
     with LiveServer(app, free_port(), wait_ready=False) as server, \
             httpx.Client(base_url=server.url, timeout=180) as client:

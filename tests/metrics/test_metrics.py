@@ -16,8 +16,8 @@ from starchart.bench.runner import BenchConfig, run_bench
 from starchart.engines.llamacpp import LlamaCppEngine
 from starchart.settings import Settings
 
-from tests.bench.scripted import ScriptedEngine
 from tests.conftest import LiveServer, free_port
+from tests.scripted_engine import scripted
 
 MODEL = "smollm2-135m-instruct"
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
@@ -109,7 +109,7 @@ def test_conversations_routes_and_404s_are_labelled_by_template(
 @pytest.fixture
 def scripted_server(settings: Settings) -> Iterator[LiveServer]:
     # Not loaded beforehand: the app loads them, so model load time is measured.
-    engines = [ScriptedEngine("answer"), ScriptedEngine("cut"), ScriptedEngine("refuse")]
+    engines = [scripted("answer"), scripted("cut"), scripted("refuse")]
     with LiveServer(create_app(settings, engines=engines), free_port()) as server:
         yield server
 
@@ -143,7 +143,7 @@ def test_failures_load_time_and_one_registry_per_app(scripted_server: LiveServer
 
 
 def test_metrics_need_a_key_once_keys_exist_unless_metrics_open(settings: Settings) -> None:
-    app = create_app(settings, engines=[ScriptedEngine("answer")])
+    app = create_app(settings, engines=[scripted("answer")])
     _, secret = app.state.store.keys.create("scraper")
     with TestClient(app, base_url="http://127.0.0.1") as client:
         refused = client.get("/metrics")
@@ -154,7 +154,7 @@ def test_metrics_need_a_key_once_keys_exist_unless_metrics_open(settings: Settin
         assert value(parse(allowed.text), "starchart_http_requests_total", method="GET",
                      route="(other)", status="401") == 1
     opened = create_app(settings.model_copy(update={"metrics_open": True}),
-                        engines=[ScriptedEngine("answer")])
+                        engines=[scripted("answer")])
     with TestClient(opened, base_url="http://127.0.0.1") as client:
         assert client.get("/metrics").status_code == 200
         assert client.get("/v1/models").status_code == 401  # only /metrics is opened

@@ -19,7 +19,7 @@ import pytest
 from starchart.api.app import create_app
 from starchart.engines.llamacpp import LlamaCppEngine
 from starchart.engines.pool import memory_estimate
-from starchart.registry import embedded_gguf
+from starchart.registry import EMBEDDED_NAME, embedded_gguf
 from starchart.settings import Settings
 from starchart.store import Store
 
@@ -70,34 +70,49 @@ def ask(client: openai.OpenAI, model: str) -> str:
     return reply.choices[0].message.content or ""
 
 
-def test_two_models_serve_at_once_through_the_openai_client(tmp_path: Path, api_of: Any) -> None:
-    with serve(two_models(tmp_path)) as server:
+def test_two_models_serve_at_once_through_the_openai_client(
+        tmp_path: Path, api_of: Any, gemma_gguf: Path) -> None:
+    """SmolLM2 (chat) and Gemma 3 270M (a base model: completions) side by side."""
+    settings = Settings(home=tmp_path / "home", n_ctx=512, parallel=2,
+                        model=[EMBEDDED_NAME, f"gemma={gemma_gguf}"])
+    with serve(settings) as server:
         api = api_of(server)
         client = openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0)
         listed = {m.id: m for m in client.models.list().data}
-        assert set(listed) == {"a", "b"}
+        assert set(listed) == {EMBEDDED_NAME, "gemma"}
         for card in listed.values():
             extra = card.model_extra or {}
             assert extra["state"] == "loaded" and extra["memory_bytes"] > 50_000_000
+        memory = {m: (listed[m].model_extra or {})["memory_bytes"] for m in listed}
+        assert memory["gemma"] > memory[EMBEDDED_NAME]  # 270M parameters against 135M
         answers: dict[str, str] = {}
-        threads = [threading.Thread(target=lambda m=m: answers.update({m: ask(client, m)}))
-                   for m in ("a", "b", "a", "b")]
+
+        def chat() -> None:
+            answers["chat"] = ask(client, EMBEDDED_NAME)
+
+        def complete() -> None:
+            done = client.completions.create(model="gemma", prompt="The capital of Germany is",
+                                             max_tokens=8, temperature=0)
+            assert done.model == "gemma"
+            answers["gemma"] = done.choices[0].text
+
+        threads = [threading.Thread(target=chat), threading.Thread(target=complete)]
         for thread in threads:
             thread.start()
         for thread in threads:
             thread.join()
-        assert answers["a"] and answers["a"] == answers["b"]  # one file, greedy
+        assert "Paris" in answers["chat"]
+        assert answers["gemma"].startswith(" the capital of")  # the base model goes on
         default = api.post("/v1/completions", json={"prompt": "Hi", "max_tokens": 2})
-        assert default.json()["model"] == "a"  # the first --model
+        assert default.json()["model"] == EMBEDDED_NAME  # the first --model
         stats = api.get("/v1/stats").json()
-        assert set(stats["models"]) == {"a", "b"} and stats["requests_total"] == 5
+        assert set(stats["models"]) == {EMBEDDED_NAME, "gemma"}
+        assert stats["requests_total"] == 3
         metrics = api.get("/metrics").text
-        assert 'starchart_model_load_seconds{model="b"}' in metrics
-        assert 'starchart_model_loaded{model="b"} 1.0' in metrics
-        assert 'starchart_generations_total{model="b",outcome=' in metrics
-        missing = client.with_options(max_retries=0)
-        with pytest.raises(openai.NotFoundError, match="served: a, b"):
-            ask(missing, "c")
+        assert 'starchart_model_loaded{model="gemma"} 1.0' in metrics
+        assert 'starchart_generations_total{model="gemma",outcome=' in metrics
+        with pytest.raises(openai.NotFoundError, match=f"served: {EMBEDDED_NAME}, gemma"):
+            ask(client, "c")
 
 
 def test_on_demand_models_load_on_their_first_request_a_stored_turn_too(

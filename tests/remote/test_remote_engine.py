@@ -43,7 +43,7 @@ class LlamaCppServer:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> LlamaCppServer:
-        out = open(self.log, "ab")  # noqa: SIM115 - the child owns it
+        out = open(self.log, "ab")  # the child owns it
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "llama_cpp.server", "--model", str(embedded_gguf()),
              "--model_alias", EMBEDDED_NAME, "--host", "127.0.0.1", "--port", str(self.port),

@@ -18,13 +18,13 @@ def exchanges(n: int, words: int = 40) -> list[dict[str, str]]:
     return out
 
 
-def test_short_history_is_kept_whole(engine) -> None:  # noqa: ANN001
+def test_short_history_is_kept_whole(engine) -> None:
     history = [*exchanges(2), {"role": "user", "content": "last"}]
     fitted = fit(engine, SYSTEM, history, max_tokens=64)
     assert fitted.dropped == 0 and fitted.messages == [SYSTEM, *history]
 
 
-def test_oldest_exchanges_go_first_and_the_system_prompt_stays(engine) -> None:  # noqa: ANN001
+def test_oldest_exchanges_go_first_and_the_system_prompt_stays(engine) -> None:
     n_ctx = engine.info.n_ctx
     history = [*exchanges(60), {"role": "user", "content": "the newest question"}]
     fitted = fit(engine, SYSTEM, history, max_tokens=256)
@@ -38,14 +38,14 @@ def test_oldest_exchanges_go_first_and_the_system_prompt_stays(engine) -> None: 
     assert len(engine.tokenize(engine.render_chat(longer))) + 256 > n_ctx
 
 
-def test_a_single_message_larger_than_the_context_is_a_400(engine) -> None:  # noqa: ANN001
+def test_a_single_message_larger_than_the_context_is_a_400(engine) -> None:
     history = [*exchanges(2), {"role": "user", "content": "word " * 5000}]
     with pytest.raises(ContextOverflow) as caught:
         fit(engine, SYSTEM, history, max_tokens=64)
     assert caught.value.status == 400 and caught.value.param == "content"
 
 
-def test_a_big_last_message_still_runs_with_less_room_to_reply(engine) -> None:  # noqa: ANN001
+def test_a_big_last_message_still_runs_with_less_room_to_reply(engine) -> None:
     # Over n_ctx - reserve but under n_ctx: sent alone, not refused.
     history = [*exchanges(2), {"role": "user", "content": "word " * 1500}]
     fitted = fit(engine, SYSTEM, history, max_tokens=1024)

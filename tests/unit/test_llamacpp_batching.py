@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections.abc import AsyncIterator, Iterator
 
@@ -57,7 +58,7 @@ def alone(engine: LlamaCppEngine, messages, params: SamplingParams) -> Run:
     return run
 
 
-def together(engine: LlamaCppEngine, jobs) -> list[Run]:  # noqa: ANN001
+def together(engine: LlamaCppEngine, jobs) -> list[Run]:
     async def go() -> list[Run]:
         runs = [Run() for _ in jobs]
         await asyncio.gather(*(run.consume(engine.stream_chat(m, p))
@@ -68,7 +69,7 @@ def together(engine: LlamaCppEngine, jobs) -> list[Run]:  # noqa: ANN001
 
 def overlapping(runs: list[Run]) -> bool:
     windows = sorted((r.times[0], r.times[-1]) for r in runs if r.times)
-    return any(start < end for (_, end), (start, _) in zip(windows, windows[1:], strict=False))
+    return any(start < end for (_, end), (start, _) in itertools.pairwise(windows))
 
 
 def test_eight_concurrent_greedy_streams_match_their_text_alone(engine: LlamaCppEngine) -> None:
@@ -175,7 +176,7 @@ def test_next_turn_reuses_the_previous_turns_cells(engine: LlamaCppEngine) -> No
 
 
 @pytest.fixture
-def one_slot_server(tmp_path) -> Iterator[tuple[LiveServer, LlamaCppEngine]]:  # noqa: ANN001
+def one_slot_server(tmp_path) -> Iterator[tuple[LiveServer, LlamaCppEngine]]:
     eng = LlamaCppEngine(EMBEDDED_NAME, embedded_gguf(), n_ctx=512, parallel=1, max_queue=1)
     eng.load()
     settings = Settings(home=tmp_path / "home", n_ctx=512)
@@ -186,7 +187,7 @@ def one_slot_server(tmp_path) -> Iterator[tuple[LiveServer, LlamaCppEngine]]:  #
         eng.close()
 
 
-def test_full_queue_answers_429_with_retry_after_and_keeps_serving(one_slot_server) -> None:  # noqa: ANN001
+def test_full_queue_answers_429_with_retry_after_and_keeps_serving(one_slot_server) -> None:
     server, eng = one_slot_server
     long_body = {"messages": chat("Tell me a story."), "max_tokens": 400, "ignore_eos": True,
                  "stream": True}

@@ -2,7 +2,12 @@ from pathlib import Path
 
 import pytest
 
-from starchart.chat.templates import ChatTemplate, TemplateError
+from starchart.chat.templates import (
+    ChatTemplate,
+    TemplateError,
+    cut_at_continue_mark,
+    open_final_message,
+)
 from starchart.errors import BadRequest
 
 SMOL = (
@@ -20,6 +25,21 @@ def test_renders_like_transformers() -> None:
                            {"role": "user", "content": "Hi"}])
     assert out == ("<|im_start|>system\n<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n"
                    "<|im_start|>assistant\n")
+
+
+def test_a_continued_answer_is_left_open() -> None:
+    turns = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello, I am "}]
+    out = cut_at_continue_mark(ChatTemplate(SMOL).render(open_final_message(turns)))
+    assert out.endswith("<|im_start|>assistant\nHello, I am ")  # no end of turn, no new turn
+    # A template that trims the text still leaves the answer open where it ended.
+    trims = ChatTemplate(SMOL.replace("message['content']", "message['content'] | trim"))
+    assert cut_at_continue_mark(trims.render(open_final_message(turns))).endswith(
+        "assistant\nHello, I am ")
+    # One that rewrites the text cannot be continued: a 400 naming the parameter.
+    rewrites = ChatTemplate(SMOL.replace("message['content']", "message['content'][:3]"))
+    with pytest.raises(BadRequest) as refused:
+        cut_at_continue_mark(rewrites.render(open_final_message(turns)))
+    assert refused.value.param == "continue"
 
 
 def test_template_default_system_prompt_applies_without_system_turn() -> None:

@@ -13,6 +13,7 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from starchart import __version__
 from starchart.api.auth import AccessGuard, split_setting
+from starchart.api.bodies import JsonBodies
 from starchart.api.conversation_protocol import ConversationChunk
 from starchart.api.errors import BodySizeLimit, install_error_handlers
 from starchart.api.openapi import describe
@@ -27,6 +28,7 @@ from starchart.api.routes import (
     models,
 )
 from starchart.api.routes import clip as clip_routes
+from starchart.api.shutdown import Drain, DrainMiddleware
 from starchart.api.web import mount_web
 from starchart.engines import create_engines
 from starchart.engines.base import Engine
@@ -105,13 +107,17 @@ def create_app(settings: Settings, engines: list[Engine] | None = None) -> FastA
     app.state.store = store
     app.state.conversation_chat = conversation_chat
     app.state.metrics = server_metrics
+    app.state.drain = drain = Drain(settings.shutdown_timeout)  # started by server.py on SIGTERM
     install_error_handlers(app)
+    app.add_middleware(JsonBodies)
     app.add_middleware(BodySizeLimit, limit=settings.max_body_bytes)
     # Added after (so outside) the body limit: no key, no body read.
     app.add_middleware(AccessGuard, settings=settings, keys=store.keys)
     if settings.cors_origins:  # outermost, so preflights and 401s carry CORS headers
         app.add_middleware(CORSMiddleware, allow_origins=split_setting(settings.cors_origins),
                            allow_methods=["*"], allow_headers=["*"])
+    # Outside the guard (a request refused while draining needs no key), inside the counting.
+    app.add_middleware(DrainMiddleware, drain=drain)
     # Outermost: every answer is counted, refusals (401, 400 bad Host) included.
     app.add_middleware(MetricsMiddleware, metrics=server_metrics)
     for module in (chat, completions, models, doctor, clip_routes, conversations,

@@ -11,9 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
-from starchart.api.protocol import WireModel
+from starchart.api.protocol import Text, WireModel
 from starchart.errors import BadRequest
 from starchart.settings import Settings
 from starchart.vision.clip import DEFAULT_TEMPLATES
@@ -50,10 +50,10 @@ def check_texts(texts: list[str], param: str) -> None:
 class ClassifyRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    model: StrictStr | None = None
-    image: StrictStr = Field(description="A base64 data URI (data:image/png;base64,...).")
-    labels: list[StrictStr]
-    templates: list[StrictStr] | None = None
+    model: Text | None = None
+    image: Text = Field(description="A base64 data URI (data:image/png;base64,...).")
+    labels: list[Text]
+    templates: list[Text] | None = None
 
     def check(self, limits: ClipLimits) -> None:
         check_count(self.labels, "labels", limits.max_labels, "clip_max_labels", "label")
@@ -80,9 +80,9 @@ class ClassifyRequest(BaseModel):
 class SimilarityRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    model: StrictStr | None = None
-    images: list[StrictStr] = Field(description="Base64 data URIs.")
-    texts: list[StrictStr]
+    model: Text | None = None
+    images: list[Text] = Field(description="Base64 data URIs.")
+    texts: list[Text]
 
     def check(self, limits: ClipLimits) -> None:
         check_count(self.images, "images", limits.max_images, "clip_max_images", "image")
@@ -95,11 +95,11 @@ class EmbeddingRequest(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    model: StrictStr | None = None
-    input: StrictStr | list[StrictStr]
+    model: Text | None = None
+    input: Text | list[Text]
     encoding_format: Literal["float", "base64"] = "float"
-    dimensions: int | None = Field(None, ge=1)
-    user: StrictStr | None = None
+    dimensions: StrictInt | None = Field(None, ge=1)
+    user: Text | None = None
 
     @property
     def inputs(self) -> list[str]:

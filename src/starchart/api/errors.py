@@ -8,6 +8,7 @@ with a plain 500 that leaks nothing.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -43,15 +44,32 @@ def _param(loc: tuple[Any, ...]) -> str | None:
     return out or None
 
 
+def _most_telling(errors: Sequence[Any]) -> Any:
+    """The first error, or, when the field is a union (text or a list of parts), the
+    alternative that got furthest: "a valid string" says little about a bad list item."""
+    first = errors[0]
+    if not str(first.get("type", "")).endswith("_type"):
+        return first
+    param = _param(tuple(first.get("loc", ()))) or ""
+    for error in errors[1:]:
+        if (not str(error.get("type", "")).endswith("_type")
+                and (_param(tuple(error.get("loc", ()))) or "").startswith(param)):
+            return error
+    return first
+
+
 def validation_error(exc: RequestValidationError) -> StarchartError:
     errors = exc.errors()
-    first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
+    first = _most_telling(errors) if errors else {"loc": (), "msg": "invalid request"}
     if first.get("type") == "json_invalid":
         return BadRequest("the request body is not valid JSON: "
                           f"{first.get('ctx', {}).get('error', 'parse error')}",
                           code="invalid_json")
     param = _param(tuple(first.get("loc", ())))
     if first.get("type") == "missing":
+        if param is None:
+            return BadRequest("the request body is empty: send a JSON object",
+                              code="missing_required_parameter")
         return BadRequest(f"missing required parameter: {param!r}", param=param,
                           code="missing_required_parameter")
     message = f"invalid value for {param!r}: {first.get('msg')}" if param else first.get("msg")

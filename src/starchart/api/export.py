@@ -19,10 +19,16 @@ def _when(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
+def _one_line(text: str) -> str:
+    """Line breaks (CR, LF, U+2028, ...) and runs of spaces as one space: a title
+    stays one heading line and cannot start headings of its own."""
+    return " ".join(text.split())
+
+
 def to_markdown(conv: Conversation) -> str:
-    lines = [f"# {conv.title or 'Untitled conversation'}", ""]
+    lines = [f"# {_one_line(conv.title or '') or 'Untitled conversation'}", ""]
     lines.append(f"*{conv.id} · started {_when(conv.created_at)}"
-                 + (f" · model {conv.model}" if conv.model else "") + "*")
+                 + (f" · model {_one_line(conv.model)}" if conv.model else "") + "*")
     lines.append("")
     if conv.system_prompt:
         lines += ["**System prompt:**", "", *(f"> {line}" for line in

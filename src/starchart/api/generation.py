@@ -12,16 +12,18 @@ from typing import Generic, TypeVar
 from fastapi import Request
 from fastapi.responses import StreamingResponse
 
-from starchart.api.conversation_protocol import ConversationChunk, TurnInfo
+from starchart.api.conversation_protocol import ConversationChunk, QueueStatus, TurnInfo
 from starchart.api.protocol import (
     AssistantMessage,
     ChatChoice,
     ChatCompletion,
     ChatCompletionChunk,
+    ChoiceLogprobs,
     ChunkChoice,
     Completion,
     CompletionChoice,
     CompletionChunk,
+    CompletionLogprobs,
     Delta,
     FunctionCall,
     FunctionCallDelta,
@@ -33,8 +35,9 @@ from starchart.api.protocol import (
     now,
 )
 from starchart.api.streaming import cancel_on_disconnect, sse_response
-from starchart.engines.base import Finish, StreamEvent, TextDelta
+from starchart.engines.base import Finish, StreamEvent, TextDelta, TokenLogprob
 from starchart.services.chat import collect
+from starchart.services.conversations import Queued, TurnEvent
 from starchart.structured import tools
 from starchart.structured.replies import ReplyEvent
 
@@ -53,7 +56,8 @@ class Chunks(Generic[C]):
     def first(self) -> C | None:
         return None
 
-    def text(self, text: str) -> C:
+    def text(self, text: str, logprobs: tuple[TokenLogprob, ...] = ()) -> C:
+        """A piece of the answer; ``logprobs``, when asked for, of the tokens it covers."""
         raise NotImplementedError
 
     def finish(self, reason: str) -> C:
@@ -62,14 +66,18 @@ class Chunks(Generic[C]):
     def usage(self, usage: Usage) -> C:
         raise NotImplementedError
 
+    def queued(self, position: int | None) -> C:
+        raise NotImplementedError  # only a stored conversation's turn waits visibly
+
 
 class ChatChunks(Chunks[ChatCompletionChunk]):
     kind: type[ChatCompletionChunk] = ChatCompletionChunk
 
     def _chunk(self, delta: Delta, finish: str | None = None,
-               **extra: object) -> ChatCompletionChunk:
+               logprobs: ChoiceLogprobs | None = None, **extra: object) -> ChatCompletionChunk:
+        choice = ChunkChoice(delta=delta, logprobs=logprobs, finish_reason=finish)
         chunk = self.kind(id=self.id, created=self.created, model=self.model,
-                          choices=[ChunkChoice(delta=delta, finish_reason=finish)], **extra)
+                          choices=[choice], **extra)
         if self.include_usage:
             chunk.usage = None
         return chunk
@@ -77,8 +85,9 @@ class ChatChunks(Chunks[ChatCompletionChunk]):
     def first(self) -> ChatCompletionChunk:
         return self._chunk(Delta(role="assistant", content=""))
 
-    def text(self, text: str) -> ChatCompletionChunk:
-        return self._chunk(Delta(content=text))
+    def text(self, text: str, logprobs: tuple[TokenLogprob, ...] = ()) -> ChatCompletionChunk:
+        return self._chunk(Delta(content=text),
+                           logprobs=ChoiceLogprobs.of(logprobs) if logprobs else None)
 
     def finish(self, reason: str) -> ChatCompletionChunk:
         return self._chunk(Delta(), reason)
@@ -109,19 +118,28 @@ class TurnChunks(ChatChunks):
     def first(self) -> ChatCompletionChunk:
         return self._chunk(Delta(role="assistant", content=""), starchart=self.turn)
 
+    def queued(self, position: int | None) -> ChatCompletionChunk:
+        return ConversationChunk(id=self.id, created=self.created, model=self.model,
+                                 choices=[], queue=QueueStatus(position=position))
+
 
 class CompletionChunks(Chunks[CompletionChunk]):
     prefix = "cmpl"
+    offset = 0  # characters of text sent so far (logprobs' text_offset)
 
-    def _chunk(self, text: str, finish: str | None = None) -> CompletionChunk:
+    def _chunk(self, text: str, finish: str | None = None,
+               logprobs: CompletionLogprobs | None = None) -> CompletionChunk:
+        choice = CompletionChoice(text=text, logprobs=logprobs, finish_reason=finish)
         chunk = CompletionChunk(id=self.id, created=self.created, model=self.model,
-                                choices=[CompletionChoice(text=text, finish_reason=finish)])
+                                choices=[choice])
         if self.include_usage:
             chunk.usage = None
         return chunk
 
-    def text(self, text: str) -> CompletionChunk:
-        return self._chunk(text)
+    def text(self, text: str, logprobs: tuple[TokenLogprob, ...] = ()) -> CompletionChunk:
+        entries = CompletionLogprobs.of(logprobs, self.offset) if logprobs else None
+        self.offset += len(text)
+        return self._chunk(text, logprobs=entries)
 
     def finish(self, reason: str) -> CompletionChunk:
         return self._chunk("", reason)
@@ -131,36 +149,40 @@ class CompletionChunks(Chunks[CompletionChunk]):
                                choices=[], usage=usage)
 
 
-async def _chunks(events: AsyncIterator[ReplyEvent], chunks: Chunks[C]) -> AsyncIterator[C]:
+async def _chunks(events: AsyncIterator[TurnEvent], chunks: Chunks[C]) -> AsyncIterator[C]:
     first = chunks.first()
     if first is not None:
         yield first
     try:
         async for event in events:
             if isinstance(event, TextDelta):
-                yield chunks.text(event.text)
+                yield chunks.text(event.text, event.logprobs)
             elif isinstance(event, tools.ToolCallDelta):
                 yield chunks.tool_call(event)  # type: ignore[attr-defined]
             elif isinstance(event, Finish):
                 yield chunks.finish(event.reason)
                 if chunks.include_usage:
                     yield chunks.usage(Usage.of(event.usage))
+            elif isinstance(event, Queued):
+                yield chunks.queued(event.position)
     finally:
         await events.aclose()  # type: ignore[attr-defined]
 
 
-def stream(events: AsyncIterator[ReplyEvent], chunks: Chunks[C]) -> StreamingResponse:
+def stream(events: AsyncIterator[TurnEvent], chunks: Chunks[C]) -> StreamingResponse:
     return sse_response(_chunks(events, chunks))
 
 
 async def _collect_calls(events: AsyncIterator[ReplyEvent]
-                         ) -> tuple[AssistantMessage, Finish]:
+                         ) -> tuple[AssistantMessage, Finish, list[TokenLogprob]]:
     text: list[str] = []
+    logprobs: list[TokenLogprob] = []
     calls: list[ToolCall] = []
     finish: Finish | None = None
     async for event in events:
         if isinstance(event, TextDelta):
             text.append(event.text)
+            logprobs.extend(event.logprobs)
         elif isinstance(event, tools.ToolCallDelta):
             if event.name is not None:
                 calls.append(ToolCall(id=event.id or tools.new_call_id(),
@@ -170,23 +192,26 @@ async def _collect_calls(events: AsyncIterator[ReplyEvent]
             finish = event
     assert finish is not None, "an engine stream always ends with Finish"
     if calls:
-        return AssistantMessage(content="".join(text) or None, tool_calls=calls), finish
-    return AssistantMessage(content="".join(text)), finish
+        message = AssistantMessage(content="".join(text) or None, tool_calls=calls)
+        return message, finish, logprobs
+    return AssistantMessage(content="".join(text)), finish, logprobs
 
 
 async def chat_completion(request: Request, events: AsyncIterator[ReplyEvent],
-                          model: str) -> ChatCompletion:
-    message, finish = await cancel_on_disconnect(request, _collect_calls(events))
-    return ChatCompletion(
-        id=new_id("chatcmpl"), created=now(), model=model,
-        choices=[ChatChoice(finish_reason=finish.reason, message=message)],
-        usage=Usage.of(finish.usage))
+                          model: str, *, logprobs: bool = False) -> ChatCompletion:
+    """``logprobs``: the request asked for them (choices[].logprobs is then filled)."""
+    message, finish, entries = await cancel_on_disconnect(request, _collect_calls(events))
+    choice = ChatChoice(finish_reason=finish.reason, message=message,
+                        logprobs=ChoiceLogprobs.of(entries) if logprobs else None)
+    return ChatCompletion(id=new_id("chatcmpl"), created=now(), model=model, choices=[choice],
+                          usage=Usage.of(finish.usage))
 
 
 async def completion(request: Request, events: AsyncIterator[StreamEvent],
-                     model: str) -> Completion:
+                     model: str, *, logprobs: bool = False) -> Completion:
     reply = await cancel_on_disconnect(request, collect(events))
-    return Completion(
-        id=new_id("cmpl"), created=now(), model=model,
-        choices=[CompletionChoice(text=reply.text, finish_reason=reply.finish.reason)],
-        usage=Usage.of(reply.finish.usage))
+    choice = CompletionChoice(text=reply.text, finish_reason=reply.finish.reason,
+                              logprobs=CompletionLogprobs.of(reply.logprobs) if logprobs
+                              else None)
+    return Completion(id=new_id("cmpl"), created=now(), model=model, choices=[choice],
+                      usage=Usage.of(reply.finish.usage))

@@ -6,41 +6,94 @@ defaults (settings), so one request can override any subset.
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
+from collections.abc import Sequence
 from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
+    AfterValidator,
     AliasChoices,
     BaseModel,
     ConfigDict,
     Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
     StrictStr,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
 
 from starchart.engines.base import SamplingParams
+from starchart.engines.base import TokenLogprob as EngineLogprob
 from starchart.engines.base import Usage as EngineUsage
 from starchart.errors import StarchartError
 
 Role = Literal["system", "developer", "user", "assistant", "tool"]
 
+# -- the field types every request model uses ----------------------------------------------
+
+# A lone UTF-16 surrogate ("\ud800") is valid JSON but not Unicode text: it cannot be
+# encoded for a tokenizer or a database, so it is refused here, naming the field.
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_SURROGATE_ERROR = ("contains a lone UTF-16 surrogate (such as \\ud800), which is not"
+                    " valid Unicode text")
+
+
+def _text(value: str) -> str:
+    if _SURROGATE.search(value):
+        raise ValueError(_SURROGATE_ERROR)
+    return value
+
+
+def _json_text(value: Any) -> Any:
+    """Every string (keys too) inside a JSON value must be valid Unicode text."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            _text(item)
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return value
+
+
+# Text: a JSON string (never a number or a bool) that is valid Unicode.
+Text = Annotated[StrictStr, AfterValidator(_text)]
+# Any JSON value (a JSON schema, tool parameters) whose strings are valid Unicode.
+JsonValue = Annotated[Any, AfterValidator(_json_text)]
+# Numbers are strict: "0.5" and true are not numbers. An int is a valid float;
+# NaN and infinities (which Python's JSON parser lets through) are not.
+Float = Annotated[StrictFloat, Field(allow_inf_nan=False)]
+Int = StrictInt
+INT64_MAX = 2**63 - 1
+# The most messages one request (or one imported conversation) may carry.
+MAX_MESSAGES = 10_000
+MAX_STOP_CHARS = 1_000
+# The most alternatives per token that top_logprobs (and completions' logprobs) return.
+MAX_TOP_LOGPROBS = 20
+
 
 class TextPart(BaseModel):
     type: Literal["text"]
-    text: StrictStr
+    text: Text
 
 
 class CalledFunction(BaseModel):
-    name: StrictStr
-    arguments: StrictStr
+    name: Text
+    arguments: Text
 
 
 class MessageToolCall(BaseModel):
     """A call an earlier assistant turn made (in the history sent back)."""
 
-    id: StrictStr
+    id: Text
     type: Literal["function"] = "function"
     function: CalledFunction
 
@@ -50,10 +103,10 @@ class ChatMessage(BaseModel):
 
     role: Role
     # None only for an assistant turn that made tool calls.
-    content: StrictStr | list[TextPart] | None = None
-    name: StrictStr | None = None
+    content: Text | list[TextPart] | None = None
+    name: Text | None = None
     tool_calls: list[MessageToolCall] | None = None
-    tool_call_id: StrictStr | None = None
+    tool_call_id: Text | None = None
 
     @model_validator(mode="after")
     def _roles(self) -> ChatMessage:
@@ -78,11 +131,11 @@ class ChatMessage(BaseModel):
 
 
 class JsonSchemaFormat(BaseModel):
-    name: StrictStr = "response"
-    description: StrictStr | None = None
+    name: Text = "response"
+    description: Text | None = None
     # Any JSON here: a schema that is not an object is refused with a 400 naming it.
-    json_schema: Any = Field(None, alias="schema")
-    strict: bool | None = None
+    json_schema: JsonValue = Field(None, alias="schema")
+    strict: StrictBool | None = None
 
 
 class ResponseFormatText(BaseModel):
@@ -103,10 +156,10 @@ ResponseFormat = Annotated[ResponseFormatText | ResponseFormatJsonObject
 
 
 class FunctionDefinition(BaseModel):
-    name: Annotated[str, Field(pattern=r"^[a-zA-Z0-9_-]{1,64}$")]
-    description: StrictStr = ""
-    parameters: Any = None
-    strict: bool | None = None
+    name: Annotated[StrictStr, Field(pattern=r"^[a-zA-Z0-9_-]{1,64}$")]
+    description: Text = ""
+    parameters: JsonValue = None
+    strict: StrictBool | None = None
 
 
 class ToolDefinition(BaseModel):
@@ -115,7 +168,7 @@ class ToolDefinition(BaseModel):
 
 
 class NamedFunction(BaseModel):
-    name: StrictStr
+    name: Text
 
 
 class NamedToolChoice(BaseModel):
@@ -124,7 +177,21 @@ class NamedToolChoice(BaseModel):
 
 
 class StreamOptions(BaseModel):
-    include_usage: bool = False
+    include_usage: StrictBool = False
+
+
+def _unsupported(value: Any) -> Any:
+    if value is not None and value != {} and value != []:
+        raise ValueError("not supported by this server (refused rather than ignored)")
+    return value
+
+
+# An OpenAI field that would change the answer and that starchart does not implement:
+# a value (other than null or an empty {} / []) is a 400 naming it, not silently ignored.
+Unsupported = Annotated[Any, AfterValidator(_unsupported),
+                        Field(description="Not supported: a value other than null (or an"
+                                          " empty object or list) is a 400.")]
+StopString = Annotated[Text, Field(max_length=MAX_STOP_CHARS)]
 
 
 class SamplingFields(BaseModel):
@@ -132,24 +199,34 @@ class SamplingFields(BaseModel):
 
     model_config = ConfigDict(extra="ignore", populate_by_name=True)
 
-    model: StrictStr | None = None
-    temperature: float | None = Field(None, ge=0, le=2)
-    top_p: float | None = Field(None, gt=0, le=1)
-    top_k: int | None = Field(None, ge=0)
-    min_p: float | None = Field(None, ge=0, le=1)
-    max_tokens: int | None = Field(
-        None, ge=1,
+    model: Text | None = None
+    temperature: Float | None = Field(None, ge=0, le=2)
+    top_p: Float | None = Field(None, gt=0, le=1)
+    top_k: Int | None = Field(None, ge=0, le=2**31 - 1)
+    min_p: Float | None = Field(None, ge=0, le=1)
+    max_tokens: Int | None = Field(
+        None, ge=1, le=INT64_MAX,
         validation_alias=AliasChoices("max_tokens", "max_new_tokens", "max_completion_tokens"),
-    )
-    repetition_penalty: float | None = Field(None, gt=0)
-    presence_penalty: float | None = Field(None, ge=-2, le=2)
-    frequency_penalty: float | None = Field(None, ge=-2, le=2)
-    seed: int | None = None
-    stop: StrictStr | Annotated[list[StrictStr], Field(max_length=16)] | None = None
-    n: int = Field(1, ge=1, le=1, description="Only one choice per request is supported.")
-    stream: bool = False
+        description="At most this many tokens; more than the context window leaves after the"
+                    " prompt is clamped to that room (the answer then ends with"
+                    " finish_reason length).")
+    repetition_penalty: Float | None = Field(None, gt=0, le=100)
+    presence_penalty: Float | None = Field(None, ge=-2, le=2)
+    frequency_penalty: Float | None = Field(None, ge=-2, le=2)
+    seed: Int | None = Field(None, ge=-(2**63), le=INT64_MAX)
+    stop: StopString | Annotated[list[StopString], Field(max_length=16)] | None = None
+    n: Int = Field(1, ge=1, le=1, description="Only one choice per request is supported.")
+    stream: StrictBool = False
     stream_options: StreamOptions | None = None
-    ignore_eos: bool = False
+    ignore_eos: StrictBool = False
+    logit_bias: Unsupported = None
+    functions: Unsupported = None
+    function_call: Unsupported = None
+    audio: Unsupported = None
+    prediction: Unsupported = None
+    web_search_options: Unsupported = None
+    modalities: list[Literal["text"]] | None = Field(
+        None, description="Only text: any other modality is a 400.")
 
     @field_validator("stop")
     @classmethod
@@ -167,29 +244,68 @@ class SamplingFields(BaseModel):
             if getattr(self, name) is not None
         }
         stop = (self.stop,) if isinstance(self.stop, str) else tuple(self.stop or ())
-        return defaults.replace(**given, stop=stop, ignore_eos=self.ignore_eos)
+        return defaults.replace(**given, stop=stop, ignore_eos=self.ignore_eos,
+                                logprobs=self.wanted_logprobs)
+
+    @property
+    def wanted_logprobs(self) -> int | None:
+        """How many alternatives per token the answer's logprobs carry (None: no logprobs)."""
+        return None
 
     @property
     def include_usage(self) -> bool:
         return bool(self.stream_options and self.stream_options.include_usage)
 
 
-class ChatCompletionRequest(SamplingFields):
-    messages: list[ChatMessage] = Field(min_length=1)
+class ToolFields(BaseModel):
+    """Structured output and tools: a chat completion's and a conversation turn's."""
+
     response_format: ResponseFormat | None = None
     tools: Annotated[list[ToolDefinition], Field(max_length=128)] | None = None
     tool_choice: Literal["auto", "none", "required"] | NamedToolChoice | None = None
-    parallel_tool_calls: bool = True
+    parallel_tool_calls: StrictBool = True
+
+
+class ChatCompletionRequest(ToolFields, SamplingFields):
+    messages: list[ChatMessage] = Field(min_length=1, max_length=MAX_MESSAGES)
+    logprobs: StrictBool = Field(False, description="Return each answer token's log"
+                                                    " probability (choices[].logprobs).")
+    top_logprobs: Int | None = Field(
+        None, ge=0, le=MAX_TOP_LOGPROBS,
+        description="With logprobs: this many most likely alternatives for each token.")
+
+    @field_validator("top_logprobs")
+    @classmethod
+    def _needs_logprobs(cls, value: int | None, info: ValidationInfo) -> int | None:
+        if value is not None and not info.data.get("logprobs"):
+            raise ValueError("top_logprobs needs logprobs: true")
+        return value
+
+    @property
+    def wanted_logprobs(self) -> int | None:
+        return (self.top_logprobs or 0) if self.logprobs else None
+
+
+PromptText = Annotated[Text, Field(min_length=1)]
 
 
 class CompletionRequest(SamplingFields):
-    prompt: StrictStr | Annotated[list[StrictStr], Field(min_length=1, max_length=1)]
+    prompt: PromptText | Annotated[list[PromptText], Field(min_length=1, max_length=1)]
     echo: Literal[False] = False
     suffix: None = None
+    best_of: Int = Field(1, ge=1, le=1, description="Only 1 is supported.")
+    logprobs: Int | None = Field(
+        None, ge=0, le=MAX_TOP_LOGPROBS,
+        description="Return each token's log probability and this many most likely"
+                    " alternatives (choices[].logprobs, the legacy completions shape).")
 
     @property
     def text(self) -> str:
         return self.prompt if isinstance(self.prompt, str) else self.prompt[0]
+
+    @property
+    def wanted_logprobs(self) -> int | None:
+        return self.logprobs
 
 
 def new_id(prefix: str) -> str:
@@ -281,19 +397,77 @@ class AssistantMessage(WireModel):
     tool_calls: list[ToolCall] | None = None
 
 
+class TopLogprob(WireModel):
+    token: str
+    logprob: float
+    bytes: list[int] | None = Field(description="The token's UTF-8 bytes (a token may hold"
+                                                " part of a character).")
+
+
+class TokenLogprob(TopLogprob):
+    top_logprobs: list[TopLogprob] = Field(description="The most likely tokens at this"
+                                                       " position (top_logprobs of them).")
+
+    @classmethod
+    def of(cls, entry: EngineLogprob) -> TokenLogprob:
+        return cls(**_top(entry.token, entry.logprob).model_dump(),
+                   top_logprobs=[_top(token, logprob) for token, logprob in entry.top])
+
+
+def _top(token: bytes, logprob: float) -> TopLogprob:
+    return TopLogprob(token=token.decode("utf-8", errors="replace"), logprob=logprob,
+                      bytes=list(token))
+
+
+class ChoiceLogprobs(WireModel):
+    content: list[TokenLogprob] | None
+    refusal: None = None
+
+    @classmethod
+    def of(cls, entries: Sequence[EngineLogprob]) -> ChoiceLogprobs:
+        return cls(content=[TokenLogprob.of(e) for e in entries])
+
+
+class CompletionLogprobs(WireModel):
+    """The legacy /v1/completions shape: parallel lists, one item per token."""
+
+    tokens: list[str]
+    token_logprobs: list[float]
+    top_logprobs: list[dict[str, float]]
+    text_offset: list[int]
+
+    @classmethod
+    def of(cls, entries: Sequence[EngineLogprob], offset: int = 0) -> CompletionLogprobs:
+        tokens = [e.token.decode("utf-8", errors="replace") for e in entries]
+        offsets = []
+        for token in tokens:
+            offsets.append(offset)
+            offset += len(token)
+        return cls(tokens=tokens, token_logprobs=[e.logprob for e in entries],
+                   top_logprobs=[{t.decode("utf-8", errors="replace"): lp for t, lp in e.top}
+                                 for e in entries],
+                   text_offset=offsets)
+
+
 class ChatChoice(WireModel):
     index: int = 0
-    logprobs: None = None
+    logprobs: ChoiceLogprobs | None = None
     finish_reason: str
     message: AssistantMessage
 
 
-class ChatCompletion(WireModel):
+class CompletionResponse(WireModel):
+    """The fields every completion body and chunk starts with."""
+
     id: str
-    object: Literal["chat.completion"] = "chat.completion"
+    object: str
     created: int
     model: str
     system_fingerprint: None = None
+
+
+class ChatCompletion(CompletionResponse):
+    object: Literal["chat.completion"] = "chat.completion"
     choices: list[ChatChoice]
     usage: Usage
 
@@ -328,21 +502,17 @@ class Delta(WireModel):
 class ChunkChoice(WireModel):
     index: int = 0
     delta: Delta
-    logprobs: None = None
+    logprobs: ChoiceLogprobs | None = None
     finish_reason: str | None = None
 
 
-class ChatCompletionChunk(WireModel):
+class ChatCompletionChunk(CompletionResponse):
     """One SSE frame of a streamed chat completion. ``usage`` is there (null
     until the last, choice-less chunk) only when ``stream_options.include_usage``."""
 
     omittable = frozenset({"usage"})
 
-    id: str
     object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
-    created: int
-    model: str
-    system_fingerprint: None = None
     choices: list[ChunkChoice]
     usage: Usage | None = None
 
@@ -350,30 +520,20 @@ class ChatCompletionChunk(WireModel):
 class CompletionChoice(WireModel):
     index: int = 0
     text: str
-    logprobs: None = None
+    logprobs: CompletionLogprobs | None = None
     finish_reason: str | None = None
 
 
-class Completion(WireModel):
-    id: str
+class Completion(CompletionResponse):
     object: Literal["text_completion"] = "text_completion"
-    created: int
-    model: str
-    system_fingerprint: None = None
     choices: list[CompletionChoice]
     usage: Usage
 
 
-class CompletionChunk(WireModel):
+class CompletionChunk(Completion):
     omittable = frozenset({"usage"})
 
-    id: str
-    object: Literal["text_completion"] = "text_completion"
-    created: int
-    model: str
-    system_fingerprint: None = None
-    choices: list[CompletionChoice]
-    usage: Usage | None = None
+    usage: Usage | None = None  # type: ignore[assignment]
 
 
 ModelState = Literal["loaded", "loading", "unloaded", "failed"]

@@ -12,7 +12,7 @@ from fastapi import Request
 from fastapi.responses import StreamingResponse
 
 from starchart.api.protocol import ErrorResponse, WireModel
-from starchart.errors import StarchartError
+from starchart.errors import ClientLeft, StarchartError
 
 log = logging.getLogger("starchart.api")
 T = TypeVar("T")
@@ -24,20 +24,26 @@ def _frame(chunk: WireModel) -> str:
     return f"data: {body}\n\n"
 
 
+DONE = "data: [DONE]\n\n"
+
+
+def error_frame(exc: StarchartError) -> str:
+    """An error after the headers are gone: it travels as a data frame (then ``DONE``)."""
+    return _frame(ErrorResponse.of(exc))
+
+
 async def _sse(chunks: AsyncIterator[WireModel]) -> AsyncIterator[str]:
     try:
         async for chunk in chunks:
             yield _frame(chunk)
     except StarchartError as exc:
-        # Headers are gone already: the error travels as a data frame.
-        yield _frame(ErrorResponse.of(exc))
+        yield error_frame(exc)
     except Exception:
         log.exception("error while streaming")
-        yield _frame(ErrorResponse.of(
-            StarchartError("internal server error (logged on the server)")))
+        yield error_frame(StarchartError("internal server error (logged on the server)"))
     finally:
         await chunks.aclose()  # type: ignore[attr-defined]
-    yield "data: [DONE]\n\n"
+    yield DONE
 
 
 def sse_response(chunks: AsyncIterator[WireModel]) -> StreamingResponse:
@@ -51,18 +57,33 @@ def sse_response(chunks: AsyncIterator[WireModel]) -> StreamingResponse:
 
 
 async def cancel_on_disconnect(request: Request, work: Awaitable[T]) -> T:
-    """Await ``work``, cancelling it if the client goes away first."""
+    """Await ``work``, cancelling it if the client goes away first.
+
+    A client leaving is normal: one INFO line, and ``ClientLeft`` (a 499 nobody
+    reads) instead of a cancellation traceback.
+    """
     task = asyncio.ensure_future(work)
+    left = False
 
     async def watch() -> None:
+        nonlocal left
         while True:
             message = await request.receive()
             if message["type"] == "http.disconnect":
+                left = True
                 task.cancel()
                 return
 
     watcher = asyncio.create_task(watch())
     try:
         return await task
+    except asyncio.CancelledError:
+        current = asyncio.current_task()
+        if not left or (current is not None and current.cancelling()):
+            raise  # this handler itself is being cancelled (shutdown): not ours to absorb
+        log.info("client left before the answer to %s %s was ready: generation stopped",
+                 request.method, request.url.path)
+        raise ClientLeft("the client closed the connection before the answer was ready"
+                         ) from None
     finally:
         watcher.cancel()

@@ -8,6 +8,7 @@ with the URL hash (``/#/clip``), so no catch-all route is needed.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from importlib import resources
 from pathlib import Path
 
@@ -68,7 +69,7 @@ def mount_web(app: FastAPI, dist: Path | None = None) -> None:
         app.mount("/assets", _HashedAssets(directory=root / "assets"), name="assets")
 
 
-def _file(path: Path):  # noqa: ANN202 - a route handler bound to one file
+def _file(path: Path) -> Callable[[], Awaitable[FileResponse]]:
     async def serve() -> FileResponse:
         return FileResponse(path, headers={"Cache-Control": "public, max-age=86400"})
 

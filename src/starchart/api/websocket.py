@@ -13,11 +13,12 @@ from typing import Any
 
 from fastapi import WebSocket
 
-from starchart.api.conversation_protocol import TurnInfo, WsDelta, WsDone, WsError
+from starchart.api import shutdown
+from starchart.api.conversation_protocol import TurnInfo, WsDelta, WsDone, WsError, WsQueue
 from starchart.api.protocol import WireModel
 from starchart.engines.base import Finish, TextDelta
 from starchart.errors import StarchartError
-from starchart.services.conversations import Turn
+from starchart.services.conversations import Queued, Turn
 
 
 async def send(websocket: WebSocket, frame: WireModel) -> None:
@@ -35,6 +36,12 @@ def is_stop(raw: str) -> bool:
 async def stream_turn(websocket: WebSocket, turn: Turn, info: TurnInfo,
                       pending: list[str]) -> None:
     """Send one turn's frames while listening for stop, disconnect or the next message."""
+    with shutdown.busy():  # a SIGTERM waits for this turn (until its deadline)
+        await _stream_turn(websocket, turn, info, pending)
+
+
+async def _stream_turn(websocket: WebSocket, turn: Turn, info: TurnInfo,
+                       pending: list[str]) -> None:
     listener = asyncio.ensure_future(websocket.receive_text())
     events = turn.events()
     step: asyncio.Future[Any] | None = None
@@ -60,6 +67,8 @@ async def stream_turn(websocket: WebSocket, turn: Turn, info: TurnInfo,
                 return
             if isinstance(event, TextDelta):
                 await send(websocket, WsDelta(content=event.text))
+            elif isinstance(event, Queued):
+                await send(websocket, WsQueue(position=event.position))
             elif isinstance(event, Finish):
                 await send(websocket, WsDone.of(event, info))
                 return

@@ -8,6 +8,7 @@ answers 5xx, garbles SSE, cuts the stream, never answers) ends up as a
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import time
 from dataclasses import dataclass, field
@@ -55,7 +56,7 @@ class Sample:
     @property
     def inter_token(self) -> list[float]:
         t = self.chunk_times
-        return [b - a for a, b in zip(t, t[1:], strict=False)]
+        return [b - a for a, b in itertools.pairwise(t)]
 
     @property
     def decode_rate(self) -> float | None:

@@ -47,32 +47,41 @@ def own_server(settings: Settings, timeout: float = 300) -> Iterator[str]:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     with tempfile.TemporaryDirectory(prefix="starchart-bench-") as home:
-        log = Path(home) / "server.log"
-        with log.open("wb") as sink:
-            proc = subprocess.Popen(
+        print(f"starchart bench: starting starchart serve ({settings.default_model},"
+              f" {settings.engine}) on {url}", file=sys.stderr, flush=True)
+        with server_process(
                 [sys.executable, "-m", "starchart", "serve", "--host", "127.0.0.1",
-                 "--port", str(port), "--log-level", "warning"],
-                env=child_environment(settings, Path(home)), stdout=sink,
-                stderr=subprocess.STDOUT)
+                 "--port", str(port), "--log-level", "warning"], url,
+                log=Path(home) / "server.log", env=child_environment(settings, Path(home)),
+                timeout=timeout):
+            yield url
+
+
+@contextmanager
+def server_process(argv: list[str], url: str, *, log: Path, env: dict[str, str] | None = None,
+                   ready_path: str = "/ready", timeout: float = 300) -> Iterator[str]:
+    """Run the server ``argv`` (it listens at ``url``, its output goes to ``log``); yield
+    ``url`` once ``GET url + ready_path`` answers 200; stop it afterwards."""
+    with log.open("wb") as sink:
+        proc = subprocess.Popen(argv, env=env, stdout=sink, stderr=subprocess.STDOUT)
+        try:
+            _wait_ready(proc, url + ready_path, timeout, log)
+            yield url
+        finally:
+            proc.terminate()
             try:
-                print(f"starchart bench: starting starchart serve ({settings.default_model},"
-                      f" {settings.engine}) on {url}", file=sys.stderr, flush=True)
-                _wait_ready(proc, url, timeout, log)
-                yield url
-            finally:
-                proc.terminate()
-                try:
-                    proc.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
 
 
-def _wait_ready(proc: subprocess.Popen[bytes], url: str, timeout: float, log: Path) -> None:
+def _wait_ready(proc: subprocess.Popen[bytes], ready_url: str, timeout: float,
+                log: Path) -> None:
     deadline = time.monotonic() + timeout
     while True:
         try:
-            if httpx.get(url + "/ready", timeout=2).status_code == 200:
+            if httpx.get(ready_url, timeout=2).status_code == 200:
                 return
         except httpx.HTTPError:
             pass

@@ -25,6 +25,27 @@ from starchart.errors import BadRequest, StarchartError
 
 Message = dict[str, Any]
 
+# Put after the text of an answer to continue: the prompt is cut where the
+# template wrote it, so the model goes on with the answer instead of closing
+# its turn (what transformers calls ``continue_final_message``). Invisible
+# separators around a name nothing else writes.
+CONTINUE_MARK = "\u2063starchart-continue\u2063"
+
+
+def open_final_message(messages: Sequence[Message]) -> list[Message]:
+    """``messages`` with the final one's text followed by ``CONTINUE_MARK``."""
+    *earlier, final = messages
+    return [*earlier, {**final, "content": f"{final['content']}{CONTINUE_MARK}"}]
+
+
+def cut_at_continue_mark(rendered: str) -> str:
+    """The rendered prompt up to the mark: it ends inside the final answer."""
+    at = rendered.rfind(CONTINUE_MARK)
+    if at < 0:
+        raise BadRequest("this model's chat template rewrites an answer's text, so the"
+                         " answer cannot be continued", param="continue")
+    return rendered[:at]
+
 
 class TemplateError(StarchartError):
     """The model's chat template is broken or tried something the sandbox forbids."""

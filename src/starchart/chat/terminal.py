@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import sys
 from collections.abc import AsyncIterator
 from typing import TextIO
@@ -26,6 +27,19 @@ HELP = """commands:
 # What /params may change; each is validated by the API's own field (SamplingFields).
 PARAMS = ("temperature", "top_p", "top_k", "min_p", "max_tokens", "repetition_penalty",
           "presence_penalty", "frequency_penalty", "seed", "ignore_eos")
+
+
+_WORDS = {"yes": True, "on": True, "true": True, "no": False, "off": False, "false": False}
+
+
+def _value(text: str) -> object:
+    """A typed value: the API's fields are strict ("0.7" is not a number there)."""
+    if text.lower() in _WORDS:
+        return _WORDS[text.lower()]
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
 
 
 def _pairs(words: list[str]) -> list[tuple[str, str]]:
@@ -97,7 +111,7 @@ class TerminalChat:
             print(f"unknown parameter {unknown[0]!r}; known: {', '.join(PARAMS)}", file=self.out)
             return
         try:
-            checked = parse(SamplingFields, changes)
+            checked = parse(SamplingFields, {k: _value(v) for k, v in changes.items()})
         except StarchartError as exc:  # the API's 400 message, naming the parameter
             print(f"{exc.message}; nothing changed", file=self.out)
             return

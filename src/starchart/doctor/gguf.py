@@ -14,6 +14,7 @@ every ``doctor --model``.
 
 from __future__ import annotations
 
+import itertools
 import math
 import struct
 from dataclasses import dataclass, field
@@ -164,7 +165,7 @@ def _read(path: Path, r: _Reader) -> GgufFile:
     start = -(-r.handle.tell() // alignment) * alignment
     end = path.stat().st_size - start
     ordered = sorted(raw, key=lambda t: t[3])
-    following = {t[0]: nxt[3] for t, nxt in zip(ordered, ordered[1:], strict=False)}
+    following = {t[0]: nxt[3] for t, nxt in itertools.pairwise(ordered)}
     for name, shape, kind, offset in raw:
         out.tensors.append(Tensor(name, shape, kind, offset,
                                   following.get(name, end) - offset))

@@ -57,7 +57,7 @@ def to_text(report: Report, heading: str = "starchart doctor") -> str:
             if check.fix:
                 out.append(f"  {'':<5} {'':<{width}}  fix: {check.fix}")
         if section.name == "plan":
-            out += [""] + plan_table(section.facts)
+            out += ["", *plan_table(section.facts)]
     problems = [c for c in report.checks if c.status != "ok"]
     out.append("")
     out.append(f"{len(problems)} to look at." if problems else "Everything looks fine.")

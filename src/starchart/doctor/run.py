@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from starchart.doctor import bnb, install_plan, llamacpp, nvidia, pytorch, system, versions
-from starchart.doctor.planner import Plan, Readiness, load_shape, plan
+from starchart.doctor.planner import ModelShape, Plan, Readiness, load_shape, plan
 from starchart.doctor.report import Report, Section
 
 
@@ -70,7 +70,12 @@ def run_checks(home: Path, *, model: str | None = None, n_ctx: int = 4096, batch
 def run_plan(model: str, *, n_ctx: int = 4096, batch: int = 1, use_nvml: bool = True) -> Plan:
     """Only the plan: the model's shape against this machine's free memory, and what
     the installed software can use of it."""
-    shape = load_shape(model)
+    return plan_shape(load_shape(model), n_ctx=n_ctx, batch=batch, use_nvml=use_nvml)
+
+
+def plan_shape(shape: ModelShape, *, n_ctx: int = 4096, batch: int = 1,
+               use_nvml: bool = True) -> Plan:
+    """The plan of a shape already read (``models info`` reads it from a model's files)."""
     gpus = nvidia.probe(use_nvml=use_nvml)
     ready = Readiness()
     if gpus.gpus:

@@ -37,20 +37,40 @@ class TensorHeader:
         return self.elements * DTYPE_BYTES.get(self.dtype, 2)
 
 
-def read_header(path: Path) -> list[TensorHeader]:
+def _raw_header(path: Path) -> tuple[int, dict]:
+    """(header length, the header's JSON)."""
     try:
         with path.open("rb") as handle:
             (length,) = struct.unpack("<Q", handle.read(8))
             if length > MAX_HEADER:
                 raise ValueError(f"header of {length} bytes is over the format's limit")
             header = json.loads(handle.read(length))
+            if not isinstance(header, dict):
+                raise ValueError("the header is not a JSON object")
     except (struct.error, ValueError) as exc:
         raise BadRequest(f"{path} is not a readable safetensors file: {exc}",
                          param="model") from exc
     except OSError as exc:
         raise BadRequest(f"cannot read {path}: {exc.strerror}", param="model") from exc
+    return length, header
+
+
+def read_header(path: Path) -> list[TensorHeader]:
+    _, header = _raw_header(path)
     return [TensorHeader(name, str(info["dtype"]), tuple(int(d) for d in info["shape"]))
             for name, info in header.items() if name != "__metadata__"]
+
+
+def expected_size(path: Path) -> int:
+    """The file's size as its header promises it: 8 + header + the last tensor's end."""
+    length, header = _raw_header(path)
+    try:
+        end = max((int(info["data_offsets"][1]) for name, info in header.items()
+                   if name != "__metadata__"), default=0)
+    except (KeyError, IndexError, TypeError, ValueError) as exc:
+        raise BadRequest(f"{path} is not a readable safetensors file: a tensor without"
+                         f" data_offsets ({exc})", param="model") from exc
+    return 8 + length + end
 
 
 def checkpoint_files(folder: Path) -> list[Path]:

@@ -55,7 +55,10 @@ def create_engine(settings: Settings, entry: str | None = None) -> Engine:
             " on an NVIDIA GPU): add --engine transformers with a checkpoint folder or hub id."
             " On the llama.cpp engine a model's quantization is in its GGUF file: pick the file"
             " (Q8_0 is 8-bit, Q4_K_M a good 4-bit) with --model.", param="quantize")
-    spec = resolve(model)
+    spec = resolve(model, settings.home)
+    if spec.path.is_dir():
+        raise BadRequest(f"{model} is a checkpoint folder ({spec.path}), not a GGUF"
+                         " file: serve it with --engine transformers", param="model")
     from starchart.engines.llamacpp import LlamaCppEngine
 
     split = [float(x) for x in settings.tensor_split.split(",")] if settings.tensor_split \

@@ -10,11 +10,17 @@ from __future__ import annotations
 
 import dataclasses
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from starchart.chat.templates import ChatTemplate, Message
+from starchart.chat.templates import (
+    ChatTemplate,
+    Message,
+    cut_at_continue_mark,
+    open_final_message,
+)
 from starchart.errors import ContextOverflow
 from starchart.structured.decoding import StructuredDecoder
 from starchart.structured.grammar import Grammar
@@ -39,6 +45,9 @@ class SamplingParams:
     ignore_eos: bool = False
     # Constrained decoding (response_format, forced tool calls): every token must fit.
     grammar: Grammar | None = None
+    # Report each token's log probability and this many most likely alternatives
+    # (None: no log probabilities). Not a sampling choice: left out of as_dict().
+    logprobs: int | None = None
 
     def replace(self, **changes: Any) -> SamplingParams:
         return dataclasses.replace(self, **changes)
@@ -47,6 +56,7 @@ class SamplingParams:
         out = dataclasses.asdict(self)
         out["stop"] = list(self.stop)
         out.pop("grammar")
+        out.pop("logprobs")
         return out
 
 
@@ -68,8 +78,23 @@ class Usage:
 
 
 @dataclass(frozen=True)
+class TokenLogprob:
+    """One generated token's log probability (log-softmax of the model's logits,
+    before any sampling setting), with the ``top`` most likely tokens at its position."""
+
+    token: bytes
+    logprob: float
+    top: tuple[tuple[bytes, float], ...] = ()
+
+
+@dataclass(frozen=True)
 class TextDelta:
     text: str
+    # Tokens this text covers (an engine may hold a token's text back, e.g. while it
+    # could be the start of a stop string): counted as generated even if the client leaves.
+    tokens: int = 1
+    # With SamplingParams.logprobs: one entry per token covered, in order.
+    logprobs: tuple[TokenLogprob, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -79,6 +104,35 @@ class Finish:
 
 
 StreamEvent = TextDelta | Finish
+
+
+class QueueWatch:
+    """Where one request waits in an engine's queue, for whoever started it.
+
+    The caller puts a watch in ``QUEUE_WATCH`` before it iterates the engine's
+    stream (a context variable: it stays with that task and never reaches
+    another request); an engine with a queue registers how to read the
+    request's place. Engines without a queue leave it unset.
+    """
+
+    def __init__(self) -> None:
+        self._position: Callable[[], int | None] | None = None
+        self._waited: Callable[[], float | None] | None = None
+
+    def track(self, position: Callable[[], int | None],
+              waited: Callable[[], float | None]) -> None:
+        self._position, self._waited = position, waited
+
+    def position(self) -> int | None:
+        """1 = the next to run; None = not waiting (running, or no queue)."""
+        return self._position() if self._position is not None else None
+
+    def waited(self) -> float | None:
+        """Seconds the request spent in the queue, once it left it (else None)."""
+        return self._waited() if self._waited is not None else None
+
+
+QUEUE_WATCH: ContextVar[QueueWatch | None] = ContextVar("starchart_queue_watch", default=None)
 
 
 @dataclass
@@ -108,6 +162,8 @@ class Engine(ABC):
     chat_template: ChatTemplate
     # Set by engines that can constrain decoding to a grammar (``SamplingParams.grammar``).
     structured: StructuredDecoder | None = None
+    # Whether ``stream_continuation`` works (the engine renders the prompt itself).
+    can_continue: bool = True
 
     def __init__(self) -> None:
         # Tokens generated over the engine's life: lets tests see that a
@@ -147,6 +203,11 @@ class Engine(ABC):
                     tools: Sequence[dict[str, Any]] | None = None) -> str:
         return self.chat_template.render(messages, tools=tools)
 
+    def render_continuation(self, messages: Sequence[Message],
+                            tools: Sequence[dict[str, Any]] | None = None) -> str:
+        """The prompt that makes the model go on with the final (assistant) message."""
+        return cut_at_continue_mark(self.render_chat(open_final_message(messages), tools))
+
     async def serve_background(self) -> None:
         """Work the engine does beside the server for as long as it runs (the
         remote engine probes its upstreams); cancelled at shutdown. Local engines
@@ -173,6 +234,18 @@ class Engine(ABC):
         tools: Sequence[dict[str, Any]] | None = None,
     ) -> AsyncIterator[StreamEvent]:
         """``tools``: OpenAI tool definitions for a template that takes them."""
-        tokens = self.prepare(self.render_chat(messages, tools), param="messages")
+        return self._stream_prompt(self.render_chat(messages, tools), params)
+
+    def stream_continuation(
+        self, messages: Sequence[Message], params: SamplingParams,
+        tools: Sequence[dict[str, Any]] | None = None,
+    ) -> AsyncIterator[StreamEvent]:
+        """Go on with the final message (an assistant's answer) instead of starting
+        a new turn: the new text is what comes after it."""
+        return self._stream_prompt(self.render_continuation(messages, tools), params)
+
+    def _stream_prompt(self, prompt: str, params: SamplingParams
+                       ) -> AsyncIterator[StreamEvent]:
+        tokens = self.prepare(prompt, param="messages")
         stops = tuple(dict.fromkeys(params.stop + self.chat_template.stop_strings))
         return self.stream_tokens(tokens, params.replace(stop=stops))

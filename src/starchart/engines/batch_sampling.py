@@ -27,7 +27,7 @@ relies on) and keep what they need on the Python side until ``__call__``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from transformers.generation.continuous_batching.cb_logits_processors import (
@@ -49,8 +49,8 @@ class _PenaltyRow:
 
 
 class Penalties(ContinuousBatchingLogitsProcessor):
-    supported_kwargs: dict[str, type] = {"repetition_penalty": float, "presence_penalty": float,
-                                         "frequency_penalty": float}
+    supported_kwargs: ClassVar[dict[str, type]] = {
+        "repetition_penalty": float, "presence_penalty": float, "frequency_penalty": float}
     ignored_kwargs: tuple[str, ...] = ()
 
     def __init__(self) -> None:
@@ -101,7 +101,7 @@ class _PickRow:
 
 
 class Pick(ContinuousBatchingLogitsProcessor):
-    supported_kwargs: dict[str, type] = {"greedy": bool, "min_p": float, "seed": int}
+    supported_kwargs: ClassVar[dict[str, type]] = {"greedy": bool, "min_p": float, "seed": int}
     ignored_kwargs: tuple[str, ...] = ()
 
     def __init__(self) -> None:
@@ -170,7 +170,7 @@ class _Tracked:
 
 
 class Constrain(ContinuousBatchingLogitsProcessor):
-    supported_kwargs: dict[str, type] = {}
+    supported_kwargs: ClassVar[dict[str, type]] = {}
     ignored_kwargs: tuple[str, ...] = ()
 
     def __init__(self) -> None:

@@ -35,8 +35,18 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 import llama_cpp
+import numpy as np
 
-from starchart.engines.base import Finish, SamplingParams, StreamEvent, TextDelta, Usage
+from starchart.engines import logprobs
+from starchart.engines.base import (
+    QUEUE_WATCH,
+    Finish,
+    SamplingParams,
+    StreamEvent,
+    TextDelta,
+    TokenLogprob,
+    Usage,
+)
 from starchart.engines.llama_sampling import Sampler, make_sampler
 from starchart.engines.textstream import TextStream
 from starchart.errors import QueueFull, StarchartError, Unavailable
@@ -60,6 +70,7 @@ class _Request:
     emit: Callable[[object], None]
     constraint: Constraint | None = None  # the request's grammar state (structured output)
     submitted: float = field(default_factory=time.monotonic)
+    admitted: float | None = None  # when it left the queue for a slot
     # Set by the consumer (any thread); the scheduler looks at it every step.
     cancelled: bool = False
 
@@ -77,6 +88,9 @@ class _Slot:
     produced: int = 0
     budget: int = 0
     started: float = 0.0
+    # Tokens (and, if asked for, their logprobs) whose text is not sent yet.
+    unsent: int = 0
+    logprobs: list[TokenLogprob] = field(default_factory=list)
 
     @property
     def prefilling(self) -> bool:
@@ -160,6 +174,11 @@ class BatchScheduler:
                 request.cancelled = True
 
         request = _Request(prompt, params, emit, constraint)
+        watch = QUEUE_WATCH.get()
+        if watch is not None:
+            watch.track(lambda: self._position(request),
+                        lambda: None if request.admitted is None
+                        else request.admitted - request.submitted)
         with self._cond:
             if self._closing:
                 raise Unavailable("the model is shutting down")
@@ -178,6 +197,11 @@ class BatchScheduler:
             with self._cond:
                 if request in self._waiting:
                     self._waiting.remove(request)
+
+    def _position(self, request: _Request) -> int | None:
+        """1 + the requests ahead of ``request`` while it waits; None once admitted."""
+        with self._cond:
+            return next((i + 1 for i, r in enumerate(self._waiting) if r is request), None)
 
     def close(self) -> None:
         with self._cond:
@@ -204,7 +228,7 @@ class BatchScheduler:
                     self._admit()
                 self._drop_cancelled()
                 self._step()
-            except Exception as exc:  # noqa: BLE001 - every running request hears of it
+            except Exception as exc:  # every running request hears of it
                 log.exception("llama.cpp decode step failed")
                 for slot in self._slots:
                     if slot.request is not None:
@@ -243,9 +267,10 @@ class BatchScheduler:
                                     constraint=request.constraint, eog=self._eog)
         slot.text = TextStream(params.stop)
         slot.pending = None
-        slot.produced = 0
+        slot.produced = slot.unsent = 0
+        slot.logprobs = []
         slot.budget = min(params.max_tokens, self.config.n_ctx - len(prompt))
-        slot.started = time.monotonic()
+        slot.started = request.admitted = time.monotonic()
         if slot.budget <= 0:
             self._end(slot, reason="length")
 
@@ -289,24 +314,40 @@ class BatchScheduler:
             raise Unavailable(f"llama.cpp could not decode a batch of {n} tokens"
                               f" (llama_decode returned {status})")
         for index, slot in outputs:
+            top = slot.request.params.logprobs  # type: ignore[union-attr]
+            # Before sampling: a grammar masks this same row.
+            dist = None if top is None else logprobs.distribution(np.ctypeslib.as_array(
+                llama_cpp.llama_get_logits_ith(self._ctx, index), shape=(self._n_vocab,)))
             try:
                 token = slot.sampler.sample(self._ctx, index)  # type: ignore[union-attr]
             except StarchartError as exc:  # this sequence's grammar failed; the others go on
                 self._end(slot, failure=exc, free_cells=True)
                 continue
+            if dist is not None and top is not None:
+                slot.logprobs.append(logprobs.entry(dist, token, top, self._piece))
             self._next_token(slot, token)
+
+    def _text(self, slot: _Slot, text: str) -> TextDelta:
+        """``text`` with the tokens (and logprobs) not sent yet."""
+        delta = TextDelta(text, tokens=slot.unsent, logprobs=tuple(slot.logprobs))
+        slot.unsent = 0
+        slot.logprobs = []
+        return delta
 
     def _next_token(self, slot: _Slot, token: int) -> None:
         request = slot.request
         assert request is not None and slot.text is not None
         if token in self._eog and not request.params.ignore_eos:
+            if request.params.logprobs is not None:
+                slot.logprobs.pop()  # the end-of-generation token is not part of the answer
             self._end(slot, reason="stop")
             return
         slot.produced += 1
+        slot.unsent += 1
         self._on_token()
         piece = slot.text.feed(self._piece(token))
         if piece:
-            request.emit(TextDelta(piece))
+            request.emit(self._text(slot, piece))
         if slot.text.stopped:
             self._end(slot, reason="stop")
         elif slot.produced >= slot.budget:
@@ -326,10 +367,10 @@ class BatchScheduler:
         elif not request.cancelled:
             tail = slot.text.flush() if slot.text is not None else ""
             if tail:
-                request.emit(TextDelta(tail))
+                request.emit(self._text(slot, tail))
             request.emit(Finish(reason, Usage(len(request.prompt), slot.produced)))  # type: ignore[arg-type]
         request.emit(_DONE)
-        if free_cells or slot.pending is None and len(slot.cached) < len(request.prompt):
+        if free_cells or (slot.pending is None and len(slot.cached) < len(request.prompt)):
             # Cancelled, failed or cut off mid-prompt: nothing worth keeping.
             llama_cpp.llama_memory_seq_rm(self._mem, slot.seq_id, -1, -1)
             slot.cached.clear()

@@ -23,7 +23,7 @@ from starchart.engines.base import (
     SamplingParams,
     StreamEvent,
 )
-from starchart.errors import Unavailable
+from starchart.errors import BadRequest, Unavailable
 from starchart.structured.decoding import Constraint, StructuredDecoder
 
 if TYPE_CHECKING:
@@ -121,6 +121,14 @@ class LlamaCppEngine(Engine):
             # Kept on self: llama.cpp reads the array while it loads.
             self._split = (ctypes.c_float * llama_cpp.LLAMA_MAX_DEVICES)(*split)
             params.tensor_split = self._split
+        from starchart.models.integrity import check_gguf
+
+        try:
+            # A truncated or corrupt file is named with what is wrong; llama.cpp
+            # itself may crash on one, or fail without saying why.
+            check_gguf(self.path)
+        except BadRequest as exc:
+            raise Unavailable(f"llama.cpp cannot load it: {exc.message}") from None
         try:
             model = LlamaModel(path_model=str(self.path), params=params, verbose=False)
         except (ValueError, RuntimeError) as exc:

@@ -57,6 +57,11 @@ _NOT_TAKEN = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout,
 # does not answer at all until the current request is done): that is not down.
 PROBE_READ_TIMEOUT = 30.0
 
+# What is left after an upstream's [DONE] is normally the closing chunk, already
+# on its way; an upstream that sends more than that for longer loses its connection.
+DRAIN_TIMEOUT = 1.0
+KEEPALIVE_EXPIRY = 4.0
+
 
 @dataclass(frozen=True)
 class Timeouts:
@@ -151,6 +156,7 @@ class UpstreamStream:
         if self._pending is not None:
             pending, self._pending = self._pending, None
             if pending == "[DONE]":
+                await self._drain()
                 return
             yield pending
         while True:
@@ -159,8 +165,20 @@ class UpstreamStream:
                 raise BadGateway(f"the stream from upstream {self.upstream.url} ended"
                                  " before [DONE]")
             if payload == "[DONE]":
+                await self._drain()
                 return
             yield payload
+
+    async def _drain(self) -> None:
+        """Read the body to its end after ``[DONE]`` (usually just the closing
+        empty chunk, already here): only a response read to the end gives its
+        connection back to the pool; closed before that, the connection is dropped
+        and the next request to this upstream pays for a new one. Done before the
+        relay sends its own [DONE]: a client gone after that cancels the rest."""
+        with contextlib.suppress(TimeoutError, httpx.HTTPError):
+            async with asyncio.timeout(DRAIN_TIMEOUT):
+                async for _ in self._lines:
+                    pass
 
     async def aclose(self) -> None:
         if not self._closed:
@@ -185,10 +203,15 @@ class RemoteEngine(Engine):
         # No read timeout in httpx: first-token and idle limits are ours (UpstreamStream).
         timeout = httpx.Timeout(connect=timeouts.connect, read=None, write=timeouts.idle,
                                 pool=timeouts.connect)
+        # Connections are kept for reuse (each stream holds one; they go back to the
+        # pool read to the end, see UpstreamStream._drain) a little less long than
+        # the 5 s servers built on uvicorn (vLLM, SGLang, starchart) keep them
+        # idle, so a request never goes out on one the server is just closing.
+        limits = httpx.Limits(max_connections=None, max_keepalive_connections=64,
+                              keepalive_expiry=KEEPALIVE_EXPIRY)
         self.upstreams = [
             Upstream(url, httpx.AsyncClient(base_url=url, headers=headers, timeout=timeout,
-                                            limits=httpx.Limits(max_connections=None,
-                                                                max_keepalive_connections=64)))
+                                            limits=limits))
             for url in model.urls
         ]
         self._turn = itertools.count()
@@ -211,6 +234,9 @@ class RemoteEngine(Engine):
         # how much old history to leave out: about four characters a token. The
         # upstream still refuses a prompt that is really too long (a 400, passed on).
         return [0] * max(1, len(prompt) // 4)
+
+    # The upstream renders the prompt: an OpenAI API has no way to go on with an answer.
+    can_continue = False
 
     @property
     def takes_tools(self) -> bool:

@@ -324,7 +324,7 @@ class TransformersEngine(Engine):
         decoder = IncrementalDecoder(self._tokenizer)
         text = TextStream(params.stop)
         stop_ids = frozenset(() if params.ignore_eos else self._stop_ids)
-        produced = 0
+        produced = unsent = 0  # unsent: tokens whose text is held back (a stop string?)
         reason: FinishReason | None = None
         running = True
         try:
@@ -338,10 +338,12 @@ class TransformersEngine(Engine):
                         reason = "stop"
                         break
                     produced += 1
+                    unsent += 1
                     self.tokens_generated += 1
                     piece = text.feed(decoder.add(token).encode("utf-8"))
                     if piece:
-                        yield TextDelta(piece)
+                        yield TextDelta(piece, tokens=unsent)
+                        unsent = 0
                     if text.stopped:
                         reason = "stop"
                         break
@@ -349,7 +351,7 @@ class TransformersEngine(Engine):
                     reason = "length"
             tail = text.feed(decoder.flush().encode("utf-8")) + text.flush()
             if tail:
-                yield TextDelta(tail)
+                yield TextDelta(tail, tokens=unsent)
             yield Finish(reason, Usage(len(prompt), produced))
         finally:
             self._forget(manager, request_id, cancel=running)

@@ -12,7 +12,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from starchart.chat.templates import Message
-from starchart.engines.base import Engine, Finish, SamplingParams, StreamEvent, TextDelta
+from starchart.engines.base import (
+    Engine,
+    Finish,
+    SamplingParams,
+    StreamEvent,
+    TextDelta,
+    TokenLogprob,
+)
 from starchart.engines.pool import ModelPool, PoolPolicy
 from starchart.errors import NotFound
 from starchart.metrics import ServerMetrics
@@ -54,6 +61,7 @@ class Reply:
 
     text: str
     finish: Finish
+    logprobs: list[TokenLogprob] = field(default_factory=list)
 
 
 @dataclass
@@ -107,15 +115,19 @@ class ChatService:
         return out
 
     def stream_chat(self, model: str | None, messages: Sequence[Message],
-                    params: SamplingParams, tools: Sequence[dict[str, Any]] | None = None
-                    ) -> AsyncIterator[StreamEvent]:
+                    params: SamplingParams, tools: Sequence[dict[str, Any]] | None = None,
+                    *, continue_final: bool = False) -> AsyncIterator[StreamEvent]:
         """Validation (model, prompt length) happens here, before the first await.
 
         ``tools`` go to a chat template that takes them (``StructuredRequest.template_tools``).
+        ``continue_final``: go on with the final (assistant) message instead of
+        answering it (``Engine.stream_continuation``).
         """
         engine = self.engine(model)
-        return self._tracked(engine, engine.stream_chat(self.with_system_prompt(messages),
-                                                        params, tools))
+        messages = self.with_system_prompt(messages)
+        if continue_final:
+            return self._tracked(engine, engine.stream_continuation(messages, params, tools))
+        return self._tracked(engine, engine.stream_chat(messages, params, tools))
 
     def stream_completion(self, model: str | None, prompt: str,
                           params: SamplingParams) -> AsyncIterator[StreamEvent]:
@@ -133,11 +145,16 @@ class ChatService:
         self.stats.in_flight += 1
         self.stats.requests += 1
         first: float | None = None  # decode speed counts from the first token, not the queue
+        streamed = 0  # tokens the text so far covers
+        finished = False
         try:
             async for event in events:
                 if first is None:
                     first = time.perf_counter()
-                if isinstance(event, Finish):
+                if isinstance(event, TextDelta):
+                    streamed += event.tokens
+                elif isinstance(event, Finish):
+                    finished = True
                     elapsed = time.perf_counter() - first
                     tokens = event.usage.completion_tokens
                     self.stats.completion_tokens += tokens
@@ -146,17 +163,21 @@ class ChatService:
                 yield event
         finally:
             self.stats.in_flight -= 1
+            if not finished:  # cancelled or failed: what was generated still counts
+                self.stats.completion_tokens += streamed
             await events.aclose()  # type: ignore[attr-defined]
 
 
 async def collect(events: AsyncIterator[StreamEvent]) -> Reply:
     """Drain a stream into one ``Reply``."""
     parts: list[str] = []
+    logprobs: list[TokenLogprob] = []
     finish: Finish | None = None
     async for event in events:
         if isinstance(event, TextDelta):
             parts.append(event.text)
+            logprobs.extend(event.logprobs)
         else:
             finish = event
     assert finish is not None, "an engine stream always ends with Finish"
-    return Reply("".join(parts), finish)
+    return Reply("".join(parts), finish, logprobs)

@@ -29,14 +29,17 @@ def reply_reserve(n_ctx: int, max_tokens: int) -> int:
 
 
 def fit(engine: Engine, system: Message, history: Sequence[Message],
-        max_tokens: int, tools: Sequence[dict[str, Any]] | None = None) -> Fitted:
+        max_tokens: int, tools: Sequence[dict[str, Any]] | None = None, *,
+        continue_final: bool = False) -> Fitted:
     """``history`` ends with the new user message, which is always kept; ``tools``
-    are those the chat template renders (they take room in the prompt too)."""
+    are those the chat template renders (they take room in the prompt too).
+    ``continue_final``: it ends with an answer to go on with (that exchange is kept)."""
     n_ctx = engine.info.n_ctx
     budget = n_ctx - reply_reserve(n_ctx, max_tokens)
+    render = engine.render_continuation if continue_final else engine.render_chat
 
     def tokens(start: int) -> int:
-        return len(engine.tokenize(engine.render_chat([system, *history[start:]], tools)))
+        return len(engine.tokenize(render([system, *history[start:]], tools)))
 
     # Where the kept history may begin: the start, or any user turn.
     starts = sorted({0, *(i for i, m in enumerate(history) if m["role"] == "user")})
@@ -56,7 +59,8 @@ def fit(engine: Engine, system: Message, history: Sequence[Message],
         last = starts[-1]
         count = tokens(last)
         if count >= n_ctx:
-            raise ContextOverflow(count, n_ctx, param="content")
+            raise ContextOverflow(count, n_ctx,
+                                  param="continue" if continue_final else "content")
         best = (last, count)
     start, count = best
     return Fitted([system, *history[start:]], dropped=start, prompt_tokens=count)

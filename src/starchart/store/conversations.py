@@ -137,11 +137,17 @@ class ConversationStore:
             return int(conn.execute(sa.select(sa.func.count()).select_from(conversations))
                        .scalar_one())
 
-    def list(self, owner: Owner, *, limit: int = 100, search: str | None = None
-             ) -> list[Conversation]:
-        """Newest first; ``search`` keeps those whose title or any message contains it
-        (case-insensitive)."""
+    def list(self, owner: Owner, *, limit: int = 100, search: str | None = None,
+             after: tuple[float, str] | None = None) -> list[Conversation]:
+        """Most recently updated first; ``search`` keeps those whose title or any
+        message contains it (case-insensitive); ``after`` (the ``updated_at`` and id
+        of the last row of the previous page) starts past that row."""
         query = sa.select(conversations).where(_owned(owner))
+        if after is not None:
+            updated, last_id = after
+            query = query.where(sa.or_(
+                conversations.c.updated_at < updated,
+                sa.and_(conversations.c.updated_at == updated, conversations.c.id < last_id)))
         if search:
             pattern = "%" + _escape_like(search.lower()) + "%"
             in_messages = sa.exists().where(
@@ -149,7 +155,8 @@ class ConversationStore:
                 sa.func.lower(messages.c.content).like(pattern, escape="\\"))
             query = query.where(sa.or_(
                 sa.func.lower(conversations.c.title).like(pattern, escape="\\"), in_messages))
-        query = query.order_by(conversations.c.updated_at.desc()).limit(limit)
+        query = query.order_by(conversations.c.updated_at.desc(),
+                               conversations.c.id.desc()).limit(limit)
         with self.db.read() as conn:
             return [_conversation(row) for row in conn.execute(query)]
 

@@ -25,10 +25,16 @@ from starchart.structured.tools import (
 ReplyEvent = StreamEvent | ToolCallDelta
 
 
+def _joined(held: list[TextDelta]) -> TextDelta:
+    """Held-back pieces as one, keeping their token counts and logprobs."""
+    return TextDelta("".join(d.text for d in held), tokens=sum(d.tokens for d in held),
+                     logprobs=tuple(e for d in held for e in d.logprobs))
+
+
 async def with_tool_calls(events: AsyncIterator[StreamEvent], structured: StructuredRequest
                           ) -> AsyncIterator[ReplyEvent]:
     reader = ForcedCallReader() if structured.forced_call else None
-    held: list[str] = []
+    held: list[TextDelta] = []
     holding = structured.offers_tools and not structured.forced_call  # "auto"
     made_calls = False
     try:
@@ -39,16 +45,16 @@ async def with_tool_calls(events: AsyncIterator[StreamEvent], structured: Struct
                         made_calls = True
                         yield delta
                 elif holding:
-                    held.append(event.text)
-                    if not could_be_call("".join(held)):
+                    held.append(event)
+                    if not could_be_call(_joined(held).text):
                         holding = False
-                        yield TextDelta("".join(held))
+                        yield _joined(held)
                         held.clear()
                 else:
                     yield event
                 continue
             if held:
-                calls = parse_tool_calls("".join(held), structured.tools)
+                calls = parse_tool_calls(_joined(held).text, structured.tools)
                 if not structured.parallel:
                     calls = calls[:1]
                 if calls and event.reason == "stop":
@@ -56,7 +62,7 @@ async def with_tool_calls(events: AsyncIterator[StreamEvent], structured: Struct
                     for delta in deltas_from_calls(calls):
                         yield delta
                 else:
-                    yield TextDelta("".join(held))
+                    yield _joined(held)
             if made_calls and event.reason == "stop":
                 event = dataclasses.replace(event, reason="tool_calls")
             yield event

@@ -26,10 +26,20 @@ export interface Message {
   live?: LiveFigures | null
   /** The reply's speed as the server measured and stored it. */
   timings?: ReplyTimings | null
+  /** Functions the model called instead of (or beside) answering in text. */
+  tool_calls?: ToolCall[] | null
+}
+
+export interface ToolCall {
+  id: string
+  type?: 'function'
+  function: { name: string; arguments: string }
 }
 
 export interface ReplyTimings {
   ttft_ms: number | null
+  /** Of the time to first token, the wait in the model's queue. */
+  queue_ms?: number | null
   prompt_tokens_per_second: number | null
   tokens_per_second: number | null
 }
@@ -40,6 +50,14 @@ export interface LiveFigures {
   /** From sending the request to the first piece of text. */
   ttft_ms?: number
   tokens_per_second?: number | null
+  /** The prompt's length, as the server counted it (its first frame says). */
+  prompt_tokens?: number
+  /** Prompt tokens over the time to the first token (queue included, as the server counts). */
+  prompt_tokens_per_second?: number | null
+  /** 1 = the next to run; null: not (or no longer) waiting in the model's queue. */
+  queue_position?: number | null
+  /** Seen in the queue at least once: leaving it means the model reads the prompt. */
+  was_queued?: boolean
   started_at?: number
 }
 
@@ -60,6 +78,16 @@ export interface TurnIds {
   message_id?: string
   user_message_id?: string
   dropped_turns?: number
+  prompt_tokens?: number
+  /** The turn goes on with the answer ``message_id`` (continue). */
+  continued?: boolean
+}
+
+/** A piece of a tool call as OpenAI streams it: the name first, the arguments in pieces. */
+export interface ToolCallPiece {
+  index: number
+  id?: string
+  function?: { name?: string; arguments?: string }
 }
 
 /** What one generation reports back while it streams. */
@@ -68,12 +96,17 @@ export interface StreamHandlers {
   onUsage(usage: Usage): void
   onFinish?(reason: string): void
   onIds?(ids: TurnIds): void
+  /** The turn's place in the model's queue changed (before its first token). */
+  onQueue?(position: number | null): void
+  onToolCall?(piece: ToolCallPiece): void
 }
 
 export interface GenerateRequest {
   conversationId: string
-  /** The new user message; null regenerates the answer to the last one. */
+  /** The new user message; null regenerates the answer to the last one (or continues it). */
   content: string | null
+  /** Go on with the last answer (one cut at the token limit) instead of answering again. */
+  continue?: boolean
   /** Edit: the id of the user message that this one (and its answer) replaces. */
   replace?: string
   model: string | null
@@ -142,7 +175,8 @@ export async function exportFile(id: string, format: 'markdown' | 'json'): Promi
 /** Stream an answer; the server stores both turns, the caller shows them. */
 export async function generate(req: GenerateRequest, on: StreamHandlers): Promise<void> {
   const body = {
-    ...(req.content === null ? { regenerate: true } : { content: req.content }),
+    ...(req.content !== null ? { content: req.content }
+      : req.continue ? { continue: true } : { regenerate: true }),
     ...(req.replace ? { replace: req.replace } : {}),
     stream: true, ...req.sampling,
     ...(req.model ? { model: req.model } : {}),
@@ -151,10 +185,15 @@ export async function generate(req: GenerateRequest, on: StreamHandlers): Promis
     req.signal)) {
     const extra = frame.starchart as TurnIds | undefined
     if (extra) on.onIds?.(extra)
-    const choices = frame.choices as { delta?: { content?: string }; finish_reason?: string | null }[]
-      | undefined
+    const queue = frame.queue as { position: number | null } | undefined
+    if (queue) on.onQueue?.(queue.position)
+    const choices = frame.choices as {
+      delta?: { content?: string; tool_calls?: ToolCallPiece[] }
+      finish_reason?: string | null
+    }[] | undefined
     const text = choices?.[0]?.delta?.content
     if (text) on.onDelta(text)
+    for (const piece of choices?.[0]?.delta?.tool_calls ?? []) on.onToolCall?.(piece)
     const reason = choices?.[0]?.finish_reason
     if (reason) on.onFinish?.(reason)
     if (frame.usage) on.onUsage(frame.usage as Usage)

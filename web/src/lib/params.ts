@@ -18,9 +18,11 @@ export interface Params {
   seed: number | null
   /** Generation stops before any of these strings (at most 16). */
   stop: string[]
+  /** A JSON schema the answers must follow (response_format json_schema); '' = none. */
+  json_schema: string
 }
 
-export type SliderKey = Exclude<keyof Params, 'seed' | 'stop'>
+export type SliderKey = Exclude<keyof Params, 'seed' | 'stop' | 'json_schema'>
 
 export interface ServerDefaults extends Params {
   system_prompt: string
@@ -58,6 +60,7 @@ export const SLIDERS: Slider[] = [
 const FALLBACK: Params = {
   temperature: 0.2, top_k: 50, top_p: 0.95, min_p: 0, max_tokens: 1024,
   repetition_penalty: 1.2, presence_penalty: 0, frequency_penalty: 0, seed: null, stop: [],
+  json_schema: '',
 }
 
 const STORAGE = 'starchart.params'
@@ -90,6 +93,7 @@ function assign(values: Partial<Params>): void {
   }
   params.seed = values.seed ?? null
   params.stop = [...(values.stop ?? [])]
+  params.json_schema = values.json_schema ?? ''
 }
 
 /** Put back the server's sampling defaults (GET /v1/defaults). The system prompt
@@ -111,6 +115,32 @@ export function requestFields(): Record<string, unknown> {
   const stop = params.stop.filter((s) => s.length)
   if (stop.length) out.stop = stop.slice(0, 16)
   return out
+}
+
+/** Why the JSON schema field cannot be sent, or '' when it can (or is empty). */
+export function schemaProblem(text: string): string {
+  if (!text.trim()) return ''
+  let schema: unknown
+  try {
+    schema = JSON.parse(text)
+  } catch (e) {
+    return `The JSON schema is not valid JSON: ${(e as Error).message}.`
+  }
+  if (typeof schema !== 'object' || schema === null || Array.isArray(schema)) {
+    return 'The JSON schema must be a JSON object, such as {"type": "object", "properties": {…}}.'
+  }
+  return ''
+}
+
+/** The request's response_format for the JSON schema field ({} when it is empty).
+ * Throws with the reason when the field holds no usable schema: nothing is sent then. */
+export function responseFormat(): Record<string, unknown> {
+  const text = params.json_schema
+  if (!text.trim()) return {}
+  const problem = schemaProblem(text)
+  if (problem) throw new Error(`${problem} Fix it under Parameters (nothing was sent).`)
+  return { response_format: { type: 'json_schema',
+    json_schema: { name: 'answer', schema: JSON.parse(text), strict: true } } }
 }
 
 // Named presets: snapshots of the parameters, kept in this browser.

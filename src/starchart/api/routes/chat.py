@@ -40,4 +40,4 @@ async def create_chat_completion(body: ChatCompletionRequest,
     model = engine.info.id
     if body.stream:
         return generation.stream(events, generation.ChatChunks(model, body.include_usage))
-    return await generation.chat_completion(request, events, model)
+    return await generation.chat_completion(request, events, model, logprobs=body.logprobs)

@@ -15,7 +15,7 @@ router = APIRouter()
 
 
 @router.post("/v1/completions", response_model=Completion,
-             responses={**streams(CompletionChunk), **errors(404, 503)})
+             responses={**streams(CompletionChunk), **errors(400, 404, 503)})
 async def create_completion(body: CompletionRequest,
                             request: Request) -> Completion | StreamingResponse:
     service = request.app.state.service
@@ -27,4 +27,5 @@ async def create_completion(body: CompletionRequest,
     if body.stream:
         return generation.stream(events, generation.CompletionChunks(model,
                                                                      body.include_usage))
-    return await generation.completion(request, events, model)
+    return await generation.completion(request, events, model,
+                                       logprobs=body.logprobs is not None)

@@ -39,19 +39,23 @@ async def _start(conn: HTTPConnection, conversation_id: str, body: MessageCreate
     defaults = conn.app.state.service.defaults
     return await conn.app.state.conversation_chat.start(
         conversation_id, key_id(conn), body.content, body.sampling(defaults), body.model,
-        replace=body.replace, structured=structured_request(body))
+        replace=body.replace, structured=structured_request(body), continue_=body.continue_)
 
 
 def _info(turn: Turn) -> TurnInfo:
     return TurnInfo(conversation_id=turn.conversation_id, message_id=turn.message_id,
-                    user_message_id=turn.user_message.id, dropped_turns=turn.dropped_turns)
+                    user_message_id=turn.user_message.id, dropped_turns=turn.dropped_turns,
+                    prompt_tokens=turn.prompt_tokens, continued=turn.continued)
 
 
 @router.post("/v1/conversations/{conversation_id}/messages", response_model=ConversationTurn,
              responses={**streams(ConversationChunk), **errors(400, 404, 503)})
 async def post_message(conversation_id: str, body: MessageCreate,
                        request: Request) -> ConversationTurn | StreamingResponse:
-    """Append the user turn, generate the reply (streamed by default) and store it."""
+    """Append the user turn, generate the reply (streamed by default) and store it.
+
+    ``continue: true`` instead goes on with the last answer and extends it.
+    """
     turn = await _start(request, conversation_id, body)
     info = _info(turn)
     if body.stream:

@@ -15,12 +15,16 @@ from starlette.requests import HTTPConnection
 
 from starchart.api.auth import key_id
 from starchart.api.conversation_protocol import (
+    LIST_LIMIT_MAX,
     Conversation,
     ConversationCreate,
     ConversationDeleted,
     ConversationList,
+    ConversationSummary,
     ConversationUpdate,
     ExportFormat,
+    page_cursor,
+    parse_cursor,
 )
 from starchart.api.export import to_json, to_markdown
 from starchart.api.openapi import errors
@@ -49,15 +53,23 @@ async def create_conversation(request: Request,
 
 
 @router.get("/v1/conversations", response_model=ConversationList,
-            response_model_exclude_unset=True)
+            response_model_exclude_unset=True, responses=errors(400))
 async def list_conversations(
-        request: Request, limit: int = Query(100, ge=1, le=1000),
+        request: Request, limit: int = Query(LIST_LIMIT_MAX, ge=1, le=LIST_LIMIT_MAX),
+        after: str | None = Query(None, max_length=200, description=(
+            "A page's next_cursor: the page after it.")),
         search: str | None = Query(None, max_length=200, description=(
             "Only conversations whose title or any message contains this text"
             " (case-insensitive)."))) -> ConversationList:
+    """Summaries (no system prompt, no messages), most recently updated first, a page of
+    at most ``limit``; ``has_more`` and ``next_cursor`` lead to the next page."""
+    start = parse_cursor(after) if after else None
     convs = await asyncio.to_thread(_store(request).conversations.list, key_id(request),
-                                    limit=limit, search=search or None)
-    return ConversationList(data=[Conversation.of(c, with_messages=False) for c in convs])
+                                    limit=limit + 1, search=search or None, after=start)
+    page = convs[:limit]
+    more = len(convs) > limit
+    return ConversationList(data=[ConversationSummary.of(c) for c in page], has_more=more,
+                            next_cursor=page_cursor(page[-1]) if more else None)
 
 
 @router.get("/v1/conversations/{conversation_id}", response_model=Conversation,
@@ -92,7 +104,7 @@ async def delete_conversation(conversation_id: str, request: Request) -> Convers
                                           "content": {"application/json": {},
                                                       "text/markdown": {}}}})
 async def export_conversation(conversation_id: str, request: Request,
-                              format: ExportFormat = "json") -> Response:  # noqa: A002
+                              format: ExportFormat = "json") -> Response:
     conv = await asyncio.to_thread(_store(request).conversations.get, conversation_id,
                                    key_id(request))
     if format == "markdown":
