@@ -186,13 +186,14 @@ def test_a_model_too_big_for_the_budget_gets_503_with_the_figures(
 
 
 def test_keep_alive_unloads_an_idle_model(tmp_path: Path, api_of: Any) -> None:
-    with serve(two_models(tmp_path, keep_alive="1s")) as server:
+    with serve(two_models(tmp_path, keep_alive="1s")) as server:  # both load at start-up
         api = api_of(server)
         started = time.monotonic()
         assert api.post("/v1/completions", json={"model": "a", "prompt": "Hi",
                                                  "max_tokens": 2}).status_code == 200
         wait_for(api, {"a": "unloaded", "b": "unloaded"}, seconds=10)
         assert time.monotonic() - started >= 1
+        assert api.get("/ready").status_code == 200  # unloaded, but they load on demand
         # it comes back on its next request
         assert api.post("/v1/completions", json={"model": "a", "prompt": "Hi",
                                                  "max_tokens": 2}).status_code == 200

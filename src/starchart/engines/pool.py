@@ -57,7 +57,8 @@ def _over_budget(model: str, needed: int, budget: int, loaded: int,
 class PoolPolicy:
     """How the pool behaves (from ``settings``; the default: everything stays loaded)."""
 
-    on_demand: bool = False
+    on_demand: bool = False  # a request for an unloaded model loads it
+    preload: bool = True  # load every model at start-up
     keep_alive: float | None = None  # seconds idle before unloading
     budget: int | None = None  # bytes
     load_timeout: float = 300.0
@@ -69,6 +70,7 @@ class PoolPolicy:
         if budget is None and local_models > 1:
             budget = default_budget(settings)
         return cls(on_demand=settings.load_on_demand or settings.keep_alive is not None,
+                   preload=not settings.load_on_demand,
                    keep_alive=settings.keep_alive_seconds, budget=budget,
                    load_timeout=settings.load_timeout)
 
@@ -315,7 +317,7 @@ class ModelPool:
         """Start-up: load every model in order (under --load-on-demand only the remote
         ones, which take no memory here); a failure leaves the others loading."""
         for name, entry in self.models.items():
-            if self.policy.on_demand and entry.engine.info.engine != "remote":
+            if not self.policy.preload and entry.engine.info.engine != "remote":
                 continue
             with contextlib.suppress(StarchartError):
                 await self.load(name)
