@@ -156,3 +156,38 @@ def test_keep_alive_unloads_an_idle_model_and_the_next_request_loads_it_again() 
             closing(pool)
 
     asyncio.run(main())
+
+
+def test_a_request_waits_for_a_load_at_most_load_timeout_and_the_load_goes_on() -> None:
+    async def main() -> None:
+        pool = ModelPool(engines("a"), PoolPolicy(on_demand=True, load_timeout=0.001))
+        try:
+            with pytest.raises(Unavailable, match="still loading after"):
+                await pool.ready("a")
+            assert pool.model("a").state == "loading"
+            await pool.load("a")  # the same load, finished
+            assert pool.model("a").loads == 1 and (await pool.ready("a")).loaded
+        finally:
+            closing(pool)
+
+    asyncio.run(main())
+
+
+def test_a_request_during_an_unload_gets_the_model_loaded_again_never_the_closing_one() -> None:
+    async def main() -> None:
+        pool = ModelPool(engines("a"), PoolPolicy(on_demand=True))
+        try:
+            await pool.ready("a")
+            unloading = asyncio.create_task(pool.unload("a"))
+            await asyncio.sleep(0)  # the unload has begun: its close runs on a thread
+            assert pool.model("a").state == "unloaded"
+            with pytest.raises(Unavailable):
+                pool.hold("a").__enter__()
+            engine = await pool.ready("a")
+            await unloading
+            assert engine.loaded and pool.model("a").loads == 2
+            assert pool.model("a").state == "loaded"
+        finally:
+            closing(pool)
+
+    asyncio.run(main())

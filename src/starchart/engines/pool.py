@@ -184,7 +184,7 @@ class ModelPool:
             raise Unavailable(f"model {name!r} is still loading after"
                               f" {self.policy.load_timeout:g} s (--load-timeout); try again"
                               " shortly") from None
-        if not entry.engine.loaded:  # unloaded again before this waiter woke (rare)
+        if entry.state != "loaded" or not entry.engine.loaded:  # unloaded again meanwhile
             raise Unavailable(self._why_not_loaded(entry))
         entry.last_used = time.monotonic()
         return entry.engine
@@ -200,7 +200,7 @@ class ModelPool:
     def require(self, name: str) -> Engine:
         """The engine of ``name`` if it is loaded now, else 503 saying why."""
         entry = self.models[name]
-        if not entry.engine.loaded:
+        if entry.state != "loaded" or not entry.engine.loaded:
             raise Unavailable(self._why_not_loaded(entry))
         return entry.engine
 
@@ -309,9 +309,11 @@ class ModelPool:
     async def _unload(self, entry: PooledModel) -> None:
         if entry.engine.info.engine == "remote":
             return  # nothing in memory here
+        # First, before any await: from here no request takes it (ready() loads it
+        # again, after this unload, since both hold the budget lock).
+        entry.state = "unloaded"
         if entry.engine.loaded:
             await asyncio.to_thread(entry.engine.close)
-        entry.state = "unloaded"
 
     async def start(self) -> None:
         """Start-up: load every model in order (under --load-on-demand only the remote
