@@ -7,14 +7,17 @@ from __future__ import annotations
 import asyncio
 import gc
 import time
+from pathlib import Path
 
 import pytest
 
+from starchart.engines import create_engines, served_as
 from starchart.engines.base import SamplingParams
 from starchart.engines.llamacpp import LlamaCppEngine
 from starchart.engines.pool import ModelPool, PoolPolicy, memory_estimate
-from starchart.errors import Conflict, OverBudget, Unavailable
-from starchart.registry import embedded_gguf
+from starchart.errors import BadRequest, Conflict, OverBudget, Unavailable
+from starchart.registry import EMBEDDED_NAME, embedded_gguf
+from starchart.settings import Settings
 
 pytestmark = pytest.mark.slow
 
@@ -191,3 +194,18 @@ def test_a_request_during_an_unload_gets_the_model_loaded_again_never_the_closin
             closing(pool)
 
     asyncio.run(main())
+
+
+def test_model_entries_name_their_models_and_two_with_one_name_are_refused(
+        tmp_path: Path) -> None:
+    gguf = embedded_gguf()
+    named = create_engines(Settings(home=tmp_path, model=f"{EMBEDDED_NAME},second={gguf}"))
+    assert [e.info.id for e in named] == [EMBEDDED_NAME, "second"]
+    assert not any(e.loaded for e in named)
+    with pytest.raises(BadRequest, match="NAME=PATH") as twice:
+        create_engines(Settings(home=tmp_path, model=[str(gguf), str(gguf)]))
+    assert twice.value.param == "model"
+    odd = tmp_path / "a=b.gguf"  # an existing file whose name holds '=' is a path
+    odd.symlink_to(gguf)
+    assert served_as(str(odd)) == (None, str(odd))
+    assert served_as("x=/some/where.gguf") == ("x", "/some/where.gguf")
