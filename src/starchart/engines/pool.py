@@ -97,7 +97,7 @@ class PooledModel:
     last_used: float = field(default_factory=time.monotonic)
     loads: int = 0  # completed loads (tests count them)
     load_seconds: float | None = None
-    _loading: asyncio.Task[None] | None = None
+    _loading: asyncio.Task[list[str]] | None = None
 
     @property
     def name(self) -> str:
@@ -231,25 +231,22 @@ class ModelPool:
         if entry.state == "loaded" and entry.engine.loaded:
             entry.last_used = time.monotonic()
             return []
-        task = self._load_task(entry)
-        await asyncio.shield(task)
-        return getattr(task, "unloaded", [])
+        return await asyncio.shield(self._load_task(entry))
 
-    def _load_task(self, entry: PooledModel) -> asyncio.Task[None]:
+    def _load_task(self, entry: PooledModel) -> asyncio.Task[list[str]]:
         """The one load of ``entry`` every waiter shares."""
         if entry._loading is None or entry._loading.done():
             entry._loading = asyncio.create_task(self._load(entry), name=f"load-{entry.name}")
         return entry._loading
 
-    async def _load(self, entry: PooledModel) -> None:
-        task = asyncio.current_task()
+    async def _load(self, entry: PooledModel) -> list[str]:
+        """Load ``entry``; returns the models unloaded to make room for it."""
         async with self._room:
             if entry.engine.loaded:
                 entry.state = "loaded"
-                return
+                return []
             unloaded = await self._make_room(entry)
             entry.state, entry.error = "loading", None
-        setattr(task, "unloaded", unloaded)  # noqa: B010 (read by load())
         started = time.perf_counter()
         try:
             await asyncio.to_thread(entry.engine.load)
@@ -268,6 +265,7 @@ class ModelPool:
         log.info("model %s loaded in %.1f s (%s, n_ctx=%d, ~%s)", entry.name,
                  entry.load_seconds, entry.engine.info.engine, entry.engine.info.n_ctx,
                  gb(entry.memory_bytes))
+        return unloaded
 
     async def _make_room(self, entry: PooledModel) -> list[str]:
         """Unload least recently used idle models until ``entry`` fits the budget."""
