@@ -236,7 +236,10 @@ class ModelPool:
     def _load_task(self, entry: PooledModel) -> asyncio.Task[list[str]]:
         """The one load of ``entry`` every waiter shares."""
         if entry._loading is None or entry._loading.done():
-            entry._loading = asyncio.create_task(self._load(entry), name=f"load-{entry.name}")
+            task = asyncio.create_task(self._load(entry), name=f"load-{entry.name}")
+            # Its failure reaches every waiter; with none left (timed out) it is logged.
+            task.add_done_callback(lambda t: t.cancelled() or t.exception())
+            entry._loading = task
         return entry._loading
 
     async def _load(self, entry: PooledModel) -> list[str]:
@@ -250,10 +253,17 @@ class ModelPool:
         started = time.perf_counter()
         try:
             await asyncio.to_thread(entry.engine.load)
-        except StarchartError as exc:
-            entry.state, entry.error = "failed", exc.message
-            log.error("could not load %s: %s", entry.name, exc.message)
-            raise Unavailable(f"model {entry.name!r} could not be loaded: {exc.message}",
+        except Exception as exc:
+            if isinstance(exc, StarchartError):
+                entry.error = exc.message
+                log.error("could not load %s: %s", entry.name, exc.message)
+            else:  # an engine should have said it in its own words: logged as a bug
+                entry.error = f"{type(exc).__name__}: {exc}"
+                log.exception("could not load %s", entry.name)
+            entry.state = "failed"
+            if entry.engine.loaded:
+                entry.engine.close()
+            raise Unavailable(f"model {entry.name!r} could not be loaded: {entry.error}",
                               param="model") from None
         except BaseException:
             entry.state = "loaded" if entry.engine.loaded else "unloaded"
