@@ -200,22 +200,30 @@ def test_keep_alive_unloads_an_idle_model(tmp_path: Path, api_of: Any) -> None:
         assert server.app.state.service.pool.model("a").loads == 2
 
 
-def test_a_corrupt_model_file_leaves_the_others_serving(tmp_path: Path, api_of: Any) -> None:
+@pytest.mark.parametrize("on_demand", [False, True], ids=["at-start-up", "on-demand"])
+def test_a_corrupt_model_file_leaves_the_others_serving(tmp_path: Path, api_of: Any,
+                                                        on_demand: bool) -> None:
     corrupt = tmp_path / "broken.gguf"
     corrupt.write_bytes(embedded_gguf().read_bytes()[:200_000])  # truncated
     settings = Settings(home=tmp_path / "home", n_ctx=512, parallel=2,
+                        load_on_demand=on_demand,
                         model=[f"good={embedded_gguf()}", f"bad={corrupt}"])
     with serve(settings, wait_ready=False) as server:
         api = api_of(server)
-        wait_for(api, {"good": "loaded", "bad": "failed"})
-        cards = {m["id"]: m for m in api.get("/v1/models").json()["data"]}
-        assert str(corrupt) in cards["bad"]["load_error"]
+        if not on_demand:
+            wait_for(api, {"good": "loaded", "bad": "failed"})
         assert api.post("/v1/completions", json={"model": "good", "prompt": "Hi",
                                                  "max_tokens": 2}).status_code == 200
         refused = api.post("/v1/completions", json={"model": "bad", "prompt": "Hi"})
         assert refused.status_code == 503
         assert "could not be loaded" in refused.json()["error"]["message"]
         assert str(corrupt) in refused.json()["error"]["message"]
+        assert states(api) == {"good": "loaded", "bad": "failed"}
+        cards = {m["id"]: m for m in api.get("/v1/models").json()["data"]}
+        assert str(corrupt) in cards["bad"]["load_error"]
+        assert api.post("/v1/completions", json={"model": "good", "prompt": "Hi",
+                                                 "max_tokens": 2}).status_code == 200
         ready = api.get("/ready")
         assert ready.status_code == 503 and ready.json()["status"] == "error"
         assert ready.json()["models"] == {"good": True, "bad": False}
+        assert "bad: " in ready.json()["error"]
