@@ -14,6 +14,7 @@ the CLI prints its message.
      ├── Conflict              409 conflict (e.g. unloading a model that is generating)
      ├── PayloadTooLarge       413 request_too_large
      ├── QueueFull             429 rate_limit_exceeded (+ Retry-After)
+     ├── RateLimited           429 rate_limit_exceeded (+ Retry-After; per-key limits)
      ├── ClientLeft            499 client_closed_request (nobody reads it: the client left)
      ├── Unavailable           503 model_not_ready (still loading, or its load failed)
      │    ├── OverBudget       503 memory_budget_exceeded (+ the figures)
@@ -92,6 +93,18 @@ class QueueFull(StarchartError):
 
     def __init__(self, message: str, *, retry_after: int):
         super().__init__(message)
+        self.retry_after = retry_after
+
+
+class RateLimited(StarchartError):
+    """An API key used its requests or tokens per minute (``--rate-limit-*``)."""
+
+    status = 429
+    type = "rate_limit_error"
+    code = "rate_limit_exceeded"
+
+    def __init__(self, message: str, *, retry_after: int, param: str | None = None):
+        super().__init__(message, param=param)
         self.retry_after = retry_after
 
 
