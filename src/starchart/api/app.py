@@ -26,6 +26,7 @@ from starchart.api.routes import (
     conversations,
     doctor,
     metrics,
+    model_loading,
     models,
 )
 from starchart.api.routes import clip as clip_routes
@@ -124,7 +125,7 @@ def create_app(settings: Settings, engines: list[Engine] | None = None) -> FastA
     app.add_middleware(DrainMiddleware, drain=drain)
     # Outermost: every answer is counted, refusals (401, 400 bad Host) included.
     app.add_middleware(MetricsMiddleware, metrics=server_metrics)
-    for module in (chat, completions, models, doctor, clip_routes, conversations,
+    for module in (chat, completions, models, model_loading, doctor, clip_routes, conversations,
                    conversation_messages, metrics):
         app.include_router(module.router)
     describe(app, chunks=(ChatCompletionChunk, CompletionChunk, ConversationChunk))
