@@ -17,11 +17,11 @@ from tests.e2e.chat_page import (
     current_id,
     last_answer,
     open_chat,
+    same_port_again,
     set_param,
     stored,
     wait_answered,
 )
-from tests.e2e.test_no_lost_words import same_port_again, stop_server
 
 WEATHER = {"type": "function", "function": {
     "name": "get_weather", "description": "The current weather in a city",
@@ -156,7 +156,7 @@ def test_a_continuation_cut_by_the_server_going_away(page: Page, live_server, se
     set_param(page, "max_tokens", 400)
     answer.get_by_test_id("continue").click()
     expect(page.get_by_test_id("live-stats")).to_contain_text("tokens so far")
-    stop_server(live_server)
+    live_server.stop()
     expect(answer.get_by_test_id("error")).to_contain_text("Cannot reach")
     # The old figures ("hit the token limit") no longer describe it, and the
     # answer is not offered a "Retry" that would replace it.

@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from starchart.api.protocol import ErrorResponse
 from starchart.api.streaming import cancel_on_disconnect
@@ -148,7 +148,8 @@ class _RelayedStream(StreamingResponse):
             await self._stream.aclose()
 
 
-async def relay(request: Request, engine: RemoteEngine, path: str, service: ChatService) -> Any:
+async def relay(request: Request, engine: RemoteEngine, path: str,
+                service: ChatService) -> Response:
     """The whole answer (JSON) or the relayed stream, for a remote model."""
     body: dict[str, Any] = await request.json()  # already validated by the route's model
     meter = _Meter(service, engine.info.id)

@@ -425,7 +425,7 @@ class BatchScheduler:
 def _put(batch: llama_cpp.llama_batch, i: int, token: int, pos: int, seq_id: int,
          logits: bool) -> None:
     batch.token[i] = token
-    batch.pos[i] = pos
+    batch.pos[i] = pos  # type: ignore[call-overload]  # llama_cpp's stubs: an array of arrays
     batch.n_seq_id[i] = 1
     batch.seq_id[i][0] = seq_id
     batch.logits[i] = logits
