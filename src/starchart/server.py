@@ -10,6 +10,7 @@ from types import FrameType
 
 import uvicorn
 
+from starchart import log_redaction
 from starchart.api.app import create_app
 from starchart.api.shutdown import Drain
 from starchart.settings import Settings
@@ -89,6 +90,7 @@ def serve(settings: Settings) -> int:
                             log_level=settings.log_level, ws_max_size=settings.max_body_bytes,
                             # What the drain left (it cut every request already).
                             timeout_graceful_shutdown=2)
+    log_redaction.install()  # uvicorn.Config configured the handlers just now
     server = DrainingServer(config, app.state.drain)
     server.run()
     return 128 + signal.SIGTERM if server.signals > 1 else 0

@@ -216,6 +216,10 @@ class Settings(BaseSettings):
         0, ge=0, description="Tokens (prompt + completion) per minute one API key may use;"
         " once used up, 429 until the minute rolls on. 0 = off.",
     )
+    send_timeout: float = Field(
+        30.0, gt=0, description="Seconds a client may leave an answer unread (the send"
+        " buffer full) before its connection is dropped and its generation stopped.",
+    )
     shutdown_timeout: float = Field(
         20.0, gt=0,
         description="Seconds a SIGTERM leaves requests in flight to finish: new requests get"

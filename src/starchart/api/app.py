@@ -31,6 +31,7 @@ from starchart.api.routes import (
 )
 from starchart.api.routes import clip as clip_routes
 from starchart.api.shutdown import Drain, DrainMiddleware
+from starchart.api.slow_clients import SendTimeout
 from starchart.api.web import mount_web
 from starchart.engines import create_engines
 from starchart.engines.base import Engine
@@ -123,6 +124,8 @@ def create_app(settings: Settings, engines: list[Engine] | None = None) -> FastA
                            allow_methods=["*"], allow_headers=["*"])
     # Outside the guard (a request refused while draining needs no key), inside the counting.
     app.add_middleware(DrainMiddleware, drain=drain)
+    # Outside the drain: it sees uvicorn's own receive, and so the connection.
+    app.add_middleware(SendTimeout, timeout=settings.send_timeout)
     # Outermost: every answer is counted, refusals (401, 400 bad Host) included.
     app.add_middleware(MetricsMiddleware, metrics=server_metrics)
     for module in (chat, completions, models, model_loading, doctor, clip_routes, conversations,
