@@ -33,6 +33,7 @@ run: $(VENV)/.installed
 
 test: $(VENV)/.installed-test browser node postgres
 	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/mypy
 	$(BIN)/python -m pytest
 
 # The long versions of the reliability suite (tests/reliability, marked `soak`), figures printed.
@@ -110,6 +111,7 @@ web:
 
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/mypy
 
 bench: $(VENV)/.installed-test
 	$(BIN)/python benchmarks/bench_llamacpp_server.py

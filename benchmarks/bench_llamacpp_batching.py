@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -153,16 +154,22 @@ def batching_table(args: argparse.Namespace, threads: int) -> list[str]:
 
 
 def single_stream(args: argparse.Namespace, threads: int) -> list[str]:
-    """Non-streamed chat, one at a time: llama-cpp-python direct vs our server, interleaved."""
+    """Non-streamed chat, one at a time, interleaved: llama-cpp-python called directly (in
+    this process), our server and llama-cpp-python's own server (each its own process).
+
+    Its own server is the control: on a shared machine a server process can lose to an
+    in-process call for reasons that are not its per-token code (the report says which).
+    """
     import llama_cpp
 
     messages = [{"role": "system", "content": ""},
                 {"role": "user", "content": "Write a story about a lighthouse."}]
+    n = args.max_tokens * 2
     llama = llama_cpp.Llama(model_path=str(embedded_gguf()), n_ctx=args.n_ctx,
                             n_threads=threads, n_threads_batch=threads, verbose=False)
     vocab = llama._model.vocab
-    eog = np.array([t for t in range(llama.n_vocab()) if llama_cpp.llama_vocab_is_eog(vocab, t)],
-                   dtype=np.intc)
+    eog_list = [t for t in range(llama.n_vocab()) if llama_cpp.llama_vocab_is_eog(vocab, t)]
+    eog = np.array(eog_list, dtype=np.intc)
 
     def mask(_ids, scores):
         scores[eog] = -np.inf
@@ -170,32 +177,40 @@ def single_stream(args: argparse.Namespace, threads: int) -> list[str]:
 
     def direct() -> float:
         start = time.perf_counter()
-        out = llama.create_chat_completion(messages, max_tokens=args.max_tokens * 2,
-                                           temperature=0, repeat_penalty=1.0,
-                                           logits_processor=[mask])
+        out = llama.create_chat_completion(messages, max_tokens=n, temperature=0,
+                                           repeat_penalty=1.0, logits_processor=[mask])
         return out["usage"]["completion_tokens"] / (time.perf_counter() - start)
 
-    def server(url: str) -> float:
+    def post(url: str, body: dict) -> float:
         start = time.perf_counter()
-        out = httpx.post(url + "/v1/chat/completions", timeout=600, json={
-            "messages": messages, "max_tokens": args.max_tokens * 2, "temperature": 0,
-            "repetition_penalty": 1.0, "ignore_eos": True}).json()
+        out = httpx.post(url + "/v1/chat/completions", timeout=600,
+                         json={"messages": messages, "max_tokens": n, "temperature": 0,
+                               **body}).json()
         return out["usage"]["completion_tokens"] / (time.perf_counter() - start)
 
-    ours, theirs = [], []
+    ours_body = {"repetition_penalty": 1.0, "ignore_eos": True}
+    theirs_body = {"repeat_penalty": 1.0, "logit_bias": {str(t): -100 for t in eog_list}}
+    runs: list[tuple[float, float, float, float]] = []
     with starchart_server("--n-ctx", str(args.n_ctx), "--threads", str(threads),
-                          "--parallel", str(args.parallel)) as url:
+                          "--parallel", str(args.parallel)) as ours_url, \
+            llama_cpp_server(threads, args.n_ctx) as theirs_url:
         direct()
-        server(url)
+        post(ours_url, ours_body)
+        post(theirs_url, theirs_body)
         for _ in range(max(3, args.rounds)):
-            theirs.append(direct())
-            ours.append(server(url))
+            load = os.getloadavg()[0]
+            runs.append((direct(), post(ours_url, ours_body), post(theirs_url, theirs_body),
+                         load))
+            print("single stream (direct, starchart, llama_cpp.server, load):",
+                  [round(x, 1) for x in runs[-1]], file=sys.stderr)
     llama.close()
-    a, b = statistics.median(ours), statistics.median(theirs)
-    return [f"single stream, non-streamed chat, {args.max_tokens * 2} tokens:"
-            f" starchart {a:.1f} tokens/s, llama-cpp-python direct {b:.1f} tokens/s:"
-            f" {a / b:.3f} (target >= 0.97; runs {[round(x, 1) for x in ours]} vs"
-            f" {[round(x, 1) for x in theirs]})"]
+    d, ours, theirs = (statistics.median(r[i] for r in runs) for i in range(3))
+    loads = [r[3] for r in runs]
+    return [f"single stream, non-streamed chat, {n} tokens, medians of {len(runs)} interleaved"
+            f" rounds (load average {min(loads):.1f}-{max(loads):.1f} on {os.cpu_count()} CPUs):"
+            f" llama-cpp-python direct {d:.1f} tokens/s; starchart {ours:.1f} ({ours / d:.3f}"
+            f" of direct, target >= 0.97); llama_cpp.server {theirs:.1f} ({theirs / d:.3f});"
+            f" starchart / llama_cpp.server {ours / theirs:.3f}"]
 
 
 def prefix_reuse(args: argparse.Namespace, threads: int) -> list[str]:

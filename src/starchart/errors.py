@@ -13,6 +13,7 @@ the CLI prints its message.
      ├── NotFound              404 not_found / model_not_found
      ├── PayloadTooLarge       413 request_too_large
      ├── QueueFull             429 rate_limit_exceeded (+ Retry-After)
+     ├── RateLimited           429 rate_limit_exceeded (+ Retry-After; per-key limits)
      ├── ClientLeft            499 client_closed_request (nobody reads it: the client left)
      ├── Unavailable           503 model_not_ready (still loading, or its load failed)
      │    └── ShuttingDown     503 shutting_down (+ Retry-After; SIGTERM received)
@@ -84,6 +85,18 @@ class QueueFull(StarchartError):
 
     def __init__(self, message: str, *, retry_after: int):
         super().__init__(message)
+        self.retry_after = retry_after
+
+
+class RateLimited(StarchartError):
+    """An API key used its requests or tokens per minute (``--rate-limit-*``)."""
+
+    status = 429
+    type = "rate_limit_error"
+    code = "rate_limit_exceeded"
+
+    def __init__(self, message: str, *, retry_after: int, param: str | None = None):
+        super().__init__(message, param=param)
         self.retry_after = retry_after
 
 

@@ -153,6 +153,14 @@ class Settings(BaseSettings):
         description="Serve on a non-loopback address without API keys (anyone who can reach"
         " the port can use it).",
     )
+    rate_limit_requests: int = Field(
+        0, ge=0, description="Requests per minute one API key may make (POSTs under /v1/,"
+        " the ones that do work; without keys: per client address); past it 429. 0 = off.",
+    )
+    rate_limit_tokens: int = Field(
+        0, ge=0, description="Tokens (prompt + completion) per minute one API key may use;"
+        " once used up, 429 until the minute rolls on. 0 = off.",
+    )
     shutdown_timeout: float = Field(
         20.0, gt=0,
         description="Seconds a SIGTERM leaves requests in flight to finish: new requests get"

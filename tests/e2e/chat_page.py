@@ -9,6 +9,12 @@ from typing import Any
 import httpx
 from playwright.sync_api import Locator, Page, expect
 
+from starchart.api.app import create_app
+from starchart.engines.base import Engine
+from starchart.settings import Settings
+
+from tests.conftest import LiveServer
+
 ANSWER = "[data-role=assistant]"
 # The request that generates an answer: the server stores every conversation.
 GENERATE = re.compile(r"/v1/conversations/[^/]+/messages$")
@@ -59,6 +65,11 @@ def ask(page: Page, text: str) -> None:
 
 def last_answer(page: Page) -> Locator:
     return page.locator(ANSWER).last
+
+
+def same_port_again(server: LiveServer, settings: Settings, engine: Engine) -> LiveServer:
+    """A new server on a stopped one's port and data directory: the page's URL works again."""
+    return LiveServer(create_app(settings, engines=[engine]), server.port)
 
 
 def wait_answered(page: Page, timeout: float = 60_000) -> Locator:

@@ -17,11 +17,11 @@ from tests.e2e.chat_page import (
     current_id,
     last_answer,
     open_chat,
+    same_port_again,
     set_param,
     stored,
     wait_answered,
 )
-from tests.e2e.test_no_lost_words import same_port_again
 
 WEATHER = {"type": "function", "function": {
     "name": "get_weather", "description": "The current weather in a city",

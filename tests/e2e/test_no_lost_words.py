@@ -10,24 +10,17 @@ from __future__ import annotations
 import httpx
 from playwright.sync_api import Page, expect
 
-from starchart.api.app import create_app
-
-from tests.conftest import LiveServer
 from tests.e2e.chat_page import (
     ask,
     current_id,
     open_chat,
     open_conversation,
+    same_port_again,
     set_param,
     stored,
     user_messages,
     wait_answered,
 )
-
-
-def same_port_again(server: LiveServer, settings, engine) -> LiveServer:
-    """A new server on the stopped one's port and data directory: the page's URL works again."""
-    return LiveServer(create_app(settings, engines=[engine]), server.port)
 
 
 def test_retry_sends_the_failed_message_itself(page: Page, live_server, settings,

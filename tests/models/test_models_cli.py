@@ -197,3 +197,17 @@ def test_broken_weights_are_named(dirs, tmp_path, tiny_checkpoint):
     # Served by path, the engine names the file instead of handing it to llama.cpp.
     with pytest.raises(Unavailable, match=r"cut\.gguf is truncated"):
         LlamaCppEngine("cut", cut, n_ctx=128, parallel=1).load()
+
+
+def test_list_with_url_says_what_a_running_server_has_loaded(dirs, live_server, gemma_gguf):
+    starchart("models", "add", "gemma", str(gemma_gguf), **dirs)
+    rows = listing(dirs)  # without --url: no server column
+    assert rows[EMBEDDED_NAME]["loaded"] is None
+    done = starchart("models", "list", "--json", "--url", live_server.url, **dirs)
+    assert done.returncode == 0, done.stderr
+    served = {row["name"]: row["loaded"] for row in json.loads(done.stdout)}
+    assert served == {EMBEDDED_NAME: "loaded", "gemma": "not served"}
+    table = starchart("models", "list", "--url", live_server.url, **dirs).stdout
+    assert table.splitlines()[0].split()[-1] == "SERVER"
+    down = starchart("models", "list", "--url", "http://127.0.0.1:9", **dirs)
+    assert down.returncode == 1 and "cannot list the models of the server" in down.stderr

@@ -19,6 +19,7 @@ from starchart.api.conversation_protocol import ConversationChunk
 from starchart.api.errors import BodySizeLimit, install_error_handlers
 from starchart.api.openapi import describe
 from starchart.api.protocol import ChatCompletionChunk, CompletionChunk
+from starchart.api.ratelimit import RateLimiter
 from starchart.api.routes import (
     chat,
     completions,
@@ -123,6 +124,9 @@ def create_app(settings: Settings, engines: list[Engine] | None = None) -> FastA
     install_error_handlers(app)
     app.add_middleware(JsonBodies)
     app.add_middleware(BodySizeLimit, limit=settings.max_body_bytes)
+    if settings.rate_limit_requests or settings.rate_limit_tokens:  # inside: knows the key
+        app.add_middleware(RateLimiter, requests=settings.rate_limit_requests,
+                           tokens=settings.rate_limit_tokens)
     # Added after (so outside) the body limit: no key, no body read.
     app.add_middleware(AccessGuard, settings=settings, keys=store.keys)
     if settings.cors_origins:  # outermost, so preflights and 401s carry CORS headers

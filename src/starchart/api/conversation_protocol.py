@@ -183,7 +183,7 @@ class Conversation(ConversationSummary):
     messages: list[ConversationMessage]
 
     @classmethod
-    def of(cls, conv: StoredConversation) -> Conversation:  # type: ignore[override]
+    def of(cls, conv: StoredConversation) -> Conversation:
         return cls(**ConversationSummary.of(conv).model_dump(),
                    system_prompt=conv.system_prompt,
                    messages=[ConversationMessage.of(m) for m in conv.messages])

@@ -60,7 +60,8 @@ def _most_telling(errors: Sequence[Any]) -> Any:
 
 def validation_error(exc: RequestValidationError) -> StarchartError:
     errors = exc.errors()
-    first = _most_telling(errors) if errors else {"loc": (), "msg": "invalid request"}
+    first: dict[str, Any] = (_most_telling(errors) if errors
+                             else {"loc": (), "msg": "invalid request"})
     if first.get("type") == "json_invalid":
         return BadRequest("the request body is not valid JSON: "
                           f"{first.get('ctx', {}).get('error', 'parse error')}",
@@ -72,7 +73,7 @@ def validation_error(exc: RequestValidationError) -> StarchartError:
                               code="missing_required_parameter")
         return BadRequest(f"missing required parameter: {param!r}", param=param,
                           code="missing_required_parameter")
-    message = f"invalid value for {param!r}: {first.get('msg')}" if param else first.get("msg")
+    message = f"invalid value for {param!r}: {first.get('msg')}" if param else str(first.get("msg"))
     more = len(errors) - 1
     if more:
         message += f" (and {more} more error{'s' if more > 1 else ''})"

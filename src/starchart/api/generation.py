@@ -170,7 +170,8 @@ async def _chunks(events: AsyncIterator[TurnEvent], chunks: Chunks[C]) -> AsyncI
 
 
 def stream(events: AsyncIterator[TurnEvent], chunks: Chunks[C]) -> StreamingResponse:
-    return sse_response(_chunks(events, chunks))
+    typed: AsyncIterator[C] = _chunks(events, chunks)
+    return sse_response(typed)
 
 
 async def _collect_calls(events: AsyncIterator[ReplyEvent]

@@ -78,7 +78,8 @@ def describe(app: FastAPI, chunks: tuple[type[BaseModel], ...]) -> None:
         components = schema.setdefault("components", {}).setdefault("schemas", {})
         for unused in ("HTTPValidationError", "ValidationError"):
             components.pop(unused, None)
-        for model in (ErrorResponse, *chunks):
+        models: tuple[type[BaseModel], ...] = (ErrorResponse, *chunks)
+        for model in models:
             _add(components, model)
         app.openapi_schema = schema
         return schema

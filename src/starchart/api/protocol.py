@@ -30,7 +30,7 @@ from pydantic import (
 from starchart.engines.base import SamplingParams
 from starchart.engines.base import TokenLogprob as EngineLogprob
 from starchart.engines.base import Usage as EngineUsage
-from starchart.errors import StarchartError
+from starchart.errors import BadRequest, StarchartError
 
 Role = Literal["system", "developer", "user", "assistant", "tool"]
 
@@ -180,17 +180,15 @@ class StreamOptions(BaseModel):
     include_usage: StrictBool = False
 
 
-def _unsupported(value: Any) -> Any:
-    if value is not None and value != {} and value != []:
-        raise ValueError("not supported by this server (refused rather than ignored)")
-    return value
-
-
-# An OpenAI field that would change the answer and that starchart does not implement:
-# a value (other than null or an empty {} / []) is a 400 naming it, not silently ignored.
-Unsupported = Annotated[Any, AfterValidator(_unsupported),
-                        Field(description="Not supported: a value other than null (or an"
-                                          " empty object or list) is a 400.")]
+# An OpenAI field that would change the answer and that starchart's own engines do not
+# implement: a value (other than null or an empty {} / []) is a 400 naming it
+# (``check_supported``), not silently ignored. A model relayed to an upstream server
+# gets the request as sent, these fields included: the upstream may implement them.
+Unsupported = Annotated[JsonValue, Field(description="Not supported by starchart's own"
+                                                     " engines: a value other than null (or"
+                                                     " an empty object or list) is a 400.")]
+UNSUPPORTED = ("logit_bias", "functions", "function_call", "audio", "prediction",
+               "web_search_options")
 StopString = Annotated[Text, Field(max_length=MAX_STOP_CHARS)]
 
 
@@ -246,6 +244,13 @@ class SamplingFields(BaseModel):
         stop = (self.stop,) if isinstance(self.stop, str) else tuple(self.stop or ())
         return defaults.replace(**given, stop=stop, ignore_eos=self.ignore_eos,
                                 logprobs=self.wanted_logprobs)
+
+    def check_supported(self) -> None:
+        """Refuse what only an upstream server could do (called for starchart's own engines)."""
+        for name in UNSUPPORTED:
+            if getattr(self, name) not in (None, {}, []):
+                raise BadRequest(f"invalid value for {name!r}: not supported by this server"
+                                 " (refused rather than ignored)", param=name)
 
     @property
     def wanted_logprobs(self) -> int | None:

@@ -18,13 +18,14 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from starchart.api.protocol import ErrorResponse
 from starchart.api.streaming import cancel_on_disconnect
 from starchart.engines.remote import RemoteEngine, UpstreamStream
 from starchart.errors import StarchartError
 from starchart.services.chat import ChatService
+from starchart.services.usage import charge
 
 log = logging.getLogger("starchart.api")
 
@@ -92,6 +93,7 @@ class _Meter:
             return
         completion = int(self.usage.get("completion_tokens") or self.pieces)
         self.stats.completion_tokens += completion
+        charge(int(self.usage.get("prompt_tokens") or 0) + completion)  # per-key rate limit
         if self.first is not None and completion > 1:
             elapsed = time.perf_counter() - self.first
             if elapsed > 0:
@@ -146,7 +148,8 @@ class _RelayedStream(StreamingResponse):
             await self._stream.aclose()
 
 
-async def relay(request: Request, engine: RemoteEngine, path: str, service: ChatService) -> Any:
+async def relay(request: Request, engine: RemoteEngine, path: str,
+                service: ChatService) -> Response:
     """The whole answer (JSON) or the relayed stream, for a remote model."""
     body: dict[str, Any] = await request.json()  # already validated by the route's model
     meter = _Meter(service, engine.info.id)

@@ -13,7 +13,8 @@ from typing import Any
 
 def schema() -> dict[str, Any]:
     text = resources.files("starchart.bench").joinpath("report.schema.json").read_text("utf-8")
-    return json.loads(text)
+    doc: dict[str, Any] = json.loads(text)
+    return doc
 
 
 def _num(value: float | None, digits: int = 1) -> str:

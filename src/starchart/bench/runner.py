@@ -78,7 +78,7 @@ async def discover_model(config: BenchConfig) -> str | None:
         return None
 
 
-def _ticker(bar: tqdm) -> Callable[[Sample], None]:
+def _ticker(bar: tqdm[Any]) -> Callable[[Sample], None]:
     errors = 0
 
     def tick(sample: Sample) -> None:

@@ -33,7 +33,7 @@ def _rounded(value: float | None, digits: int = 2) -> float | None:
 
 
 def token_source(samples: Sequence[Sample]) -> str:
-    sources = {s.token_source for s in samples if s.ok}
+    sources: set[str] = {s.token_source for s in samples if s.ok and s.token_source}
     if not sources:
         return "none"
     return sources.pop() if len(sources) == 1 else "mixed"

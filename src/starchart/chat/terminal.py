@@ -6,15 +6,18 @@ import asyncio
 import json
 import sys
 from collections.abc import AsyncIterator
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from starchart.api.bodies import parse
 from starchart.api.protocol import SamplingFields
 from starchart.engines import create_engine
-from starchart.engines.base import Finish, SamplingParams, StreamEvent, TextDelta
+from starchart.engines.base import Finish, SamplingParams, TextDelta
 from starchart.errors import StarchartError
 from starchart.services.chat import ChatService
 from starchart.settings import Settings
+
+if TYPE_CHECKING:  # imported lazily: the store comes in only for stored chats
+    from starchart.services.conversations import TurnEvent
 
 HELP = """commands:
   /reset            forget the conversation (keeps the system prompt)
@@ -71,7 +74,7 @@ class TerminalChat:
         self.history.append({"role": "user", "content": question})
         return await self.show(self.service.stream_chat(None, self.messages(), self.params))
 
-    async def show(self, events: AsyncIterator[StreamEvent]) -> str:
+    async def show(self, events: AsyncIterator[TurnEvent]) -> str:
         """Print an answer as it streams and add it to the history, even if cut short."""
         parts: list[str] = []
         try:
@@ -146,9 +149,10 @@ def _chat(service: ChatService, settings: Settings, prompt: str | None,
         from starchart.chat.stored import StoredTerminalChat
         from starchart.store import Store
 
-        chat: TerminalChat = StoredTerminalChat(service, Store.open(settings), conversation)
+        stored = StoredTerminalChat(service, Store.open(settings), conversation)
         if prompt is None:
-            chat.replay()
+            stored.replay()
+        chat: TerminalChat = stored
     else:
         chat = TerminalChat(service)
     with asyncio.Runner() as runner:

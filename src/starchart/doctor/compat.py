@@ -238,7 +238,8 @@ def cuda_build_runs(build: str, driver_cuda: str, driver: str | None = None) -> 
 
 
 def python_has_wheels(row: TorchRow, python: str) -> bool:
-    key = version(python)[:2] if version(python) else None
+    parsed = version(python)
+    key = parsed[:2] if parsed else None
     low, high = (version(v) for v in row.python)
     return key is not None and low is not None and high is not None and low <= key <= high
 

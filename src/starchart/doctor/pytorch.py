@@ -176,7 +176,7 @@ def section(found: TorchFacts, gpus: GpuProbe,
                       f" cuDNN {found.cudnn or 'not found'}")
             runs = (compat.cuda_build_runs(found.cuda, gpus.cuda_version, gpus.driver_version)
                     if found.cuda and gpus.cuda_version else None)
-            if runs is not None and runs.verdict == "warn":
+            if runs is not None and found.cuda and runs.verdict == "warn":
                 need = compat.min_driver_for_cuda(found.cuda) or "a newer driver"
                 out.checks.append(warn("torch.cuda", "PyTorch CUDA", f"{detail}; {runs.reason}",
                                        f"upgrade the driver to ≥ {compat.driver_branch(need)}"

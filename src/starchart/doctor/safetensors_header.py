@@ -13,6 +13,7 @@ import math
 import struct
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from starchart.errors import BadRequest
 
@@ -37,7 +38,7 @@ class TensorHeader:
         return self.elements * DTYPE_BYTES.get(self.dtype, 2)
 
 
-def _raw_header(path: Path) -> tuple[int, dict]:
+def _raw_header(path: Path) -> tuple[int, dict[str, Any]]:
     """(header length, the header's JSON)."""
     try:
         with path.open("rb") as handle:

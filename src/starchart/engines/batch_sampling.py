@@ -27,7 +27,7 @@ relies on) and keep what they need on the Python side until ``__call__``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 from transformers.generation.continuous_batching.cb_logits_processors import (
@@ -49,7 +49,8 @@ class _PenaltyRow:
 
 
 class Penalties(ContinuousBatchingLogitsProcessor):
-    supported_kwargs: ClassVar[dict[str, type]] = {
+    # Not a ClassVar (RUF012): the base class declares it per instance.
+    supported_kwargs: dict[str, type] = {  # noqa: RUF012
         "repetition_penalty": float, "presence_penalty": float, "frequency_penalty": float}
     ignored_kwargs: tuple[str, ...] = ()
 
@@ -101,7 +102,8 @@ class _PickRow:
 
 
 class Pick(ContinuousBatchingLogitsProcessor):
-    supported_kwargs: ClassVar[dict[str, type]] = {"greedy": bool, "min_p": float, "seed": int}
+    # Not a ClassVar (RUF012): the base class declares it per instance.
+    supported_kwargs: dict[str, type] = {"greedy": bool, "min_p": float, "seed": int}  # noqa: RUF012
     ignored_kwargs: tuple[str, ...] = ()
 
     def __init__(self) -> None:
@@ -126,12 +128,12 @@ class Pick(ContinuousBatchingLogitsProcessor):
         self._rows = rows
         return torch.zeros(len(rows), dtype=torch.int32)
 
-    def _generator(self, row: _PickRow, device: torch.device) -> torch.Generator:
-        generator = self._generators.get(row.request_id)
+    def _generator(self, request_id: str, seed: int, device: torch.device) -> torch.Generator:
+        generator = self._generators.get(request_id)
         if generator is None:
             generator = torch.Generator(device=device)
-            generator.manual_seed(row.seed)
-            self._generators[row.request_id] = generator
+            generator.manual_seed(seed)
+            self._generators[request_id] = generator
         return generator
 
     def __call__(self, scores: torch.Tensor, tensor_arg: torch.Tensor) -> torch.Tensor:
@@ -149,7 +151,7 @@ class Pick(ContinuousBatchingLogitsProcessor):
                     logits.masked_fill_(probs == 0, NEG_INF)
                     continue
                 chosen = int(torch.multinomial(probs, 1, generator=self._generator(
-                    row, scores.device)))
+                    row.request_id, row.seed, scores.device)))
             picked = logits[chosen].clone()
             logits.fill_(NEG_INF)
             logits[chosen] = picked
@@ -170,7 +172,7 @@ class _Tracked:
 
 
 class Constrain(ContinuousBatchingLogitsProcessor):
-    supported_kwargs: ClassVar[dict[str, type]] = {}
+    supported_kwargs: dict[str, type] = {}  # noqa: RUF012 - the base declares it per instance
     ignored_kwargs: tuple[str, ...] = ()
 
     def __init__(self) -> None:

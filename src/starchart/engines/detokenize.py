@@ -23,8 +23,9 @@ class IncrementalDecoder:
         self._read = 0  # tokens before this one are already released
 
     def _decode(self, ids: list[int]) -> str:
-        return self._tokenizer.decode(ids, skip_special_tokens=True,
-                                      clean_up_tokenization_spaces=False)
+        text: str = self._tokenizer.decode(ids, skip_special_tokens=True,
+                                           clean_up_tokenization_spaces=False)
+        return text
 
     def add(self, token: int) -> str:
         """The text that ``token`` completes (maybe empty while a character is incomplete)."""

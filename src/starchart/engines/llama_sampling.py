@@ -131,7 +131,8 @@ class ChainSampler:
         if banned:
             bias = (llama_cpp.llama_logit_bias * len(banned))()
             for i, token in enumerate(banned):
-                bias[i].token = token
+                # llama_cpp's stubs type the field as c_int32; ctypes takes an int.
+                bias[i].token = token  # type: ignore[assignment]
                 bias[i].bias = float("-inf")
             add(chain, llama_cpp.llama_sampler_init_logit_bias(n_vocab, len(banned), bias))
         if (params.repetition_penalty != 1.0 or params.presence_penalty
@@ -151,7 +152,8 @@ class ChainSampler:
 
     def sample(self, ctx: ctypes.c_void_p, index: int) -> int:
         """Draw (and accept) a token from output ``index`` of the last decode."""
-        return llama_cpp.llama_sampler_sample(self._chain, ctx, index)
+        token: int = llama_cpp.llama_sampler_sample(self._chain, ctx, index)
+        return token
 
     def close(self) -> None:
         if self._chain is not None:

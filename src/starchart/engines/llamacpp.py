@@ -61,7 +61,8 @@ class LlamaCppEngine(Engine):
                  prefill_chunk: int = 128, n_gpu_layers: int = 0,
                  tensor_split: list[float] | None = None) -> None:
         super().__init__()
-        self.gpu = {"n_gpu_layers": n_gpu_layers, "tensor_split": tensor_split}
+        self.n_gpu_layers = n_gpu_layers
+        self.tensor_split = tensor_split
         self.path = path
         self.n_threads = threads or default_threads()
         self.info = ModelInfo(id=model_id, engine="llamacpp", path=str(path), n_ctx=n_ctx,
@@ -73,8 +74,8 @@ class LlamaCppEngine(Engine):
         self.config = BatchConfig(parallel=parallel, max_queue=max_queue, n_ctx=n_ctx,
                                   n_batch=max(512, prefill_chunk + parallel),
                                   prefill_chunk=prefill_chunk)
-        self._model = None  # llama_cpp._internals.LlamaModel
-        self._ctx = None
+        self._model: LlamaModel | None = None
+        self._ctx: ctypes.c_void_p | None = None
         self._scheduler: BatchScheduler | None = None
         self._pieces: dict[int, bytes] = {}
         self._add_bos = False
@@ -115,9 +116,9 @@ class LlamaCppEngine(Engine):
         logging.getLogger("llama-cpp-python").setLevel(logging.ERROR)
         llama_cpp.llama_backend_init()
         params = llama_cpp.llama_model_default_params()
-        params.n_gpu_layers = self.gpu["n_gpu_layers"]
-        if self.gpu["tensor_split"]:
-            split = self.gpu["tensor_split"]
+        params.n_gpu_layers = self.n_gpu_layers
+        if self.tensor_split:
+            split = self.tensor_split
             # Kept on self: llama.cpp reads the array while it loads.
             self._split = (ctypes.c_float * llama_cpp.LLAMA_MAX_DEVICES)(*split)
             params.tensor_split = self._split
@@ -188,6 +189,7 @@ class LlamaCppEngine(Engine):
         if piece is None:
             import llama_cpp
 
+            assert self._model is not None  # the scheduler runs only while loaded
             buf = ctypes.create_string_buffer(64)
             n = llama_cpp.llama_token_to_piece(self._model.vocab, token, buf, 64, 0, False)
             if n < 0:
@@ -216,9 +218,12 @@ class LlamaCppEngine(Engine):
 
     def tokenize(self, prompt: str) -> list[int]:
         self._require()
+        assert self._model is not None  # loaded together with the scheduler
         # The chat template may already have written the BOS token as text.
         add_bos = self._add_bos and not (self._bos_text and prompt.startswith(self._bos_text))
-        return self._model.tokenize(prompt.encode("utf-8"), add_bos=add_bos, special=True)
+        tokens: list[int] = self._model.tokenize(prompt.encode("utf-8"), add_bos=add_bos,
+                                                 special=True)
+        return tokens
 
     def stream_tokens(self, prompt_tokens: list[int],
                       params: SamplingParams) -> AsyncIterator[StreamEvent]:

@@ -19,7 +19,8 @@ def distribution(logits: np.ndarray) -> np.ndarray:
     """log-softmax of one row, as float32 (a copy: the row may change after this)."""
     row = np.asarray(logits, dtype=np.float32)
     shifted = row - np.max(row)
-    return shifted - np.log(np.sum(np.exp(shifted)))
+    logprobs: np.ndarray = shifted - np.log(np.sum(np.exp(shifted)))
+    return logprobs
 
 
 def entry(logprobs: np.ndarray, token: int, top: int, piece: Callable[[int], bytes]

@@ -107,6 +107,12 @@ def upstream_error(response_status: int, body: bytes, url: str) -> StarchartErro
         elif isinstance(error, str):
             message = error
     text = str(message) if message else body.decode("utf-8", "replace")[:500]
+    if response_status in (401, 403):
+        # starchart's key (--upstream-key) was refused, not the client's: passed on
+        # as a 401, it would send the client looking at its own key.
+        return BadGateway(f"upstream {url} refused starchart's credentials"
+                          f" ({response_status}: {text}): check --upstream-key, or api_key"
+                          " in the models file")
     if 400 <= response_status < 500:
         return UpstreamRejected(response_status, text,
                                 param=param if isinstance(param, str) else None,
@@ -374,7 +380,8 @@ class RemoteEngine(Engine):
             raise GatewayTimeout(f"the upstream answer for {self.info.id!r} took longer than"
                                  f" {self.timeouts.first_token:g} s") from None
         try:
-            return json.loads(content)
+            answer: dict[str, Any] = json.loads(content)
+            return answer
         except ValueError as exc:
             raise BadGateway(f"upstream {upstream.url} sent a body that is not JSON") from exc
 

@@ -22,6 +22,7 @@ from starchart.engines.base import (
 )
 from starchart.errors import NotFound, Unavailable
 from starchart.metrics import ServerMetrics
+from starchart.services.usage import charge
 from starchart.settings import Settings
 
 
@@ -146,6 +147,7 @@ class ChatService:
                     elapsed = time.perf_counter() - first
                     tokens = event.usage.completion_tokens
                     self.stats.completion_tokens += tokens
+                    charge(event.usage.prompt_tokens + tokens)
                     if elapsed > 0 and tokens > 1:
                         self.stats.last_tokens_per_second = (tokens - 1) / elapsed
                 yield event
@@ -153,6 +155,7 @@ class ChatService:
             self.stats.in_flight -= 1
             if not finished:  # cancelled or failed: what was generated still counts
                 self.stats.completion_tokens += streamed
+                charge(streamed)
             await events.aclose()  # type: ignore[attr-defined]
 
 

@@ -179,4 +179,5 @@ def _encode(row: Any, encoding_format: str) -> list[float] | str:
     if encoding_format == "base64":
         # OpenAI's base64 format: the float32 little-endian bytes of the vector.
         return base64.b64encode(row.numpy().astype("<f4").tobytes()).decode("ascii")
-    return row.tolist()
+    values: list[float] = row.tolist()
+    return values

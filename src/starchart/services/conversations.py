@@ -28,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from typing import Any
@@ -108,7 +108,7 @@ class Turn:
     def continued(self) -> bool:
         return bool(self._prefix)
 
-    async def events(self) -> AsyncIterator[TurnEvent]:
+    async def events(self) -> AsyncGenerator[TurnEvent]:
         """Deltas (text, or tool-call pieces) then one ``Finish`` (sent once the reply
         is committed); before the first delta, ``Queued`` when the turn's place in
         the model's queue changes.

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from enum import Enum
@@ -209,8 +209,8 @@ class ConversationStore:
         now = time.time()
         with self.db.write() as conn:
             conv = self._get(conn, conversation_id, owner, lock=True)
-            seq = conn.scalar(sa.select(sa.func.coalesce(sa.func.max(messages.c.seq), 0))
-                              .where(messages.c.conversation_id == conversation_id)) + 1
+            seq = (conn.scalar(sa.select(sa.func.coalesce(sa.func.max(messages.c.seq), 0))
+                               .where(messages.c.conversation_id == conversation_id)) or 0) + 1
             message = StoredMessage(
                 id=_new_id("msg"), conversation_id=conversation_id, seq=seq, role=role,
                 content=content, created_at=now, incomplete=incomplete, model=model,
@@ -249,7 +249,7 @@ class ConversationStore:
                    finish_reason: str | None = None,
                    usage: dict[str, int] | None = None,
                    timings: dict[str, float | None] | None = None,
-                   tool_calls: list[dict[str, Any]] | None = None) -> None:
+                   tool_calls: Sequence[dict[str, Any]] | None = None) -> None:
         """Overwrite a reply's text (and, at the end, its outcome)."""
         with self.db.write() as conn:
             conn.execute(messages.update().where(messages.c.id == message_id).values(

@@ -97,7 +97,7 @@ class KeyStore:
 
     def any_exist(self) -> bool:
         with self.db.read() as conn:
-            return conn.scalar(sa.select(sa.func.count()).select_from(api_keys)) > 0
+            return (conn.scalar(sa.select(sa.func.count()).select_from(api_keys)) or 0) > 0
 
     def authenticate(self, presented: str | None) -> Access:
         with self.db.read() as conn:

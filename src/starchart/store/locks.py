@@ -74,6 +74,11 @@ def advisory_key(conversation_id: str) -> int:
     return int.from_bytes(digest, "big", signed=True)
 
 
+def _close_when_connected(connecting: asyncio.Future[Connection]) -> None:
+    if not connecting.cancelled() and connecting.exception() is None:
+        connecting.result().close()
+
+
 class ConversationLocks:
     def __init__(self, engine: sa.Engine) -> None:
         self._local = KeyedLocks()
@@ -101,7 +106,7 @@ class ConversationLocks:
         try:
             conn = await asyncio.shield(connecting)
         except asyncio.CancelledError:
-            connecting.add_done_callback(lambda f: f.exception() or f.result().close())
+            connecting.add_done_callback(_close_when_connected)
             raise
         delay = POLL_FIRST
         attempt: asyncio.Future[bool] | None = None

@@ -63,10 +63,10 @@ class Constraint:
             return
         import torch
 
-        keep = torch.zeros(logits.shape[-1], dtype=torch.bool, device=logits.device)
+        mask = torch.zeros(logits.shape[-1], dtype=torch.bool, device=logits.device)
         n = min(allowed.shape[0], logits.shape[-1])
-        keep[:n] = torch.from_numpy(allowed[:n]).to(logits.device)
-        logits.masked_fill_(~keep, float("-inf"))
+        mask[:n] = torch.from_numpy(allowed[:n]).to(logits.device)
+        logits.masked_fill_(~mask, float("-inf"))
 
     def advance(self, token: int) -> None:
         """Move past the token that was drawn (it was allowed by the last mask)."""

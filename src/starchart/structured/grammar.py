@@ -12,9 +12,12 @@ import json
 import re
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starchart.errors import BadRequest
+
+if TYPE_CHECKING:
+    from llguidance._lib import JsonCompileOptions  # declared in its stubs only
 
 # The largest schema accepted, as compact JSON text.
 MAX_SCHEMA_CHARS = 65_536
@@ -23,7 +26,8 @@ GRAMMAR_CACHE_SIZE = 256
 
 # JSON the way models have seen it most: ", " and ": " and no other whitespace. Free
 # whitespace would let a small model loop on newlines until max_tokens.
-JSON_STYLE = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}
+JSON_STYLE: JsonCompileOptions = {"whitespace_flexible": False, "item_separator": ", ",
+                                  "key_separator": ": "}
 
 _UNIMPLEMENTED = re.compile(r"Unimplemented keys: \[(.*?)\]")
 

@@ -109,7 +109,10 @@ class ClipModel:
 
     @classmethod
     def from_settings(cls, settings: Settings, name: str | None = None) -> ClipModel:
-        return cls(name or settings.clip, max_batch=settings.clip_max_batch,
+        chosen = name or settings.clip
+        if chosen is None:
+            raise BadRequest("no CLIP model given: pass --clip", param="clip")
+        return cls(chosen, max_batch=settings.clip_max_batch,
                    max_wait_ms=settings.clip_max_wait_ms,
                    max_image_pixels=settings.clip_max_image_pixels,
                    device=settings.clip_device)
@@ -150,7 +153,7 @@ class ClipModel:
         from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 
         source = self._source()
-        local = {"local_files_only": True}
+        local: dict[str, Any] = {"local_files_only": True}
         try:
             config = AutoConfig.from_pretrained(source, **local)
         except (OSError, ValueError) as exc:
@@ -179,7 +182,8 @@ class ClipModel:
                            code="model_not_found") from None
         device = self.device or ("cuda" if torch.cuda.is_available() else "cpu")
         try:
-            model = model.to(device).eval()
+            # transformers types `to` through a decorator that takes the model for a str.
+            model = model.to(device).eval()  # type: ignore[arg-type]
         except (RuntimeError, ValueError, AssertionError) as exc:
             raise BadRequest(f"--clip-device {device}: cannot use this device ({exc})",
                              param="clip_device") from None
@@ -412,4 +416,5 @@ def fill(template: str, label: str) -> str:
 
 
 def _normalise(x: torch.Tensor) -> torch.Tensor:
-    return x / x.norm(p=2, dim=-1, keepdim=True)
+    unit: torch.Tensor = x / x.norm(p=2, dim=-1, keepdim=True)
+    return unit

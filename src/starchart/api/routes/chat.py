@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
-from fastapi.responses import StreamingResponse
+from fastapi.responses import Response
 
 from starchart.api import generation
 from starchart.api.openapi import errors, streams
@@ -15,6 +15,7 @@ from starchart.api.protocol import (
 from starchart.api.relay import relay
 from starchart.api.structured import structured_request
 from starchart.engines.remote import RemoteEngine
+from starchart.services.chat import ChatService
 from starchart.structured.replies import with_tool_calls
 
 router = APIRouter()
@@ -23,12 +24,13 @@ router = APIRouter()
 @router.post("/v1/chat/completions", response_model=ChatCompletion,
              responses={**streams(ChatCompletionChunk), **errors(400, 404, 503)})
 async def create_chat_completion(body: ChatCompletionRequest,
-                                 request: Request) -> ChatCompletion | StreamingResponse:
-    service = request.app.state.service
+                                 request: Request) -> ChatCompletion | Response:
+    service: ChatService = request.app.state.service
     engine = service.engine(body.model)
     if isinstance(engine, RemoteEngine):  # passed through as the client sent it
         # response_format and tools too: the upstream constrains its own output.
         return await relay(request, engine, "/v1/chat/completions", service)
+    body.check_supported()
     structured = structured_request(body)
     structured.require_decoder(engine.info.id, engine.structured)
     params = body.sampling(service.defaults).replace(grammar=structured.grammar)

@@ -33,7 +33,8 @@ ERRORS = errors(404, 503)
 
 
 def _clip(request: Request) -> ClipService:
-    return request.app.state.clip
+    clip: ClipService = request.app.state.clip
+    return clip
 
 
 async def _classify_body(request: Request) -> tuple[ClassifyRequest, ImageSource]:

@@ -30,14 +30,16 @@ from starchart.api.openapi import errors, streams
 from starchart.api.streaming import cancel_on_disconnect
 from starchart.api.structured import structured_request
 from starchart.errors import NotFound, PayloadTooLarge, StarchartError
-from starchart.services.conversations import Turn
+from starchart.services.conversations import ConversationChat, Turn
 
 router = APIRouter()
 
 
 async def _start(conn: HTTPConnection, conversation_id: str, body: MessageCreate) -> Turn:
+    body.check_supported()
     defaults = conn.app.state.service.defaults
-    return await conn.app.state.conversation_chat.start(
+    chat: ConversationChat = conn.app.state.conversation_chat
+    return await chat.start(
         conversation_id, key_id(conn), body.content, body.sampling(defaults), body.model,
         replace=body.replace, structured=structured_request(body), continue_=body.continue_)
 

@@ -35,7 +35,8 @@ NOT_FOUND = errors(404)
 
 
 def _store(conn: HTTPConnection) -> Store:
-    return conn.app.state.store
+    store: Store = conn.app.state.store
+    return store
 
 
 @router.post("/v1/conversations", response_model=Conversation,
@@ -45,7 +46,7 @@ async def create_conversation(request: Request,
     body = body or ConversationCreate()
     if body.model is not None:
         request.app.state.service.served(body.model)
-    imported = [(m.role, m.content) for m in body.messages or []]
+    imported: list[tuple[str, str]] = [(m.role, m.content) for m in body.messages or []]
     conv = await asyncio.to_thread(
         _store(request).conversations.create, key_id(request), title=body.title,
         system_prompt=body.system_prompt, model=body.model, messages_=imported)

@@ -33,7 +33,8 @@ def _cache(request: Request) -> DoctorCache:
     state = request.app.state
     if not hasattr(state, "doctor_cache"):
         state.doctor_cache = DoctorCache()
-    return state.doctor_cache
+    cache: DoctorCache = state.doctor_cache
+    return cache
 
 
 def _model_path(request: Request, model: str) -> str:

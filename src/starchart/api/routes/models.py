@@ -22,11 +22,13 @@ router = APIRouter()
 
 
 def _service(request: Request) -> ChatService:
-    return request.app.state.service
+    service: ChatService = request.app.state.service
+    return service
 
 
 def _clip(request: Request) -> ClipService:
-    return request.app.state.clip
+    clip: ClipService = request.app.state.clip
+    return clip
 
 
 @router.get("/v1/models", response_model=ModelList)
