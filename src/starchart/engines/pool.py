@@ -114,6 +114,7 @@ def memory_estimate(engine: Engine) -> int:
     of every sequence (``--parallel`` of them, each with its whole context) and the
     compute buffers. 0 when the model's files cannot say (a hub id not downloaded yet)."""
     from starchart.doctor.planner import (
+        Device,
         kv_cache_bytes,
         load_shape,
         overhead_bytes,
@@ -129,7 +130,7 @@ def memory_estimate(engine: Engine) -> int:
             shape = shape_from_gguf(path, name=engine.info.id)
             parallel = int(getattr(getattr(engine, "config", None), "parallel", 1))
             weights = shape.gguf_weight_bytes or path.stat().st_size
-            device = "gpu" if getattr(engine, "gpu", {}).get("n_gpu_layers") else "cpu"
+            device: Device = "gpu" if getattr(engine, "gpu", {}).get("n_gpu_layers") else "cpu"
             return (weights + kv_cache_bytes(shape, engine.info.n_ctx, parallel)
                     + overhead_bytes(shape, weights, engine.info.n_ctx, 1, device=device,
                                      engine="llamacpp"))
@@ -261,8 +262,9 @@ class ModelPool:
                 entry.error = f"{type(exc).__name__}: {exc}"
                 log.exception("could not load %s", entry.name)
             entry.state = "failed"
+            # mypy narrowed ``loaded`` to False at the top; the failed load may have set it.
             if entry.engine.loaded:
-                entry.engine.close()
+                entry.engine.close()  # type: ignore[unreachable]
             raise Unavailable(f"model {entry.name!r} could not be loaded: {entry.error}",
                               param="model") from None
         except BaseException:
