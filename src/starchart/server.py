@@ -10,6 +10,7 @@ from types import FrameType
 
 import uvicorn
 
+from starchart import log_redaction
 from starchart.api.app import create_app
 from starchart.api.shutdown import Drain
 from starchart.settings import Settings
@@ -81,14 +82,15 @@ def serve(settings: Settings) -> int:
         print(f"starchart: {refusal}", file=sys.stderr, flush=True)
         return 2
     app = create_app(settings)  # resolves the model now: an unknown name fails before binding
-    engine = next(iter(app.state.service.engines.values()))
-    print(f"starchart: serving {engine.info.id} ({engine.info.path})", flush=True)
+    for engine in app.state.service.engines.values():
+        print(f"starchart: serving {engine.info.id} ({engine.info.path})", flush=True)
     print(f"starchart: API on http://{settings.host}:{settings.port}/v1"
           f" (web page: http://{settings.host}:{settings.port}/)", flush=True)
     config = uvicorn.Config(app, host=settings.host, port=settings.port,
                             log_level=settings.log_level, ws_max_size=settings.max_body_bytes,
                             # What the drain left (it cut every request already).
                             timeout_graceful_shutdown=2)
+    log_redaction.install()  # uvicorn.Config configured the handlers just now
     server = DrainingServer(config, app.state.drain)
     server.run()
     return 128 + signal.SIGTERM if server.signals > 1 else 0

@@ -3,8 +3,11 @@ model's queue (issue 15), through the API on the embedded model."""
 
 from __future__ import annotations
 
+import json
+
 import httpx
 import pytest
+from websockets.sync.client import connect
 
 from tests.api.test_conversations_api import new_conversation, sse
 from tests.conftest import model_kept_busy
@@ -124,3 +127,24 @@ def test_a_queued_turn_reports_its_place_until_its_first_token(one_slot_server) 
                     if '"queue"' in line:
                         break  # the client leaves while the turn is queued
         assert messages(api, cid) == before
+
+
+def test_websocket_continue_waits_in_the_queue_with_queue_frames(one_slot_server) -> None:
+    with httpx.Client(base_url=one_slot_server.url, timeout=120) as api:
+        cid = new_conversation(api)["id"]
+        post(api, cid, content=QUESTION, max_tokens=6)
+        cut = messages(api, cid)[-1]
+        url = one_slot_server.url.replace("http://", "ws://") + f"/v1/conversations/{cid}/ws"
+        with model_kept_busy(one_slot_server.url), connect(url) as ws:
+            ws.send(json.dumps({**GREEDY, "continue": True, "max_tokens": 6}))
+            frames = [json.loads(ws.recv(timeout=60))]
+            while frames[-1]["type"] != "done":
+                frames.append(json.loads(ws.recv(timeout=60)))
+        reply = messages(api, cid)[-1]
+    kinds = [f["type"] for f in frames]
+    assert kinds[0] == "queue" and frames[0]["position"] == 1
+    assert "delta" in kinds and kinds.index("delta") > max(
+        i for i, k in enumerate(kinds) if k == "queue")
+    added = "".join(f["content"] for f in frames if f["type"] == "delta")
+    assert frames[-1]["message_id"] == cut["id"]
+    assert reply["content"] == cut["content"] + added

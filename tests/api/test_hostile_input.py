@@ -8,16 +8,22 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterator
 
 import httpx
 import pytest
 from pydantic import BaseModel
 
+from starchart.api.app import create_app
 from starchart.api.bodies import parse
 from starchart.api.clip_protocol import ClassifyRequest, EmbeddingRequest, SimilarityRequest
 from starchart.api.conversation_protocol import CONTENT_MAX, SYSTEM_PROMPT_MAX, TITLE_MAX
 from starchart.engines.llamacpp import LlamaCppEngine
 from starchart.errors import BadRequest
+from starchart.registry import EMBEDDED_NAME, embedded_gguf
+from starchart.settings import Settings
+
+from tests.conftest import LiveServer, free_port
 
 LONE = "\ud800"
 USER = [{"role": "user", "content": "Hi"}]
@@ -178,19 +184,36 @@ def test_empty_logit_bias_changes_nothing_and_is_accepted(api: httpx.Client) -> 
     assert response.status_code == 200, response.text
 
 
-def test_max_tokens_beyond_the_window_is_clamped(api: httpx.Client,
-                                                 engine: LlamaCppEngine) -> None:
+@pytest.fixture(scope="module")
+def small_window(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, LlamaCppEngine]]:
+    """A server whose model has a 256-token window: filling it is quick."""
+    engine = LlamaCppEngine(EMBEDDED_NAME, embedded_gguf(), n_ctx=256, parallel=1)
+    engine.load()
+    settings = Settings(home=tmp_path_factory.mktemp("home"), n_ctx=256)
+    try:
+        with LiveServer(create_app(settings, engines=[engine]), free_port()) as server:
+            yield server.url, engine
+    finally:
+        engine.close()
+
+
+def test_max_tokens_beyond_the_window_is_clamped(
+        small_window: tuple[str, LlamaCppEngine]) -> None:
     """The documented choice: max_tokens is clamped to the room the context window leaves
     after the prompt, and the answer ends with finish_reason "length"."""
+    url, engine = small_window
     n_ctx = engine.info.n_ctx
-    prompt = "one two three four " * 10
-    while len(engine.tokenize(prompt)) < n_ctx - 6:
-        prompt += "one two three four "
+    unit = " one two three four"
+    repeats = 1
+    while len(engine.tokenize(unit * repeats)) < n_ctx - 6:
+        repeats += 1
+    prompt = unit * repeats
     prompt_tokens = len(engine.tokenize(prompt))
     room = n_ctx - prompt_tokens
     assert 0 < room <= 10
-    out = post(api, "/v1/completions", {"prompt": prompt, "max_tokens": 10**12,
-                                        "ignore_eos": True, "temperature": 0}).json()
+    with httpx.Client(base_url=url, timeout=120) as api:
+        out = post(api, "/v1/completions", {"prompt": prompt, "max_tokens": 10**12,
+                                            "ignore_eos": True, "temperature": 0}).json()
     assert out["choices"][0]["finish_reason"] == "length"
     assert out["usage"] == {"prompt_tokens": prompt_tokens, "completion_tokens": room,
                             "total_tokens": n_ctx}

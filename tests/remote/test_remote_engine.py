@@ -209,6 +209,16 @@ def test_a_stored_conversation_on_a_remote_model(front: LiveServer) -> None:
     assert "Berlin" in answer["message"]["content"]
     assert answer["message"]["model"] == "llama" and not answer["message"]["incomplete"]
     assert answer["message"]["usage"]["completion_tokens"] > 0
+    # llama-cpp-python's server streams no usage: each streamed piece is a token.
+    with httpx.stream("POST", f"{front.url}/v1/conversations/{conv['id']}/messages",
+                      timeout=60, json={"content": "And of France?", "stream": True,
+                                        "temperature": 0, "max_tokens": 12}) as response:
+        chunks = [json.loads(line) for line in _stream_lines(response) if line != "[DONE]"]
+    pieces = sum(1 for c in chunks if c["choices"] and c["choices"][0]["delta"].get("content"))
+    usage = [c["usage"] for c in chunks if c.get("usage")]
+    assert pieces > 1 and usage[-1]["completion_tokens"] == pieces
+    kept = httpx.get(f"{front.url}/v1/conversations/{conv['id']}").json()["messages"][-1]
+    assert kept["usage"]["completion_tokens"] == pieces and not kept["incomplete"]
 
 
 def test_remote_models_count_in_metrics_like_local_ones(front: LiveServer) -> None:

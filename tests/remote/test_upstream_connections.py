@@ -5,6 +5,7 @@ itself guarding its remote models."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -80,3 +81,77 @@ def test_sequential_requests_reuse_the_upstream_connection(
                                                 "max_tokens": 4})
             assert turn.status_code == 200, turn.text
     assert tap.accepted <= 2, f"{tap.requests}{tap.accepted} connections for 11 sequential requests"
+
+
+def _everything_logged(caplog: pytest.LogCaptureFixture) -> str:
+    return "\n".join(f"{r.name} {r.getMessage()} {r.exc_text or ''}" for r in caplog.records)
+
+
+def test_keys_on_a_front_of_a_remote_model_and_the_upstream_key_behind_it(
+        tmp_path: Path, engine: LlamaCppEngine, upstream: Upstream, tap: TcpTap,
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    front = _front(tmp_path, engine, tap, upstream.key)
+    _, front_key = front.app.state.store.keys.create("client")  # the front wants one too
+    with front:
+        sent_before = len(tap.requests)
+        for stream in (False, True):  # no key for the front: refused before any relaying
+            refused = httpx.post(front.url + "/v1/chat/completions", json={
+                "model": "far", "messages": CAPITAL, "max_tokens": 4, "stream": stream})
+            assert refused.status_code == 401, refused.text
+        with pytest.raises(openai.AuthenticationError):
+            _client(front, "sk-not-a-key").chat.completions.create(
+                model="far", messages=CAPITAL, max_tokens=4)
+        assert all("GET /v1/models" in line for _, line in tap.requests[sent_before:])
+
+        client = _client(front, front_key)
+        assert "far" in {m.id for m in client.models.list()}
+        reply = client.chat.completions.create(model="far", messages=CAPITAL, max_tokens=8,
+                                               temperature=0)
+        assert "Berlin" in reply.choices[0].message.content
+        text = "".join(c.choices[0].delta.content or "" for c in client.chat.completions.create(
+            model="far", messages=CAPITAL, max_tokens=8, temperature=0, stream=True)
+            if c.choices)
+        assert "Berlin" in text
+        conv = client.post("/conversations", cast_to=dict,
+                           body={"system_prompt": "", "model": "far"})
+        turn = client.post(f"/conversations/{conv['id']}/messages", cast_to=dict,
+                           body={"content": "Name the capital of Germany.", "stream": False,
+                                 "max_tokens": 8, "temperature": 0})
+        assert "Berlin" in turn["message"]["content"]
+    # The upstream saw starchart's key on every request, and never the client's.
+    sent = tap.sent.decode("latin-1").lower()
+    requests = sent.count(" http/1.1\r\n")
+    assert requests >= 4 and sent.count(f"authorization: bearer {upstream.key}".lower()) == requests
+    assert front_key.lower() not in sent
+    logged = _everything_logged(caplog)
+    assert upstream.key not in logged and front_key not in logged
+
+
+def test_a_refused_upstream_key_is_a_502_that_never_shows_the_key(
+        tmp_path: Path, engine: LlamaCppEngine, upstream: Upstream, tap: TcpTap,
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    wrong = "sk-wrong-upstream-key-0123456789"
+    with _front(tmp_path, engine, tap, wrong) as front:
+        bodies = []
+        for path, body in (("/v1/chat/completions", {"messages": CAPITAL}),
+                           ("/v1/completions", {"prompt": "Paris is"})):
+            for stream in (False, True):
+                answer = httpx.post(front.url + path, timeout=60, json={
+                    "model": "far", "max_tokens": 4, "stream": stream, **body})
+                # The client's own key is fine: not a 401 that would send it looking there.
+                assert answer.status_code == 502, answer.text
+                assert "--upstream-key" in answer.json()["error"]["message"]
+                bodies.append(answer.text)
+        conv = httpx.post(front.url + "/v1/conversations",
+                          json={"system_prompt": "", "model": "far"}).json()
+        turn = httpx.post(f"{front.url}/v1/conversations/{conv['id']}/messages", timeout=60,
+                          json={"content": "Hello", "stream": False, "max_tokens": 4})
+        assert turn.status_code == 502, turn.text
+        bodies += [turn.text, httpx.get(front.url + "/v1/models").text,
+                   httpx.get(front.url + "/metrics").text]
+    assert f"bearer {wrong}" in tap.sent.decode("latin-1").lower()  # it was sent upstream
+    for body in bodies:
+        assert wrong not in body
+    assert wrong not in _everything_logged(caplog)

@@ -30,7 +30,7 @@ from pydantic import (
 from starchart.engines.base import SamplingParams
 from starchart.engines.base import TokenLogprob as EngineLogprob
 from starchart.engines.base import Usage as EngineUsage
-from starchart.errors import StarchartError
+from starchart.errors import BadRequest, StarchartError
 
 Role = Literal["system", "developer", "user", "assistant", "tool"]
 
@@ -180,17 +180,15 @@ class StreamOptions(BaseModel):
     include_usage: StrictBool = False
 
 
-def _unsupported(value: Any) -> Any:
-    if value is not None and value != {} and value != []:
-        raise ValueError("not supported by this server (refused rather than ignored)")
-    return value
-
-
-# An OpenAI field that would change the answer and that starchart does not implement:
-# a value (other than null or an empty {} / []) is a 400 naming it, not silently ignored.
-Unsupported = Annotated[Any, AfterValidator(_unsupported),
-                        Field(description="Not supported: a value other than null (or an"
-                                          " empty object or list) is a 400.")]
+# An OpenAI field that would change the answer and that starchart's own engines do not
+# implement: a value (other than null or an empty {} / []) is a 400 naming it
+# (``check_supported``), not silently ignored. A model relayed to an upstream server
+# gets the request as sent, these fields included: the upstream may implement them.
+Unsupported = Annotated[JsonValue, Field(description="Not supported by starchart's own"
+                                                     " engines: a value other than null (or"
+                                                     " an empty object or list) is a 400.")]
+UNSUPPORTED = ("logit_bias", "functions", "function_call", "audio", "prediction",
+               "web_search_options")
 StopString = Annotated[Text, Field(max_length=MAX_STOP_CHARS)]
 
 
@@ -246,6 +244,13 @@ class SamplingFields(BaseModel):
         stop = (self.stop,) if isinstance(self.stop, str) else tuple(self.stop or ())
         return defaults.replace(**given, stop=stop, ignore_eos=self.ignore_eos,
                                 logprobs=self.wanted_logprobs)
+
+    def check_supported(self) -> None:
+        """Refuse what only an upstream server could do (called for starchart's own engines)."""
+        for name in UNSUPPORTED:
+            if getattr(self, name) not in (None, {}, []):
+                raise BadRequest(f"invalid value for {name!r}: not supported by this server"
+                                 " (refused rather than ignored)", param=name)
 
     @property
     def wanted_logprobs(self) -> int | None:
@@ -335,11 +340,22 @@ class WireModel(BaseModel):
         return self.model_dump_json(exclude_unset=True)
 
 
+class MemoryFigures(WireModel):
+    """Why a model does not fit (code ``memory_budget_exceeded``), in bytes."""
+
+    needed: int
+    budget: int
+    loaded: int
+
+
 class ErrorDetail(WireModel):
+    omittable = frozenset({"memory"})
+
     message: str
     type: str
     param: str | None
     code: str | None
+    memory: MemoryFigures | None = None
 
 
 class ErrorResponse(WireModel):
@@ -349,8 +365,10 @@ class ErrorResponse(WireModel):
 
     @classmethod
     def of(cls, exc: StarchartError) -> ErrorResponse:
+        memory = getattr(exc, "memory", None)
         return cls(error=ErrorDetail(message=exc.message, type=exc.type, param=exc.param,
-                                     code=exc.code))
+                                     code=exc.code, **({"memory": MemoryFigures(**memory)}
+                                                        if memory else {})))
 
 
 class Usage(WireModel):
@@ -523,6 +541,9 @@ class CompletionChunk(Completion):
     usage: Usage | None = None  # type: ignore[assignment]
 
 
+ModelState = Literal["loaded", "loading", "unloaded", "failed"]
+
+
 class ModelCard(WireModel):
     """A row of ``GET /v1/models``; the engine's own facts follow the OpenAI fields."""
 
@@ -534,11 +555,30 @@ class ModelCard(WireModel):
     owned_by: str = "starchart"
     kind: Literal["chat", "clip"]
     loaded: bool
+    # loaded, loading, unloaded (--load-on-demand, --keep-alive, POST .../unload), or failed.
+    state: ModelState
+    # What the model takes once loaded, by the planner's estimate (weights + KV cache x
+    # --parallel + buffers); what --memory-budget counts. None: unknown.
+    memory_bytes: int | None
+    load_error: str | None = None
+    omittable = frozenset({"load_error"})
 
 
 class ModelList(WireModel):
     object: Literal["list"] = "list"
     data: list[ModelCard]
+
+
+class ModelStateChange(WireModel):
+    """``POST /v1/models/{name}/load`` and ``/unload``: the model's state afterwards."""
+
+    object: Literal["model.state"] = "model.state"
+    id: str
+    state: ModelState
+    memory_bytes: int | None
+    # Models unloaded to make room for this one (least recently used first).
+    unloaded: list[str] = []
+    load_seconds: float | None = None
 
 
 class GenerationDefaults(WireModel):

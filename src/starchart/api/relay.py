@@ -25,6 +25,7 @@ from starchart.api.streaming import cancel_on_disconnect
 from starchart.engines.remote import RemoteEngine, UpstreamStream
 from starchart.errors import StarchartError
 from starchart.services.chat import ChatService
+from starchart.services.usage import charge
 
 log = logging.getLogger("starchart.api")
 
@@ -92,6 +93,7 @@ class _Meter:
             return
         completion = int(self.usage.get("completion_tokens") or self.pieces)
         self.stats.completion_tokens += completion
+        charge(int(self.usage.get("prompt_tokens") or 0) + completion)  # per-key rate limit
         if self.first is not None and completion > 1:
             elapsed = time.perf_counter() - self.first
             if elapsed > 0:

@@ -47,7 +47,7 @@ def own_server(settings: Settings, timeout: float = 300) -> Iterator[str]:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     with tempfile.TemporaryDirectory(prefix="starchart-bench-") as home:
-        print(f"starchart bench: starting starchart serve ({settings.model},"
+        print(f"starchart bench: starting starchart serve ({settings.default_model},"
               f" {settings.engine}) on {url}", file=sys.stderr, flush=True)
         with server_process(
                 [sys.executable, "-m", "starchart", "serve", "--host", "127.0.0.1",

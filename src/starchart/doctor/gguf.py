@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -87,6 +88,7 @@ class GgufFile:
 class _Reader:
     def __init__(self, handle: BinaryIO) -> None:
         self.handle = handle
+        self.size = os.fstat(handle.fileno()).st_size
 
     def take(self, fmt: str) -> Any:
         size = struct.calcsize(fmt)
@@ -97,6 +99,8 @@ class _Reader:
 
     def string(self) -> str:
         length = self.take("<Q")
+        if length > self.size - self.handle.tell():  # never allocate what a header claims
+            raise EOFError(f"a string of {length} bytes runs past the end of the file")
         data = self.handle.read(length)
         if len(data) != length:
             raise EOFError("the file ends inside a string")

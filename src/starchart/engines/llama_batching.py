@@ -30,6 +30,7 @@ import ctypes
 import logging
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -97,6 +98,13 @@ class _Slot:
         return self.request is not None and self.pending is None
 
 
+@dataclass(eq=False)
+class _Ticket:
+    """A stream's reserved place in the queue, until it is queued or dropped."""
+
+    held: bool = True
+
+
 @dataclass(frozen=True)
 class BatchConfig:
     parallel: int
@@ -122,6 +130,7 @@ class BatchScheduler:
         self._on_token = on_token
         self._slots = [_Slot(i) for i in range(config.parallel)]
         self._waiting: deque[_Request] = deque()
+        self._reserved = 0  # streams created, not yet read: queued as soon as they are
         self._cond = threading.Condition()
         self._closing = False
         self._batch = llama_cpp.llama_batch_init(config.n_batch, 0, 1)
@@ -150,19 +159,46 @@ class BatchScheduler:
     def check_room(self) -> None:
         """Refuse a request the bounded queue cannot take (before its stream starts)."""
         with self._cond:
-            idle = sum(1 for s in self._slots if s.request is None)
-            if len(self._waiting) - idle < self.config.max_queue:
-                return
-            waiting = len(self._waiting)
-            seconds = self._request_seconds * (1 + waiting / self.config.parallel)
+            self._check_room()
+
+    def _check_room(self) -> None:
+        """``check_room`` with the lock held."""
+        idle = sum(1 for s in self._slots if s.request is None)
+        if len(self._waiting) + self._reserved - idle < self.config.max_queue:
+            return
+        waiting = len(self._waiting)
+        seconds = self._request_seconds * (1 + waiting / self.config.parallel)
         raise QueueFull(
             f"the server is busy: {self.config.parallel} requests running and {waiting}"
             f" waiting (limit --max-queue {self.config.max_queue}); retry later",
             retry_after=max(1, round(seconds)),
         )
 
-    async def stream(self, prompt: list[int], params: SamplingParams, *,
-                     constraint: Constraint | None = None) -> AsyncIterator[StreamEvent]:
+    def stream(self, prompt: list[int], params: SamplingParams, *,
+               constraint: Constraint | None = None) -> AsyncIterator[StreamEvent]:
+        """Reserve a place in the queue now (or raise ``QueueFull``): the room check and
+        the reservation are one step, so a burst of requests cannot all pass the check
+        before any of them is queued. The returned iterator queues the request when
+        first read; dropped unread, it gives its place back."""
+        ticket = _Ticket()
+        with self._cond:
+            if self._closing:
+                raise Unavailable("the model is shutting down")
+            self._check_room()
+            self._reserved += 1
+        events = self._events(prompt, params, constraint, ticket)
+        weakref.finalize(events, self._release, ticket)
+        return events
+
+    def _release(self, ticket: _Ticket) -> None:
+        with self._cond:
+            if ticket.held:
+                ticket.held = False
+                self._reserved -= 1
+
+    async def _events(self, prompt: list[int], params: SamplingParams,
+                      constraint: Constraint | None, ticket: _Ticket
+                      ) -> AsyncIterator[StreamEvent]:
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[object] = asyncio.Queue()
         request: _Request
@@ -180,6 +216,9 @@ class BatchScheduler:
                         lambda: None if request.admitted is None
                         else request.admitted - request.submitted)
         with self._cond:
+            if ticket.held:
+                ticket.held = False
+                self._reserved -= 1
             if self._closing:
                 raise Unavailable("the model is shutting down")
             self._waiting.append(request)

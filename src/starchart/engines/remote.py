@@ -57,9 +57,10 @@ _NOT_TAKEN = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout,
 # does not answer at all until the current request is done): that is not down.
 PROBE_READ_TIMEOUT = 30.0
 
-# What is left after an upstream's [DONE] is normally the closing chunk, already
-# on its way; an upstream that sends more than that for longer loses its connection.
-DRAIN_TIMEOUT = 1.0
+# What is left after an upstream's [DONE] is normally the closing chunk, already on
+# its way (measured: well under 20 ms on a loaded machine). The client's own [DONE]
+# waits for it, so an upstream whose body goes on longer loses its connection instead.
+DRAIN_TIMEOUT = 0.25
 KEEPALIVE_EXPIRY = 4.0
 
 
@@ -107,6 +108,12 @@ def upstream_error(response_status: int, body: bytes, url: str) -> StarchartErro
         elif isinstance(error, str):
             message = error
     text = str(message) if message else body.decode("utf-8", "replace")[:500]
+    if response_status in (401, 403):
+        # starchart's key (--upstream-key) was refused, not the client's: passed on
+        # as a 401, it would send the client looking at its own key.
+        return BadGateway(f"upstream {url} refused starchart's credentials"
+                          f" ({response_status}: {text}): check --upstream-key, or api_key"
+                          " in the models file")
     if 400 <= response_status < 500:
         return UpstreamRejected(response_status, text,
                                 param=param if isinstance(param, str) else None,

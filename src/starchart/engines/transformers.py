@@ -14,13 +14,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from starchart.chat import named
 from starchart.chat.system_slot import fold_system, has_system_slot
 from starchart.chat.templates import ChatTemplate, Message
-from starchart.engines import batch_sampling
+from starchart.engines import batch_sampling, logprobs, transformers_logprobs
 from starchart.engines.base import (
     Engine,
     Finish,
@@ -29,6 +30,7 @@ from starchart.engines.base import (
     SamplingParams,
     StreamEvent,
     TextDelta,
+    TokenLogprob,
     Usage,
 )
 from starchart.engines.detokenize import IncrementalDecoder
@@ -74,11 +76,13 @@ class TransformersEngine(Engine):
     def __init__(self, model: str, *, n_ctx: int = 4096, device: str = "auto",
                  dtype: str = "auto", quantize: str = "none", chat_template: str | None = None,
                  trust_remote_code: bool = False, threads: int | None = None,
-                 max_sequences: int = 8) -> None:
+                 max_sequences: int = 8, home: Path | None = None) -> None:
         """``max_sequences``: how many full-context sequences the KV cache holds at once;
-        more concurrent requests wait in the batch queue."""
+        more concurrent requests wait in the batch queue. ``home``: where the model names
+        of ``starchart models`` are (default: the settings' home)."""
         super().__init__()
         self.model_name = model
+        self.home = home
         self.requested = {"device": device, "dtype": dtype, "quantize": quantize}
         self.chat_template_name = chat_template
         self.trust_remote_code = trust_remote_code
@@ -95,6 +99,8 @@ class TransformersEngine(Engine):
         self._manager: Any = None
         self._pick: batch_sampling.Pick | None = None
         self._constrain: batch_sampling.Constrain | None = None
+        self._distributions: transformers_logprobs.Distributions | None = None
+        self._token_bytes: Callable[[int], bytes] | None = None
         self._fold_system = False
         self._stop_ids: list[int] = []
 
@@ -115,7 +121,8 @@ class TransformersEngine(Engine):
         if self.trust_remote_code:
             log.warning("--trust-remote-code: running Python code shipped with %s; only do this"
                         " for models whose code you trust", self.model_name)
-        source = locate(self.model_name, trust_remote_code=self.trust_remote_code)
+        source = locate(self.model_name, trust_remote_code=self.trust_remote_code,
+                        home=self.home)
         self.source = source
         tokenizer, model = self._load_weights(source, device, dtype)
         template, template_name = self._template(tokenizer)
@@ -124,6 +131,7 @@ class TransformersEngine(Engine):
             log.info("the chat template has no system slot: the system prompt goes in front of"
                      " the first user turn")
         self._tokenizer, self._model, self.chat_template = tokenizer, model, template
+        self._token_bytes = transformers_logprobs.token_bytes(tokenizer)
         self._stop_ids = self._end_token_ids(template.stop_strings)
         self.info = self._describe(source, model, device, dtype, template_name)
         self._start_batching(device)
@@ -250,6 +258,7 @@ class TransformersEngine(Engine):
             manager = self._model.init_continuous_batching(
                 generation_config=generation, continuous_batching_config=batching)
             self._pick, self._constrain = batch_sampling.install(manager)
+            self._distributions = transformers_logprobs.install(manager)
             if device == "cuda":
                 manager.warmup()
             manager.start()
@@ -298,6 +307,8 @@ class TransformersEngine(Engine):
         }
         if params.seed is not None:
             kwargs["seed"] = int(params.seed)
+        if params.logprobs is not None:
+            kwargs[transformers_logprobs.KWARG] = True
         return kwargs
 
     def stream_tokens(self, prompt_tokens: list[int],
@@ -325,6 +336,7 @@ class TransformersEngine(Engine):
         text = TextStream(params.stop)
         stop_ids = frozenset(() if params.ignore_eos else self._stop_ids)
         produced = unsent = 0  # unsent: tokens whose text is held back (a stop string?)
+        entries: list[TokenLogprob] = []  # their logprobs, when asked for
         reason: FinishReason | None = None
         running = True
         try:
@@ -334,16 +346,20 @@ class TransformersEngine(Engine):
                 if output.error:
                     raise StarchartError(f"generation failed: {output.error}")
                 for token in output.generated_tokens[produced:]:
+                    entry = self._logprob(request_id, token, params.logprobs)
                     if token in stop_ids:
                         reason = "stop"
                         break
                     produced += 1
                     unsent += 1
                     self.tokens_generated += 1
+                    if entry is not None:
+                        entries.append(entry)
                     piece = text.feed(decoder.add(token).encode("utf-8"))
                     if piece:
-                        yield TextDelta(piece, tokens=unsent)
+                        yield TextDelta(piece, tokens=unsent, logprobs=tuple(entries))
                         unsent = 0
+                        entries = []
                     if text.stopped:
                         reason = "stop"
                         break
@@ -351,10 +367,16 @@ class TransformersEngine(Engine):
                     reason = "length"
             tail = text.feed(decoder.flush().encode("utf-8")) + text.flush()
             if tail:
-                yield TextDelta(tail, tokens=unsent)
+                yield TextDelta(tail, tokens=unsent, logprobs=tuple(entries))
             yield Finish(reason, Usage(len(prompt), produced))
         finally:
             self._forget(manager, request_id, cancel=running)
+
+    def _logprob(self, request_id: str, token: int, top: int | None) -> TokenLogprob | None:
+        if top is None or self._distributions is None or self._token_bytes is None:
+            return None
+        row = self._distributions.take(request_id)
+        return None if row is None else logprobs.entry(row, token, top, self._token_bytes)
 
     async def _next_output(self, manager: Any, outputs: asyncio.Queue[Any]) -> Any:
         while True:
@@ -377,6 +399,8 @@ class TransformersEngine(Engine):
             self._pick.forget(request_id)
         if self._constrain is not None:
             self._constrain.forget(request_id)
+        if self._distributions is not None:
+            self._distributions.forget(request_id)
 
     @property
     def active_requests(self) -> int:

@@ -14,7 +14,7 @@ says the same for many models, each with its own key::
 from __future__ import annotations
 
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from starchart.errors import BadRequest
@@ -26,7 +26,7 @@ class UpstreamModel:
     name: str  # what clients of starchart call it
     urls: tuple[str, ...]
     upstream_model: str  # what the upstream servers call it
-    api_key: str | None = None
+    api_key: str | None = field(default=None, repr=False)  # never in a log line
 
 
 def _url(url: str, where: str) -> str:

@@ -127,7 +127,7 @@ def repo_folder(repo: str) -> Path:
     return hub_cache() / ("models--" + repo.replace("/", "--"))
 
 
-def _inside(path: Path, root: Path) -> Path:
+def inside_cache(path: Path, root: Path) -> Path:
     """``path`` with its symlinks resolved, refused when that leaves ``root``."""
     real = path.resolve()
     if not real.is_relative_to(root.resolve()):
@@ -161,7 +161,7 @@ def locate_hub(name: str, entry: Entry) -> Located:
     present: dict[str, int | None] = {}
     for item in sorted(folder.rglob("*")):
         if item.is_symlink() or item.is_file():
-            real = _inside(item, root)
+            real = inside_cache(item, root)
             if real.is_file():
                 present[item.relative_to(folder).as_posix()] = real.stat().st_size
     try:

@@ -13,7 +13,7 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from starchart.models.catalog import Catalog, Located, _inside, locate, repo_folder
+from starchart.models.catalog import Catalog, Located, inside_cache, locate, repo_folder
 
 
 @dataclass
@@ -48,7 +48,7 @@ def plan_removal(located: Located, home: Path) -> Removal:
     shared = {link.resolve() for link in (root / "snapshots").rglob("*")
               if link.is_symlink() and link not in located.files}
     for link in located.files:
-        real = _inside(link, root)
+        real = inside_cache(link, root)
         removal.links.append(link)
         if real in others or real in shared:
             removal.kept.append(real)

@@ -26,10 +26,11 @@ router = APIRouter()
 async def create_chat_completion(body: ChatCompletionRequest,
                                  request: Request) -> ChatCompletion | Response:
     service: ChatService = request.app.state.service
-    engine = service.engine(body.model)
+    engine = await service.ready(body.model)  # loads it first on demand
     if isinstance(engine, RemoteEngine):  # passed through as the client sent it
         # response_format and tools too: the upstream constrains its own output.
         return await relay(request, engine, "/v1/chat/completions", service)
+    body.check_supported()
     structured = structured_request(body)
     structured.require_decoder(engine.info.id, engine.structured)
     params = body.sampling(service.defaults).replace(grammar=structured.grammar)

@@ -20,9 +20,10 @@ router = APIRouter()
 async def create_completion(body: CompletionRequest,
                             request: Request) -> Completion | Response:
     service: ChatService = request.app.state.service
-    engine = service.engine(body.model)
+    engine = await service.ready(body.model)  # loads it first on demand
     if isinstance(engine, RemoteEngine):  # passed through as the client sent it
         return await relay(request, engine, "/v1/completions", service)
+    body.check_supported()
     model = engine.info.id
     events = service.stream_completion(body.model, body.text, body.sampling(service.defaults))
     if body.stream:

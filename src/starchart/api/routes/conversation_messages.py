@@ -36,6 +36,7 @@ router = APIRouter()
 
 
 async def _start(conn: HTTPConnection, conversation_id: str, body: MessageCreate) -> Turn:
+    body.check_supported()
     defaults = conn.app.state.service.defaults
     chat: ConversationChat = conn.app.state.conversation_chat
     return await chat.start(
