@@ -46,15 +46,10 @@ from tests.vision.tiny_clip import build_clip  # noqa: E402
 N_IMAGES = 32
 
 
-def clip_ready(url: str) -> bool:
-    models = httpx.get(url + "/v1/models", timeout=2).json()["data"]
-    return any(m["kind"] == "clip" and m["loaded"] for m in models)
-
-
 def server(clip: str, max_batch: int, max_wait_ms: float) -> AbstractContextManager[str]:
     return starchart_server("--clip", clip, "--clip-max-batch", str(max_batch),
                             "--clip-max-wait-ms", str(max_wait_ms),
-                            "--clip-max-images", str(N_IMAGES), ready=clip_ready)
+                            "--clip-max-images", str(N_IMAGES))
 
 
 def payloads() -> list[str]:

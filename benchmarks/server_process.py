@@ -1,51 +1,27 @@
-"""A real `starchart serve` process on a free loopback port, for the benchmarks."""
+"""A real `starchart serve` process on a free loopback port, for the benchmarks: the
+package's own `server_process` (the one `starchart bench` uses) with the flags given."""
 
 from __future__ import annotations
 
-import socket
-import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
-import httpx
+from starchart.bench.own_server import free_port, server_process
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def chat_ready(url: str) -> bool:
-    return httpx.get(url + "/ready", timeout=1).status_code == 200
+__all__ = ["free_port", "starchart_server"]
 
 
 @contextmanager
-def starchart_server(*flags: str, ready: Callable[[str], bool] = chat_ready,
-                     timeout: float = 300) -> Iterator[str]:
-    """Start ``starchart serve FLAGS`` with its own data dir; yield its URL once ``ready``."""
+def starchart_server(*flags: str, timeout: float = 300) -> Iterator[str]:
+    """Start ``starchart serve FLAGS`` with its own data dir; yield its URL once ``/ready``
+    answers 200 (every configured model loaded, CLIP included); stop it afterwards."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    home = tempfile.mkdtemp(prefix="starchart-bench-")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "starchart", "serve", "--port", str(port), "--home", home,
-         "--log-level", "warning", *flags],
-        stdout=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                if ready(url):
-                    break
-            except (httpx.HTTPError, ValueError, KeyError):
-                pass
-            if time.monotonic() > deadline or proc.poll() is not None:
-                raise SystemExit(f"the server ({' '.join(flags)}) did not become ready")
-            time.sleep(0.2)
+    with tempfile.TemporaryDirectory(prefix="starchart-bench-") as home, server_process(
+            [sys.executable, "-m", "starchart", "serve", "--port", str(port), "--home", home,
+             "--log-level", "warning", *flags], url, log=Path(home) / "server.log",
+            timeout=timeout):
         yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
