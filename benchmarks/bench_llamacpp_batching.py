@@ -7,9 +7,12 @@ concurrent streams: aggregate tokens/s (all completion tokens / wall time) and
 time to first token p50/p99. Then two measurements of starchart alone:
 
 - single stream vs llama-cpp-python called directly (its own non-streamed chat
-  call, same prompt, interleaved runs);
+  call, same prompt, interleaved runs), with llama-cpp-python's own server beside
+  them as the control;
 - time to first token of turn 5 of a long conversation with prefix reuse (right
-  after turn 4) and without (after --parallel unrelated requests evicted it).
+  after turn 4) and without (after --parallel unrelated requests evicted it);
+- at temperature 0, how often a request's text beside 7 others equals its text
+  alone (the engine in this process; 8 short answers and 8 long ones).
 
     .venv/bin/python benchmarks/bench_llamacpp_batching.py [--max-tokens 64] [--rounds 1]
 """
@@ -17,6 +20,7 @@ time to first token p50/p99. Then two measurements of starchart alone:
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import statistics
@@ -31,7 +35,11 @@ import httpx
 import numpy as np
 from server_process import free_port, starchart_server
 
-from starchart.engines.llamacpp import default_threads  # sets llama.cpp's OpenMP policy
+from starchart.engines.base import SamplingParams, TextDelta
+from starchart.engines.llamacpp import (  # sets llama.cpp's OpenMP policy
+    LlamaCppEngine,
+    default_threads,
+)
 from starchart.registry import EMBEDDED_NAME, embedded_gguf
 
 TOPICS = ["a lighthouse", "how rain forms", "the city of Paris", "a dragon", "the moon",
@@ -155,7 +163,8 @@ def batching_table(args: argparse.Namespace, threads: int) -> list[str]:
 
 def single_stream(args: argparse.Namespace, threads: int) -> list[str]:
     """Non-streamed chat, one at a time, interleaved: llama-cpp-python called directly (in
-    this process), our server and llama-cpp-python's own server (each its own process).
+    this process), our server and llama-cpp-python's own server (each its own process),
+    and our engine called in this process (its per-token path without HTTP).
 
     Its own server is the control: on a shared machine a server process can lose to an
     in-process call for reasons that are not its per-token code (the report says which).
@@ -188,29 +197,46 @@ def single_stream(args: argparse.Namespace, threads: int) -> list[str]:
                                **body}).json()
         return out["usage"]["completion_tokens"] / (time.perf_counter() - start)
 
+    engine = LlamaCppEngine(EMBEDDED_NAME, embedded_gguf(), n_ctx=args.n_ctx, threads=threads,
+                            parallel=args.parallel)
+    engine.load()
+    params = SamplingParams(temperature=0, max_tokens=n, repetition_penalty=1.0, ignore_eos=True)
+
+    def in_process() -> float:
+        async def drain() -> None:
+            async for _ in engine.stream_chat(messages, params):
+                pass
+
+        start = time.perf_counter()
+        asyncio.run(drain())
+        return n / (time.perf_counter() - start)
+
     ours_body = {"repetition_penalty": 1.0, "ignore_eos": True}
     theirs_body = {"repeat_penalty": 1.0, "logit_bias": {str(t): -100 for t in eog_list}}
-    runs: list[tuple[float, float, float, float]] = []
+    runs: list[tuple[float, float, float, float, float]] = []
     with starchart_server("--n-ctx", str(args.n_ctx), "--threads", str(threads),
                           "--parallel", str(args.parallel)) as ours_url, \
             llama_cpp_server(threads, args.n_ctx) as theirs_url:
         direct()
         post(ours_url, ours_body)
         post(theirs_url, theirs_body)
+        in_process()
         for _ in range(max(3, args.rounds)):
             load = os.getloadavg()[0]
             runs.append((direct(), post(ours_url, ours_body), post(theirs_url, theirs_body),
-                         load))
-            print("single stream (direct, starchart, llama_cpp.server, load):",
-                  [round(x, 1) for x in runs[-1]], file=sys.stderr)
+                         in_process(), load))
+            print("single stream (direct, starchart, llama_cpp.server, engine in process,"
+                  " load):", [round(x, 1) for x in runs[-1]], file=sys.stderr)
     llama.close()
-    d, ours, theirs = (statistics.median(r[i] for r in runs) for i in range(3))
-    loads = [r[3] for r in runs]
+    engine.close()
+    d, ours, theirs, engine_alone = (statistics.median(r[i] for r in runs) for i in range(4))
+    loads = [r[4] for r in runs]
     return [f"single stream, non-streamed chat, {n} tokens, medians of {len(runs)} interleaved"
             f" rounds (load average {min(loads):.1f}-{max(loads):.1f} on {os.cpu_count()} CPUs):"
             f" llama-cpp-python direct {d:.1f} tokens/s; starchart {ours:.1f} ({ours / d:.3f}"
             f" of direct, target >= 0.97); llama_cpp.server {theirs:.1f} ({theirs / d:.3f});"
-            f" starchart / llama_cpp.server {ours / theirs:.3f}"]
+            f" starchart / llama_cpp.server {ours / theirs:.3f}; our engine called in this"
+            f" process (no HTTP) {engine_alone:.1f} ({engine_alone / d:.3f} of direct)"]
 
 
 def prefix_reuse(args: argparse.Namespace, threads: int) -> list[str]:
@@ -254,13 +280,68 @@ def prefix_reuse(args: argparse.Namespace, threads: int) -> list[str]:
             f" {a * 1000:.0f} ms with reuse, {b * 1000:.0f} ms without: {b / a:.1f}x faster"]
 
 
+def determinism(args: argparse.Namespace, threads: int) -> list[str]:
+    """Greedy text of 8 questions alone vs beside 7 others (the engine, in this process)."""
+    questions = [f"Explain in detail {topic}." for topic in (
+        "how rain forms", "how a bicycle works", "why the sky is blue", "how bread rises",
+        "how a compass works", "why leaves change color", "how a lighthouse works",
+        "how tides work")]
+    short = ["What is the capital of France?", "What is two plus two?", "Name a color.",
+             "Name a fruit.", "What is the largest ocean?", "What is the capital of Italy?",
+             "Name the capital of Germany.", "What is the capital of Spain?"]
+    engine = LlamaCppEngine(EMBEDDED_NAME, embedded_gguf(), n_ctx=args.n_ctx, threads=threads,
+                            parallel=args.parallel)
+    engine.load()
+
+    async def text(question: str, params: SamplingParams) -> str:
+        out = ""
+        async for event in engine.stream_chat(
+                [{"role": "system", "content": ""}, {"role": "user", "content": question}],
+                params):
+            if isinstance(event, TextDelta):
+                out += event.text
+        return out
+
+    async def together(qs: list[str], params: SamplingParams) -> list[str]:
+        return list(await asyncio.gather(*(text(q, params) for q in qs)))
+
+    lines = []
+    try:
+        for name, qs, n in (("short answers", short, 32),
+                            ("'Explain in detail'", questions, args.max_tokens)):
+            params = SamplingParams(temperature=0, max_tokens=n)
+            alone = [asyncio.run(text(q, params)) for q in qs]
+            same = total = 0
+            forks = []
+            for _ in range(max(2, args.rounds)):
+                for a, b in zip(alone, asyncio.run(together(qs, params)), strict=True):
+                    same += a == b
+                    total += 1
+                    if a != b:
+                        forks.append(_common_chars(a, b))
+            lines.append(f"temperature 0, {name} ({n} tokens), 8 at once vs alone:"
+                         f" {same}/{total} texts identical"
+                         + (f"; differing texts agree for their first {sorted(forks)} characters"
+                            if forks else ""))
+    finally:
+        engine.close()
+    return lines
+
+
+def _common_chars(a: str, b: str) -> int:
+    n = 0
+    while n < min(len(a), len(b)) and a[n] == b[n]:
+        n += 1
+    return n
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--n-ctx", type=int, default=2048)
     parser.add_argument("--parallel", type=int, default=8)
-    parser.add_argument("--only", choices=["batching", "single", "prefix"])
+    parser.add_argument("--only", choices=["batching", "single", "prefix", "determinism"])
     args = parser.parse_args()
     threads = default_threads()
     lines = [f"model {EMBEDDED_NAME} (Q4_1), {threads} threads, n_ctx {args.n_ctx}, --parallel"
@@ -270,7 +351,9 @@ def main() -> int:
     if args.only in (None, "single"):
         lines += [*single_stream(args, threads), ""]
     if args.only in (None, "prefix"):
-        lines += prefix_reuse(args, threads)
+        lines += [*prefix_reuse(args, threads), ""]
+    if args.only in (None, "determinism"):
+        lines += determinism(args, threads)
     print("\n".join(lines))
     return 0
 

@@ -6,7 +6,10 @@ ignore_eos, so every stream decodes exactly --max-tokens); the front is a second
 process relaying to it (the upstream decodes on --upstream-threads, default 1,
 leaving a core to the front on a small machine). Rounds alternate direct /
 front so machine noise hits both. Reported per concurrency (1 and 8 streams at once): TTFT p50 and
-aggregate decode tokens/s, and front/direct.
+aggregate decode tokens/s, and front/direct; and, for one stream, the upstream's own decode
+speed during the front's rounds (its ``/v1/stats``): the client's speed over it shows whether
+the relay keeps up with what the upstream produces, apart from the CPU the front's process
+takes from the upstream on a small machine. The load average is printed before and after.
 
     .venv/bin/python benchmarks/bench_remote_passthrough.py [--rounds 5] [--max-tokens 64]
 """
@@ -16,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import statistics
 import time
 
@@ -73,6 +77,7 @@ def main() -> None:
 
     # The upstream decodes on one thread: the other core is left to the front and the
     # client, so the comparison measures the relay, not a fight for the CPU.
+    print("load average before: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
     with starchart_server("--n-ctx", "2048", "--threads", str(args.upstream_threads)
                           ) as upstream, starchart_server(
             "--n-ctx", "2048", "--upstream", f"up={upstream}",
@@ -83,10 +88,15 @@ def main() -> None:
         print(f"{'streams':>7}  {'path':<7}{'TTFT p50':>10}{'tok/s':>9}")
         for streams in args.streams:
             got: dict[str, list[tuple[float, float]]] = {"direct": [], "front": []}
+            kept_up: list[float] = []  # client tok/s over the upstream's own, through the front
             for _ in range(args.rounds):
                 for name, (url, model) in paths.items():
                     got[name].append(asyncio.run(measure(url, model, streams,
                                                          args.max_tokens)))
+                    upstream_speed = httpx.get(upstream + "/v1/stats").json()[
+                        "last_tokens_per_second"]
+                    if name == "front" and streams == 1 and upstream_speed:
+                        kept_up.append(got[name][-1][1] / upstream_speed)
             med = {name: (statistics.median(t for t, _ in runs),
                           statistics.median(s for _, s in runs)) for name, runs in got.items()}
             for name, (ttft, speed) in med.items():
@@ -95,6 +105,10 @@ def main() -> None:
             ratio = med["front"][1] / med["direct"][1]
             print(f"{streams:>7}  front/direct: tokens/s x{ratio:.3f}, TTFT +{added:.1f} ms"
                   f" (targets: >= 0.97, < 5 ms)")
+            if kept_up:
+                print(f"{streams:>7}  through the front, client tok/s / the upstream's own"
+                      f" decode tok/s: x{statistics.median(kept_up):.3f}")
+    print("load average after: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
 
 
 if __name__ == "__main__":

@@ -11,11 +11,13 @@ the CLI prints its message.
      │    └── ContextOverflow  400 context_length_exceeded
      ├── Unauthorized          401 invalid_api_key
      ├── NotFound              404 not_found / model_not_found
+     ├── Conflict              409 conflict (e.g. unloading a model that is generating)
      ├── PayloadTooLarge       413 request_too_large
      ├── QueueFull             429 rate_limit_exceeded (+ Retry-After)
      ├── RateLimited           429 rate_limit_exceeded (+ Retry-After; per-key limits)
      ├── ClientLeft            499 client_closed_request (nobody reads it: the client left)
      ├── Unavailable           503 model_not_ready (still loading, or its load failed)
+     │    ├── OverBudget       503 memory_budget_exceeded (+ the figures)
      │    └── ShuttingDown     503 shutting_down (+ Retry-After; SIGTERM received)
      ├── UpstreamRejected      an upstream's own 4xx, passed on (remote engine)
      ├── BadGateway            502 upstream_error (upstream 5xx, unreachable, broken stream)
@@ -70,6 +72,12 @@ class NotFound(StarchartError):
     code = "not_found"
 
 
+class Conflict(StarchartError):
+    status = 409
+    type = "invalid_request_error"
+    code = "conflict"
+
+
 class PayloadTooLarge(StarchartError):
     status = 413
     type = "invalid_request_error"
@@ -115,6 +123,18 @@ class Unavailable(StarchartError):
     status = 503
     type = "server_error"
     code = "model_not_ready"
+
+
+class OverBudget(Unavailable):
+    """Loading a model would exceed --memory-budget even with every idle model unloaded.
+
+    ``memory``: the figures, in bytes (needed, budget, loaded), also in the error body."""
+
+    code = "memory_budget_exceeded"
+
+    def __init__(self, message: str, *, needed: int, budget: int, loaded: int):
+        super().__init__(message, param="model")
+        self.memory = {"needed": needed, "budget": budget, "loaded": loaded}
 
 
 class ShuttingDown(Unavailable):

@@ -52,6 +52,12 @@ class _ScrapeTime:
             if engine.info.weight_bytes is not None:
                 weights.add_metric([name], float(engine.info.weight_bytes))
         yield weights
+        # 0 while unloaded (--load-on-demand, --keep-alive, the memory budget) or loading.
+        loaded = GaugeMetricFamily("starchart_model_loaded",
+                                   "1 when the model is loaded, else 0.", labels=["model"])
+        for name, engine in self.engines().items():
+            loaded.add_metric([name], 1.0 if engine.loaded else 0.0)
+        yield loaded
         images = CounterMetricFamily("starchart_clip_images_encoded",
                                      "Images the CLIP model has encoded.", labels=["model"])
         clip = self.clip_images()

@@ -82,8 +82,8 @@ def serve(settings: Settings) -> int:
         print(f"starchart: {refusal}", file=sys.stderr, flush=True)
         return 2
     app = create_app(settings)  # resolves the model now: an unknown name fails before binding
-    engine = next(iter(app.state.service.engines.values()))
-    print(f"starchart: serving {engine.info.id} ({engine.info.path})", flush=True)
+    for engine in app.state.service.engines.values():
+        print(f"starchart: serving {engine.info.id} ({engine.info.path})", flush=True)
     print(f"starchart: API on http://{settings.host}:{settings.port}/v1"
           f" (web page: http://{settings.host}:{settings.port}/)", flush=True)
     config = uvicorn.Config(app, host=settings.host, port=settings.port,

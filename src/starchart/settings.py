@@ -8,14 +8,44 @@ the environment, which overrides the defaults.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
 import platformdirs
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?i?b?)\s*$", re.IGNORECASE)
+_SIZE_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "m": 1000**2, "mb": 1000**2,
+               "g": 1000**3, "gb": 1000**3, "t": 1000**4, "tb": 1000**4, "kib": 1024,
+               "mib": 1024**2, "gib": 1024**3, "tib": 1024**4}
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
+_DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
+
+
+def parse_size(text: str) -> int:
+    """``8GB``, ``512MiB``, ``1.5g`` or a number of bytes -> bytes (GB = 1000^3, GiB = 1024^3)."""
+    match = _SIZE.match(text)
+    unit = match.group(2).lower() if match else ""
+    if match is None or unit not in _SIZE_UNITS:
+        raise ValueError(f"{text!r} is not a size such as 8GB, 512MB or 2GiB")
+    return int(float(match.group(1)) * _SIZE_UNITS[unit])
+
+
+def parse_duration(text: str) -> float:
+    """Ollama-style durations: ``5m``, ``30s``, ``1h30m``, ``250ms``, or seconds (``90``)."""
+    text = text.strip().lower()
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    parts = _DURATION.findall(text)
+    if not text or "".join(n + u for n, u in parts) != text:
+        raise ValueError(f"{text!r} is not a duration such as 5m, 30s, 1h or 250ms")
+    return sum(float(n) * _DURATION_UNITS[u] for n, u in parts)
 
 
 def _default_home() -> Path:
@@ -29,10 +59,35 @@ class Settings(BaseSettings):
         default_factory=_default_home,
         description="Data directory (database, keys, logs).",
     )
-    model: str = Field(
-        DEFAULT_MODEL,
+    model: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: [DEFAULT_MODEL],
         description="Chat model: a registry name (see `starchart models`) or a path to a .gguf;"
-        " with --engine transformers also a checkpoint folder or a Hugging Face hub id.",
+        " with --engine transformers also a checkpoint folder or a Hugging Face hub id."
+        " Repeat it (or comma-separate it in the env var) to serve several models; NAME=PATH"
+        " serves PATH under NAME. The first is the default for requests that name none.",
+    )
+    # Several models in one server (README "Several models").
+    load_on_demand: bool = Field(
+        False,
+        description="Load no model at start-up: each loads on its first request (which waits"
+        " for it, up to --load-timeout) or on POST /v1/models/NAME/load.",
+    )
+    keep_alive: str | None = Field(
+        None,
+        description="Unload a model idle this long (5m, 30s, 1h; like Ollama's keep_alive); it"
+        " loads again on its next request. Default: models stay loaded.",
+    )
+    memory_budget: str | None = Field(
+        None,
+        description="Memory the loaded models may take together (8GB, 512MB, 2GiB), by the"
+        " planner's estimate (weights + KV cache x --parallel); loading beyond it unloads the"
+        " least recently used idle model. Default: the free RAM (VRAM with GPU offload) at"
+        " start-up, as `starchart doctor` sees it; no limit with a single model.",
+    )
+    load_timeout: float = Field(
+        300.0, gt=0,
+        description="Seconds a request waits for its model to load (--load-on-demand,"
+        " --keep-alive) before it gets 503.",
     )
     engine: Literal["llamacpp", "transformers"] = Field(
         "llamacpp",
@@ -242,3 +297,41 @@ class Settings(BaseSettings):
     upstream_health_interval: float = Field(
         5.0, gt=0, description="Seconds between health probes (GET /v1/models) of upstreams."
     )
+
+    @field_validator("model", mode="before")
+    @classmethod
+    def _models(cls, value: Any) -> Any:
+        """``STARCHART_MODEL=a,b`` and ``Settings(model="a")`` as well as a list."""
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if isinstance(value, list) and not value:
+            raise ValueError("name at least one model")
+        return value
+
+    @field_validator("keep_alive")
+    @classmethod
+    def _duration(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_duration(value)
+        return value
+
+    @field_validator("memory_budget")
+    @classmethod
+    def _size(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_size(value)
+        return value
+
+    @property
+    def default_model(self) -> str:
+        """The first ``--model``: the one requests without a ``model`` get."""
+        return self.model[0]
+
+    @property
+    def keep_alive_seconds(self) -> float | None:
+        return None if self.keep_alive is None else parse_duration(self.keep_alive)
+
+    @property
+    def memory_budget_bytes(self) -> int | None:
+        return None if self.memory_budget is None else parse_size(self.memory_budget)
+

@@ -20,6 +20,8 @@ OWN_ERRORS = {
     ("/v1/chat/completions", "post"): {404, 503},
     ("/v1/completions", "post"): {404, 503},
     ("/v1/models", "get"): set(),
+    ("/v1/models/{name}/load", "post"): {404, 503},
+    ("/v1/models/{name}/unload", "post"): {404, 409},
     ("/v1/defaults", "get"): set(),
     ("/v1/stats", "get"): set(),
     ("/health", "get"): set(),

@@ -14,6 +14,7 @@ import pytest
 from starlette.types import Receive, Scope, Send
 
 from starchart.api.app import create_app
+from starchart.bench.own_server import child_environment
 from starchart.bench.prompts import default_prompts, load_prompts
 from starchart.bench.report import render_table, schema
 from starchart.bench.runner import BenchConfig, run_bench
@@ -203,3 +204,15 @@ def test_percentile_is_linear_between_ranks() -> None:
     assert percentile([3.0], 99) == 3.0
     assert percentile([1.0, 2.0, 3.0, 4.0], 50) == 2.5
     assert percentile([float(i) for i in range(101)], 90) == 90.0
+
+
+def test_the_child_server_reads_back_every_forwarded_setting(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A list setting (several models) once reached the child as "['a', 'b']".
+    settings = Settings(model=["smollm2-135m-instruct", "other=/models/other.gguf"],
+                        n_ctx=512, threads=1)
+    for name, value in child_environment(settings, tmp_path).items():
+        monkeypatch.setenv(name, value)
+    again = Settings()
+    assert again.model == settings.model and again.n_ctx == 512 and again.threads == 1
+    assert again.home == tmp_path

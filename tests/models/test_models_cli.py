@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 
 import pytest
-from conftest import starchart, tiny_gguf
+from cli_support import starchart, tiny_gguf
 from hub_server import COMMIT, HubServer
 
 from starchart.engines import create_engine
@@ -63,6 +63,8 @@ def test_list_and_info_of_the_embedded_model_gemma_and_a_checkpoint(dirs, gemma_
     assert smol["chat_template"]["present"] and not smol["chat_template"]["tools"]
     assert "<|im_start|>" in smol["chat_template"]["first_lines"][0]
     assert smol["context_length"] == 8192 and smol["plan"]["best"] == "gguf Q4_1"
+    planned = starchart("plan", "gemma", "--json", **dirs)  # `plan` takes the names too
+    assert json.loads(planned.stdout)["plan"]["model"]["architecture"] == "gemma3"
     tiny_info = json.loads(starchart("models", "info", "tiny", "--json", **dirs).stdout)
     assert tiny_info["architecture"] == "llama" and tiny_info["layers"] == 2
     assert tiny_info["plan"]["model"]["source"] == "safetensors"
@@ -76,8 +78,14 @@ def test_serve_and_chat_take_the_names(dirs, gemma_gguf, tiny_checkpoint):
     assert engine.path == gemma_gguf
     with pytest.raises(Exception, match="--engine transformers"):
         create_engine(Settings(model="tiny", home=dirs["home"]))
+    # The name is looked up in the settings' home (not the environment's STARCHART_HOME).
     tiny = create_engine(Settings(model="tiny", home=dirs["home"], engine="transformers"))
     assert tiny.info.id == "tiny"
+    tiny.load()
+    try:
+        assert tiny.loaded
+    finally:
+        tiny.close()
     said = starchart("chat", "--model", "gemma", "-p", "The capital of Germany is",
                      "--temperature", "0", "--max-tokens", "8", "--n-ctx", "256",
                      "--parallel", "1", **dirs)

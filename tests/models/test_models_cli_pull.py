@@ -11,7 +11,7 @@ import socket
 from pathlib import Path
 
 import pytest
-from conftest import starchart, tiny_gguf
+from cli_support import starchart, tiny_gguf
 from hub_server import COMMIT, HubServer
 
 GGUF_REPO = "tiny-org/tiny-gguf"

@@ -1,8 +1,9 @@
 """Timeouts against a scripted upstream on loopback that goes quiet.
 
 The upstream speaks just enough HTTP: it lists a model, and answers a chat
-request either not at all ("silent") or with one streamed event and then
-silence ("stall"), so the first-token and idle timeouts can be seen to fire.
+request either not at all ("silent"), with one streamed event and then
+silence ("stall"), so the first-token and idle timeouts can be seen to fire,
+or with a whole answer up to [DONE] and then a body that never ends ("linger").
 """
 
 from __future__ import annotations
@@ -61,8 +62,10 @@ class _Handler(socketserver.StreamRequestHandler):
                              b"Connection: close\r\nContent-Length: %d\r\n\r\n" % len(body)
                              + body)
             return
-        if self.server.mode == "stall":
+        if self.server.mode in ("stall", "linger"):
             event = f"data: {json.dumps(CHUNK)}\n\n".encode()
+            if self.server.mode == "linger":  # the whole answer, but the body never ends
+                event += b"data: [DONE]\n\n"
             self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
                              b"Transfer-Encoding: chunked\r\n\r\n"
                              + b"%x\r\n" % len(event) + event + b"\r\n")
@@ -124,3 +127,17 @@ def test_a_stored_turn_whose_upstream_goes_quiet_keeps_its_text_marked_incomplet
     stored = httpx.get(f"{quiet_front.url}/v1/conversations/{conv['id']}").json()["messages"]
     assert [m["role"] for m in stored] == ["user", "assistant"]
     assert stored[1]["content"] == "Hello" and stored[1]["incomplete"] is True
+
+
+@pytest.mark.parametrize("quiet_front", ["linger"], indirect=True)
+def test_a_body_that_lingers_after_done_does_not_hold_the_clients_done(
+        quiet_front: LiveServer) -> None:
+    # The relay reads an upstream's body to its end after [DONE] (so the connection
+    # can be reused), but only briefly: the client's answer is complete and ends.
+    started = time.monotonic()
+    with httpx.stream("POST", quiet_front.url + "/v1/chat/completions", timeout=30,
+                      json={**BODY, "stream": True}) as response:
+        frames = [line[6:] for line in response.iter_lines() if line.startswith("data: ")]
+    assert time.monotonic() - started < 3
+    assert json.loads(frames[0])["choices"][0]["delta"]["content"] == "Hello"
+    assert frames[1:] == ["[DONE]"]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -27,16 +26,17 @@ from starchart.api.routes import (
     conversations,
     doctor,
     metrics,
+    model_loading,
     models,
 )
 from starchart.api.routes import clip as clip_routes
 from starchart.api.shutdown import Drain, DrainMiddleware
 from starchart.api.slow_clients import SendTimeout
 from starchart.api.web import mount_web
-from starchart.engines import create_engine
+from starchart.engines import create_engines
 from starchart.engines.base import Engine
+from starchart.engines.pool import PoolPolicy
 from starchart.engines.remote import remote_engines
-from starchart.errors import StarchartError
 from starchart.metrics import MetricsMiddleware, ServerMetrics
 from starchart.services.chat import ChatService
 from starchart.services.clip import ClipService
@@ -48,24 +48,6 @@ from starchart.vision.clip import ClipModel
 log = logging.getLogger("starchart")
 
 
-async def _load(service: ChatService) -> None:
-    """Load every engine off the event loop; /health answers meanwhile, /ready waits."""
-    for engine in service.engines.values():
-        if engine.loaded:
-            continue
-        started = time.perf_counter()
-        try:
-            await asyncio.to_thread(engine.load)
-        except StarchartError as exc:
-            service.load_error = exc.message
-            log.error("could not load %s: %s", engine.info.id, exc.message)
-            return
-        if service.metrics is not None:
-            service.metrics.model_loaded(engine.info.id, time.perf_counter() - started)
-        log.info("model %s loaded (%s, n_ctx=%d)", engine.info.id, engine.info.engine,
-                 engine.info.n_ctx)
-
-
 def _images_encoded(clip: ClipModel | None) -> tuple[str, int] | None:
     """(CLIP model id, images its batcher has encoded), once it is loaded."""
     if clip is None or clip.images is None:
@@ -75,16 +57,20 @@ def _images_encoded(clip: ClipModel | None) -> tuple[str, int] | None:
 
 def create_app(settings: Settings, engines: list[Engine] | None = None) -> FastAPI:
     """Build the app. ``engines`` lets a caller share already-loaded engines
-    (the terminal chat, tests); by default the one from ``settings`` is built
-    here and loaded in the background at start-up. Engines passed in stay
-    owned by the caller and are not closed at shutdown.
+    (the terminal chat, tests); by default those of ``settings`` (every --model)
+    are built here and loaded in the background at start-up (or on demand: the
+    pool, ``engines/pool.py``). Engines passed in stay owned by the caller and are
+    not closed at shutdown.
     """
     owned = engines is None
     # Models from upstream servers (--upstream, --models-file) are always the app's own.
     remote = remote_engines(settings)
-    chosen = [*([create_engine(settings)] if engines is None else engines), *remote]
+    local = create_engines(settings) if engines is None else engines
+    chosen = [*local, *remote]
     server_metrics = ServerMetrics()
-    service = ChatService(settings, {e.info.id: e for e in chosen}, metrics=server_metrics)
+    service = ChatService(settings, {e.info.id: e for e in chosen}, metrics=server_metrics,
+                          policy=PoolPolicy.from_settings(settings, len(local)))
+    pool = service.pool
     clip = ClipService.from_settings(settings, service)
     store = Store.open(settings)
     conversation_chat = ConversationChat(service, store.conversations)
@@ -95,13 +81,16 @@ def create_app(settings: Settings, engines: list[Engine] | None = None) -> FastA
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        loading = asyncio.create_task(_load(service))
+        loading = asyncio.create_task(pool.start())
+        expiring = asyncio.create_task(pool.expire_idle())
         background = [asyncio.create_task(e.serve_background()) for e in chosen]
         clip_loading = asyncio.create_task(clip.load())
         try:
             yield
         finally:
             loading.cancel()
+            expiring.cancel()
+            pool.close()
             for task in background:
                 task.cancel()
             await asyncio.gather(*background, return_exceptions=True)
@@ -139,7 +128,7 @@ def create_app(settings: Settings, engines: list[Engine] | None = None) -> FastA
     app.add_middleware(SendTimeout, timeout=settings.send_timeout)
     # Outermost: every answer is counted, refusals (401, 400 bad Host) included.
     app.add_middleware(MetricsMiddleware, metrics=server_metrics)
-    for module in (chat, completions, models, doctor, clip_routes, conversations,
+    for module in (chat, completions, models, model_loading, doctor, clip_routes, conversations,
                    conversation_messages, metrics):
         app.include_router(module.router)
     describe(app, chunks=(ChatCompletionChunk, CompletionChunk, ConversationChunk))

@@ -24,8 +24,10 @@ ERRORS = {
          " does not answer to)",
     401: "No valid API key (once keys exist)",
     404: "No such model or object",
+    409: "The model has requests in flight (unload it when they are done)",
     413: "The request body is over the limit (setting max_body_bytes)",
-    503: "The model is not loaded (still loading, or its load failed)",
+    503: "The model is not loaded (still loading, or its load failed), or it does not fit"
+         " the memory budget (code memory_budget_exceeded, with error.memory)",
 }
 _REF = "#/components/schemas/{model}"
 

@@ -340,11 +340,22 @@ class WireModel(BaseModel):
         return self.model_dump_json(exclude_unset=True)
 
 
+class MemoryFigures(WireModel):
+    """Why a model does not fit (code ``memory_budget_exceeded``), in bytes."""
+
+    needed: int
+    budget: int
+    loaded: int
+
+
 class ErrorDetail(WireModel):
+    omittable = frozenset({"memory"})
+
     message: str
     type: str
     param: str | None
     code: str | None
+    memory: MemoryFigures | None = None
 
 
 class ErrorResponse(WireModel):
@@ -354,8 +365,10 @@ class ErrorResponse(WireModel):
 
     @classmethod
     def of(cls, exc: StarchartError) -> ErrorResponse:
+        memory = getattr(exc, "memory", None)
         return cls(error=ErrorDetail(message=exc.message, type=exc.type, param=exc.param,
-                                     code=exc.code))
+                                     code=exc.code, **({"memory": MemoryFigures(**memory)}
+                                                        if memory else {})))
 
 
 class Usage(WireModel):
@@ -528,6 +541,9 @@ class CompletionChunk(Completion):
     usage: Usage | None = None  # type: ignore[assignment]
 
 
+ModelState = Literal["loaded", "loading", "unloaded", "failed"]
+
+
 class ModelCard(WireModel):
     """A row of ``GET /v1/models``; the engine's own facts follow the OpenAI fields."""
 
@@ -539,11 +555,30 @@ class ModelCard(WireModel):
     owned_by: str = "starchart"
     kind: Literal["chat", "clip"]
     loaded: bool
+    # loaded, loading, unloaded (--load-on-demand, --keep-alive, POST .../unload), or failed.
+    state: ModelState
+    # What the model takes once loaded, by the planner's estimate (weights + KV cache x
+    # --parallel + buffers); what --memory-budget counts. None: unknown.
+    memory_bytes: int | None
+    load_error: str | None = None
+    omittable = frozenset({"load_error"})
 
 
 class ModelList(WireModel):
     object: Literal["list"] = "list"
     data: list[ModelCard]
+
+
+class ModelStateChange(WireModel):
+    """``POST /v1/models/{name}/load`` and ``/unload``: the model's state afterwards."""
+
+    object: Literal["model.state"] = "model.state"
+    id: str
+    state: ModelState
+    memory_bytes: int | None
+    # Models unloaded to make room for this one (least recently used first).
+    unloaded: list[str] = []
+    load_seconds: float | None = None
 
 
 class GenerationDefaults(WireModel):

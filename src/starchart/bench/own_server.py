@@ -4,6 +4,7 @@ bench client's interpreter (its GIL and event loop) or the figures would be ours
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -15,6 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+from pydantic_settings import NoDecode
 
 from starchart.errors import StarchartError
 from starchart.settings import Settings
@@ -35,10 +37,21 @@ def child_environment(settings: Settings, home: Path) -> dict[str, str]:
     for name, value in settings.model_dump().items():
         if name in _NOT_FORWARDED or value is None:
             continue
-        env[f"STARCHART_{name.upper()}"] = str(value).lower() if isinstance(value, bool) \
-            else str(value)
+        env[f"STARCHART_{name.upper()}"] = _env_value(name, value)
     env["STARCHART_HOME"] = str(home)
     return env
+
+
+def _env_value(name: str, value: object) -> str:
+    """A setting as its STARCHART_* variable reads it back: lists comma-separated where
+    the field says so (``NoDecode``, e.g. ``model``), else as JSON."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, list | dict):
+        if NoDecode in Settings.model_fields[name].metadata and isinstance(value, list):
+            return ",".join(str(v) for v in value)
+        return json.dumps(value)
+    return str(value)
 
 
 @contextmanager
@@ -47,7 +60,7 @@ def own_server(settings: Settings, timeout: float = 300) -> Iterator[str]:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     with tempfile.TemporaryDirectory(prefix="starchart-bench-") as home:
-        print(f"starchart bench: starting starchart serve ({settings.model},"
+        print(f"starchart bench: starting starchart serve ({settings.default_model},"
               f" {settings.engine}) on {url}", file=sys.stderr, flush=True)
         with server_process(
                 [sys.executable, "-m", "starchart", "serve", "--host", "127.0.0.1",

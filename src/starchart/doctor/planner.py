@@ -242,13 +242,14 @@ def shape_from_hub(repo_id: str) -> ModelShape:
     return shape
 
 
-def load_shape(model: str) -> ModelShape:
-    """What the user typed after --model: a registry name, a path, or a hub id (from the
-    local HF cache, else its config.json and safetensors headers from the hub)."""
+def load_shape(model: str, home: Path | None = None) -> ModelShape:
+    """What the user typed after --model: a model name (``home``: where the names of
+    ``starchart models`` are), a path, or a hub id (from the local HF cache, else its
+    config.json and safetensors headers from the hub)."""
     from starchart.registry import is_hub_id, resolve
 
     try:
-        path = resolve(model).path
+        path = resolve(model, home).path
     except NotFound:
         if not is_hub_id(model):
             raise NotFound(f"no local model {model!r}: give a .gguf, a folder with"
@@ -399,8 +400,9 @@ def overhead_bytes(shape: ModelShape, weights: int, n_ctx: int, batch: int, *,
     return base + weights // 20 + n_ctx * batch * per_token * act_bytes
 
 
-def _budget(gpus: GpuProbe, ram_available: int | None, *, use_gpu: bool = True) -> Budget:
-    """All GPUs together (a model is split across them), else RAM."""
+def free_memory(gpus: GpuProbe, ram_available: int | None, *, use_gpu: bool = True) -> Budget:
+    """Where models go and how much is free there: all GPUs together (a model is split
+    across them), else RAM."""
     if gpus.gpus and use_gpu:
         frees = [g.memory_free for g in sorted(gpus.gpus, key=lambda g: g.index)]
         if len(frees) == 1:
@@ -455,7 +457,7 @@ def plan(shape: ModelShape, *, n_ctx: int, batch: int, gpus: GpuProbe,
     ready = ready or Readiness()
     is_gguf = shape.source == "gguf"
     # A GGUF whose llama.cpp cannot offload runs on the CPU: planned against RAM.
-    budget = _budget(gpus, ram_available, use_gpu=not (is_gguf and ready.llama_gpu is False))
+    budget = free_memory(gpus, ram_available, use_gpu=not (is_gguf and ready.llama_gpu is False))
     device = budget.device
     extra_gpus = max(0, len(budget.gpus_free) - 1) if device == "gpu" else 0
     result = Plan(shape, n_ctx, batch, budget)

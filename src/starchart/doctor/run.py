@@ -42,7 +42,7 @@ def run_checks(home: Path, *, model: str | None = None, n_ctx: int = 4096, batch
                use_nvml: bool = True) -> Report:
     """The whole doctor. A model that cannot be read raises ``StarchartError``
     before any check runs, so a typo costs no time."""
-    shape = load_shape(model) if model is not None else None
+    shape = load_shape(model, home) if model is not None else None
     sys_facts = system.facts(home)
     gpus = nvidia.probe(use_nvml=use_nvml)
     # Importing torch costs seconds: only when there is a GPU (CUDA or Apple's) to ask about.

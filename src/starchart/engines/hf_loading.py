@@ -38,10 +38,10 @@ class Source:
     gguf_file: str | None = None
 
 
-def locate(name: str, *, trust_remote_code: bool = False) -> Source:
-    """Registry name, .gguf file, checkpoint folder, or hub id (downloaded)."""
+def locate(name: str, *, trust_remote_code: bool = False, home: Path | None = None) -> Source:
+    """Model name, .gguf file, checkpoint folder, or hub id (downloaded)."""
     try:
-        spec = resolve(name)
+        spec = resolve(name, home)
     except NotFound:
         if not is_hub_id(name):
             raise

@@ -15,6 +15,7 @@ import asyncio
 import logging
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from starchart.chat import named
@@ -75,11 +76,13 @@ class TransformersEngine(Engine):
     def __init__(self, model: str, *, n_ctx: int = 4096, device: str = "auto",
                  dtype: str = "auto", quantize: str = "none", chat_template: str | None = None,
                  trust_remote_code: bool = False, threads: int | None = None,
-                 max_sequences: int = 8) -> None:
+                 max_sequences: int = 8, home: Path | None = None) -> None:
         """``max_sequences``: how many full-context sequences the KV cache holds at once;
-        more concurrent requests wait in the batch queue."""
+        more concurrent requests wait in the batch queue. ``home``: where the model names
+        of ``starchart models`` are (default: the settings' home)."""
         super().__init__()
         self.model_name = model
+        self.home = home
         self.requested = {"device": device, "dtype": dtype, "quantize": quantize}
         self.chat_template_name = chat_template
         self.trust_remote_code = trust_remote_code
@@ -118,7 +121,8 @@ class TransformersEngine(Engine):
         if self.trust_remote_code:
             log.warning("--trust-remote-code: running Python code shipped with %s; only do this"
                         " for models whose code you trust", self.model_name)
-        source = locate(self.model_name, trust_remote_code=self.trust_remote_code)
+        source = locate(self.model_name, trust_remote_code=self.trust_remote_code,
+                        home=self.home)
         self.source = source
         tokenizer, model = self._load_weights(source, device, dtype)
         template, template_name = self._template(tokenizer)

@@ -20,7 +20,8 @@ from starchart.engines.base import (
     TextDelta,
     TokenLogprob,
 )
-from starchart.errors import NotFound, Unavailable
+from starchart.engines.pool import ModelPool, PoolPolicy
+from starchart.errors import NotFound
 from starchart.metrics import ServerMetrics
 from starchart.services.usage import charge
 from starchart.settings import Settings
@@ -69,8 +70,14 @@ class ChatService:
     settings: Settings
     engines: dict[str, Engine] = field(default_factory=dict)
     stats: Stats = field(default_factory=Stats)
-    load_error: str | None = None
     metrics: ServerMetrics | None = None  # the server's; None in the terminal chat
+    policy: PoolPolicy = field(default_factory=PoolPolicy)
+    # When each engine is loaded (engines/pool.py); built from ``engines`` and ``policy``.
+    pool: ModelPool = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.pool = ModelPool(self.engines, self.policy, on_loaded=(
+            self.metrics.model_loaded if self.metrics is not None else None))
 
     @property
     def default_model(self) -> str | None:
@@ -91,12 +98,15 @@ class ChatService:
         return engine
 
     def engine(self, model: str | None) -> Engine:
-        """The engine of ``model``, ready to generate."""
-        engine = self.served(model)
-        if not engine.loaded:
-            why = f": {self.load_error}" if self.load_error else "; try again shortly (GET /ready)"
-            raise Unavailable(f"model {engine.info.id!r} is not loaded{why}")
-        return engine
+        """The engine of ``model``, loaded now (503 saying why when it is not)."""
+        return self.pool.require(self.served(model).info.id)
+
+    async def ready(self, model: str | None) -> Engine:
+        """The engine of ``model``, loaded: loads it first when it is served on demand
+        (and waits for a load under way). Every route that generates calls this before
+        it tokenizes anything; the model stays loaded until the caller's next await
+        (a stream from ``stream_chat``/``stream_completion`` holds it from creation)."""
+        return await self.pool.ready(self.served(model).info.id)
 
     def with_system_prompt(self, messages: Sequence[Message]) -> list[Message]:
         """Add the configured system prompt when the conversation has none."""
@@ -128,7 +138,9 @@ class ChatService:
     def _tracked(self, engine: Engine, events: AsyncIterator[StreamEvent]
                  ) -> AsyncIterator[StreamEvent]:
         counted = self._counted(events)
-        return counted if self.metrics is None else self.metrics.track(engine.info.id, counted)
+        tracked = (counted if self.metrics is None
+                   else self.metrics.track(engine.info.id, counted))
+        return self.pool.held(engine.info.id, tracked)
 
     async def _counted(self, events: AsyncIterator[StreamEvent]) -> AsyncIterator[StreamEvent]:
         self.stats.in_flight += 1

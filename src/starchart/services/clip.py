@@ -72,7 +72,9 @@ class ClipService:
         clip = self.clip
         if clip is None:
             return []
-        return [{"id": clip.info.id, "kind": "clip", "loaded": clip.loaded,
+        state = "loaded" if clip.loaded else "failed" if clip.load_error else "loading"
+        return [{"id": clip.info.id, "kind": "clip", "loaded": clip.loaded, "state": state,
+                 "memory_bytes": clip.info.weight_bytes,
                  **clip.info.as_dict(), "batching": clip.batching_stats()}]
 
     def _served(self, model: str | None = None) -> ClipModel:

@@ -320,9 +320,15 @@ class ConversationChat:
         hold = AsyncExitStack()
         await hold.enter_async_context(self.store.turn_lock(conversation_id))
         try:
-            turn = await asyncio.to_thread(self._prepare, conversation_id, owner, content,
-                                           params, model, replace, hold.aclose,
-                                           structured or StructuredRequest(), continue_)
+            # The model is loaded (on demand) before anything is tokenized, and held
+            # loaded while the turn is prepared on a worker thread.
+            if model is None:
+                model = (await asyncio.to_thread(self.store.get, conversation_id, owner)).model
+            engine = await self.service.ready(model)
+            with self.service.pool.hold(engine.info.id):
+                turn = await asyncio.to_thread(self._prepare, conversation_id, owner, content,
+                                               params, engine.info.id, replace, hold.aclose,
+                                               structured or StructuredRequest(), continue_)
         except BaseException:
             await hold.aclose()
             raise

@@ -26,7 +26,7 @@ router = APIRouter()
 async def create_chat_completion(body: ChatCompletionRequest,
                                  request: Request) -> ChatCompletion | Response:
     service: ChatService = request.app.state.service
-    engine = service.engine(body.model)
+    engine = await service.ready(body.model)  # loads it first on demand
     if isinstance(engine, RemoteEngine):  # passed through as the client sent it
         # response_format and tools too: the upstream constrains its own output.
         return await relay(request, engine, "/v1/chat/completions", service)

@@ -20,7 +20,7 @@ router = APIRouter()
 async def create_completion(body: CompletionRequest,
                             request: Request) -> Completion | Response:
     service: ChatService = request.app.state.service
-    engine = service.engine(body.model)
+    engine = await service.ready(body.model)  # loads it first on demand
     if isinstance(engine, RemoteEngine):  # passed through as the client sent it
         return await relay(request, engine, "/v1/completions", service)
     body.check_supported()

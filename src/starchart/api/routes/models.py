@@ -14,6 +14,7 @@ from starchart.api.protocol import (
     SequenceStats,
     ServerStats,
 )
+from starchart.engines.pool import describe
 from starchart.engines.remote import RemoteEngine
 from starchart.services.chat import ChatService
 from starchart.services.clip import ClipService
@@ -33,10 +34,12 @@ def _clip(request: Request) -> ClipService:
 
 @router.get("/v1/models", response_model=ModelList)
 async def list_models(request: Request) -> ModelList:
-    chat = [ModelCard(kind="chat", loaded=engine.loaded, **engine.info.as_dict(),
-                      **({"upstreams": [u.as_dict() for u in engine.upstreams]}
-                         if isinstance(engine, RemoteEngine) else {}))
-            for engine in _service(request).engines.values()]
+    pool = _service(request).pool
+    chat = [ModelCard(kind="chat", loaded=entry.engine.loaded, **entry.engine.info.as_dict(),
+                      **describe(entry),
+                      **({"upstreams": [u.as_dict() for u in entry.engine.upstreams]}
+                         if isinstance(entry.engine, RemoteEngine) else {}))
+            for entry in pool.models.values()]
     clip = [ModelCard.model_validate(row) for row in _clip(request).model_entries()]
     return ModelList(data=chat + clip)
 
@@ -67,13 +70,20 @@ async def health() -> Health:
             responses={503: {"model": Readiness,
                              "description": "A model is still loading, or failed to load"}})
 async def ready(request: Request) -> Response:
-    """Readiness: every configured model, chat and CLIP, is loaded."""
+    """Readiness: every configured model, chat and CLIP, can answer without waiting for
+    start-up: it is loaded, or (--load-on-demand, --keep-alive) it loads on its first
+    request. A model whose load failed makes it 503 "error" (the others keep serving)."""
     service, clip = _service(request), _clip(request)
-    models = {name: engine.loaded for name, engine in service.engines.items()}
+    pool = service.pool
+    models = {name: entry.engine.loaded for name, entry in pool.models.items()}
+    usable = {name: loaded or (pool.policy.on_demand and pool.model(name).state != "failed")
+              for name, loaded in models.items()}
     models.update(clip.loaded())
-    ok = bool(models) and all(models.values())
+    usable.update(clip.loaded())
+    ok = bool(usable) and all(usable.values())
     body = Readiness(status="ready" if ok else "loading", models=models)
-    error = service.load_error or clip.load_error
+    failed = [f"{e.name}: {e.error}" for e in pool.models.values() if e.state == "failed"]
+    error = "; ".join(failed) or clip.load_error
     if error:
         body.status, body.error = "error", error
     return JSONResponse(body.model_dump(mode="json", exclude_unset=True),
