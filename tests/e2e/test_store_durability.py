@@ -21,6 +21,8 @@ from tests.conftest import free_port
 class ServeProcess:
     """`python -m starchart serve` on a free loopback port with its own data dir."""
 
+    ready_timeout = 90.0  # seconds to /ready (a loaded machine may need more)
+
     def __init__(self, home: Path, *args: str) -> None:
         self.home = home
         self.args = args  # more `serve` flags (--database-url, --upstream, ...)
@@ -35,7 +37,7 @@ class ServeProcess:
             [sys.executable, "-m", "starchart", "serve", "--port", str(self.port),
              "--n-ctx", "1024", "--log-level", "warning", *self.args],
             env=env, stdout=log, stderr=log)
-        deadline = time.monotonic() + 90
+        deadline = time.monotonic() + self.ready_timeout
         while time.monotonic() < deadline:
             assert self.proc.poll() is None, (self.home / "server.log").read_text()
             try:

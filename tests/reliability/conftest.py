@@ -31,12 +31,13 @@ def serve(tmp_path: Path) -> Iterator[Callable[..., ServeProcess]]:
     """Start `starchart serve` processes (extra flags as arguments); all stopped after."""
     started: list[ServeProcess] = []
 
-    def start(*args: str) -> ServeProcess:
+    def start(*args: str, ready_timeout: float = 90) -> ServeProcess:
         home = tmp_path / "home"
         home.mkdir(exist_ok=True)
-        process = ServeProcess(home, *args).start()
+        process = ServeProcess(home, *args)
+        process.ready_timeout = ready_timeout
         started.append(process)
-        return process
+        return process.start()
 
     yield start
     for process in started:

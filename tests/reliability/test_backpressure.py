@@ -13,6 +13,7 @@ import pytest
 
 from starchart.api.app import create_app
 from starchart.engines.llamacpp import LlamaCppEngine
+from starchart.registry import EMBEDDED_NAME
 from starchart.settings import Settings
 from starchart.store import Store
 
@@ -62,7 +63,12 @@ def test_retry_after_header_on_a_full_queue(serve: Callable[..., ServeProcess]) 
     with httpx.Client(base_url=server.url, timeout=60) as client:
         with client.stream("POST", "/v1/chat/completions", json=body) as running:
             assert running.status_code == 200
-            next(running.iter_lines())
+            lines = running.iter_lines()  # kept: a dropped iterator closes the response
+            next(lines)
+            deadline = time.monotonic() + 30
+            while client.get("/v1/stats").json()["models"][EMBEDDED_NAME]["running"] != 1:
+                assert time.monotonic() < deadline, "the first request never ran"
+                time.sleep(0.05)
             refused = client.post("/v1/chat/completions", json=ASK)
     assert refused.status_code == 429
     assert int(refused.headers["Retry-After"]) >= 1

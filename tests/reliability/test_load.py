@@ -68,7 +68,8 @@ def test_32_streaming_clients_200_requests_llamacpp(
 @pytest.mark.slow
 def test_8_streaming_clients_24_requests_transformers(
         serve: Callable[..., ServeProcess], report: Callable[[str, str], None]) -> None:
-    server = serve("--engine", "transformers")
+    # De-quantizing the GGUF for transformers takes a while on a busy machine.
+    server = serve("--engine", "transformers", ready_timeout=300)
     _load(server, clients=8, requests=24, max_tokens=4, engine="transformers", report=report)
 
 
