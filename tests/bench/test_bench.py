@@ -62,6 +62,20 @@ def test_against_our_server_tokens_match_the_servers_usage(
         stats.completion_tokens - before_tokens
 
 
+def test_a_named_model_is_sent_as_its_name(
+        live_server: LiveServer, capsys: pytest.CaptureFixture[str]) -> None:
+    # --model is repeatable for `serve`; bench sends the one name it was given (it once
+    # sent the list, and every request was a 400).
+    code = main(["bench", "--url", live_server.url, "--model", "smollm2-135m-instruct",
+                 "--concurrency", "1", "--requests", "1", "--max-tokens", "4", "--warmup",
+                 "0", "--json", "--no-progress"])
+    assert code == 0
+    doc = json.loads(capsys.readouterr().out)
+    jsonschema.validate(doc, schema())
+    assert doc["target"]["model"] == "smollm2-135m-instruct"
+    assert doc["levels"][0]["errors"] == {} and doc["levels"][0]["succeeded"] == 1
+
+
 def test_without_url_it_starts_its_own_server_and_stops_it(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     prompts = tmp_path / "one.txt"

@@ -92,7 +92,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             base = config(url, None, True)
             doc = asyncio.run(_measure(base, named=None))
     else:
-        doc = asyncio.run(_measure(config(args.url, None, False), named=args.model))
+        # --model is a setting (a list, repeatable for `serve`): bench sends one name.
+        named = settings.default_model if args.model else None
+        doc = asyncio.run(_measure(config(args.url, None, False), named=named))
     print(render_json(doc) if args.json else render_table(doc))
     return 0
 
