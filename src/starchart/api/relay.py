@@ -53,6 +53,7 @@ class _Meter:
         self.pieces = 0
         self.first: float | None = None  # decode speed counts from the first text
         self.error = False
+        self.counted = False  # the upstream's answer ended and its tokens were counted
         self.ended = False
         self.stats.requests += 1
         self.stats.in_flight += 1
@@ -91,6 +92,7 @@ class _Meter:
         """The upstream finished its answer."""
         if self.error:
             return
+        self.counted = True
         completion = int(self.usage.get("completion_tokens") or self.pieces)
         self.stats.completion_tokens += completion
         charge(int(self.usage.get("prompt_tokens") or 0) + completion)  # per-key rate limit
@@ -111,6 +113,9 @@ class _Meter:
         if not self.ended:
             self.ended = True
             self.stats.in_flight -= 1
+            if not self.counted:  # cancelled or failed: what was relayed still counts
+                self.stats.completion_tokens += self.pieces
+                charge(self.pieces)
             if self.generation is not None:
                 self.generation.end()
 
