@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import signal
 import sqlite3
 import time
@@ -16,9 +17,15 @@ TIMEOUT = 6.0  # --shutdown-timeout under test
 LONG = {"max_tokens": 900, "ignore_eos": True, "temperature": 0}
 
 
+def drain_lines(log: str) -> list[str]:
+    """The drain's own INFO lines in a server's log (uvicorn's are not ours)."""
+    return [line for line in log.splitlines()
+            if line.startswith("INFO ") and "shutting down" in line]
+
+
 def test_sigterm_refuses_new_requests_ends_streams_cleanly_and_exits_0(
         serve: Callable[..., ServeProcess], report: Callable[[str, str], None]) -> None:
-    server = serve("--shutdown-timeout", str(TIMEOUT))
+    server = serve("--shutdown-timeout", str(TIMEOUT), "--log-level", "info")
     url = server.url
     convs = [httpx.post(url + "/v1/conversations", json={"system_prompt": ""}).json()["id"]
              for _ in range(2)]
@@ -57,6 +64,13 @@ def test_sigterm_refuses_new_requests_ends_streams_cleanly_and_exits_0(
     assert len(cut) == 4, "the long streams end with an error event"
     assert all(r.error is not None and r.error["code"] == "shutting_down" for r in cut)
     assert streams[-1][1].finish_reason is not None
+    # One INFO line as the drain starts, one as it ends.
+    started, ended = drain_lines(log)
+    waiting = re.fullmatch(r"INFO shutting down: (\d) requests? in flight, up to 6 s"
+                           r" \(--shutdown-timeout\) to finish; new ones get 503", started)
+    assert waiting is not None and int(waiting[1]) in (4, 5), started  # the short one may be done
+    assert re.fullmatch(r"INFO shutting down: --shutdown-timeout reached, 4 requests cut"
+                        r" \(\d finished\)", ended), ended
     report("graceful shutdown", f"SIGTERM to exit 0 in {exited:.1f} s (--shutdown-timeout"
            f" {TIMEOUT:g}); 4 of 5 in-flight streams ended with an error event + [DONE],"
            " 1 finished; new requests 503")
@@ -72,3 +86,22 @@ def test_sigterm_refuses_new_requests_ends_streams_cleanly_and_exits_0(
         # Both start the same reply: what was stored, and what the client read.
         shorter, longer = sorted((reply["content"], result.text), key=len)
         assert shorter and longer.startswith(shorter)
+
+
+def test_a_drain_that_finishes_in_time_says_so(serve: Callable[..., ServeProcess]) -> None:
+    server = serve("--shutdown-timeout", "30", "--log-level", "info")
+    thread, result = stream_in_thread(server.url, "/v1/chat/completions", {
+        "messages": [{"role": "user", "content": "Tell a story."}], "max_tokens": 40,
+        "ignore_eos": True})
+    assert result.first_chunk.wait(60), "the stream never started"
+    assert server.proc is not None
+    server.proc.send_signal(signal.SIGTERM)
+    thread.join(40)
+    assert server.proc.wait(timeout=40) == 0
+    assert result.finish_reason == "length" and result.error is None
+    log = (server.home / "server.log").read_text()
+    assert drain_lines(log)[0] == ("INFO shutting down: 1 request in flight, up to 30 s"
+                                   " (--shutdown-timeout) to finish; new ones get 503")
+    assert re.fullmatch(r"INFO shutting down: every request finished, in \d+\.\d s",
+                        drain_lines(log)[1]), log[-2000:]
+    assert len(drain_lines(log)) == 2

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import math
 import time
 from collections.abc import Iterator
@@ -35,9 +36,15 @@ from starchart.api.errors import error_response
 from starchart.api.streaming import DONE, error_frame
 from starchart.errors import ShuttingDown
 
+log = logging.getLogger("starchart.shutdown")
+
 # Streams still running this long before the deadline are cut (at most a quarter of it).
 CUT_MARGIN = 1.0
 POLL = 0.05
+
+
+def _requests(n: int) -> str:
+    return f"{n} request{'' if n == 1 else 's'}"
 
 
 @dataclass(eq=False)
@@ -111,8 +118,18 @@ class Drain:
         now = time.monotonic()
         self.deadline = now + self.timeout
         cut_at = self.deadline - min(CUT_MARGIN, self.timeout / 4)
+        # The user who stopped the server sees what it waits for, and how that ended.
+        in_flight = self.busy
+        log.info("shutting down: %s in flight, up to %g s (--shutdown-timeout) to finish;"
+                 " new ones get 503", _requests(in_flight), self.timeout)
         while self.busy and time.monotonic() < cut_at:
             await asyncio.sleep(POLL)
+        left = self.busy
+        if left:
+            log.info("shutting down: --shutdown-timeout reached, %s cut (%d finished)",
+                     _requests(left), max(0, in_flight - left))
+        else:
+            log.info("shutting down: every request finished, in %.1f s", time.monotonic() - now)
         for connection in list(self.connections):
             connection.cut()
         while self.connections and time.monotonic() < self.deadline:
