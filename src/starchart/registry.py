@@ -94,14 +94,21 @@ def known_names(home: Path | None = None) -> list[str]:
     return [*EMBEDDED, *Catalog(home or _default_home()).entries()]
 
 
+def resolve_name(name: str, home: Path | None = None) -> ModelSpec | None:
+    """A model name only (never a path): the embedded name or one from ``models pull``
+    / ``models add``; None when ``name`` is no such name. The API resolves with this,
+    so a client names models and never reaches a path on the server's disk."""
+    if name in EMBEDDED:
+        return ModelSpec(id=name, path=embedded_gguf(), description=EMBEDDED[name])
+    return _named(name, home or _default_home())
+
+
 def resolve(name: str, home: Path | None = None) -> ModelSpec:
     """Turn what the user typed after ``--model`` into a ``ModelSpec``: the embedded
     name, a name from ``models pull`` / ``models add`` (``STARCHART_HOME``, default:
     the settings' home), or a path."""
-    if name in EMBEDDED:
-        return ModelSpec(id=name, path=embedded_gguf(), description=EMBEDDED[name])
     home = home or _default_home()
-    named = _named(name, home)
+    named = resolve_name(name, home)
     if named is not None:
         return named
     path = Path(name).expanduser()

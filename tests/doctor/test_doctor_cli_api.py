@@ -12,7 +12,8 @@ import pytest
 from fake_smi import write_fake_nvidia_smi
 from pydantic import BaseModel, ConfigDict
 
-from starchart.registry import EMBEDDED_NAME
+from starchart.models.catalog import Catalog, Entry
+from starchart.registry import EMBEDDED_NAME, embedded_gguf
 
 Status = Literal["ok", "warn", "fail"]
 
@@ -197,3 +198,30 @@ def test_doctor_route_errors(api):
     assert missing.status_code == 404
     assert missing.json()["error"]["code"] == "model_not_found"
     assert missing.json()["error"]["param"] == "model"
+
+
+@pytest.mark.slow
+def test_doctor_route_plans_any_registry_name(api, settings):
+    """Any name `doctor --model` takes (`models add` / `models pull` ones too), resolved
+    the same way; a name not known is a 404 that names it and lists the known ones."""
+    catalog = Catalog(settings.home)
+    catalog.put(Entry(name="mine", source=str(embedded_gguf())))
+    catalog.put(Entry(name="gone", source=str(settings.home / "deleted.gguf")))
+    planned = api.get("/v1/doctor", params={"model": "mine", "n_ctx": 1024})
+    assert planned.status_code == 200, planned.text
+    plan = DoctorSchema.model_validate(planned.json()).plan
+    assert plan is not None and plan.best == "gguf Q4_1"
+    assert plan.command == "starchart serve --model mine --n-ctx 1024"  # the name, as typed
+
+    unknown = api.get("/v1/doctor", params={"model": "no-such-model"})
+    assert unknown.status_code == 404
+    error = unknown.json()["error"]
+    assert (error["code"], error["param"]) == ("model_not_found", "model")
+    assert "'no-such-model'" in error["message"]
+    for name in (EMBEDDED_NAME, "mine", "gone"):
+        assert name in error["message"], error["message"]
+    gone = api.get("/v1/doctor", params={"model": "gone"})
+    assert gone.status_code == 404 and "deleted.gguf" in gone.json()["error"]["message"]
+    # A name, never a path: not even one to a model file.
+    path = api.get("/v1/doctor", params={"model": str(embedded_gguf())})
+    assert path.status_code == 404 and path.json()["error"]["code"] == "model_not_found"

@@ -16,7 +16,7 @@ from fastapi import APIRouter, Query, Request
 
 from starchart.api.openapi import errors
 from starchart.errors import BadRequest, NotFound
-from starchart.registry import EMBEDDED
+from starchart.registry import known_names, resolve_name
 
 router = APIRouter()
 CACHE_SECONDS = 30.0
@@ -37,15 +37,20 @@ def _cache(request: Request) -> DoctorCache:
     return cache
 
 
-def _model_path(request: Request, model: str) -> str:
-    """Plans over HTTP are for models this server knows, never arbitrary paths on its disk."""
+def _plan_target(request: Request, model: str) -> str:
+    """What the plan reads for ``model``: a served model's files, else any name
+    ``doctor --model`` takes (``registry.resolve_name``: a file gone is a 404 saying
+    so). Plans over HTTP are for names, never arbitrary paths on the server's disk."""
     engines = request.app.state.service.engines
     if model in engines:
         return str(engines[model].info.path)
-    if model in EMBEDDED:
-        return model
-    known = ", ".join([*engines, *EMBEDDED])
-    raise NotFound(f"model {model!r} is neither served here nor a registry name ({known})",
+    home = request.app.state.settings.home
+    if resolve_name(model, home) is not None:
+        return model  # the plan reads it by name, as `doctor --model` does
+    served = ", ".join(engines) or "none"
+    names = ", ".join(known_names(home))
+    raise NotFound(f"model {model!r} is neither served here ({served}) nor a model name"
+                   f" ({names}; `starchart models add` / `models pull` name more)",
                    param="model", code="model_not_found")
 
 
@@ -64,7 +69,7 @@ async def doctor(
         if value is not None and value < 1:
             raise BadRequest(f"{name} must be at least 1, got {value}", param=name)
     settings = request.app.state.settings
-    target = _model_path(request, model) if model else None
+    target = _plan_target(request, model) if model else None
     ctx = n_ctx or settings.n_ctx
     key = (target, ctx, batch)
     cache = _cache(request)
