@@ -8,12 +8,16 @@ import subprocess
 import sys
 from typing import Any, Literal
 
+import httpx
 import pytest
 from fake_smi import write_fake_nvidia_smi
 from pydantic import BaseModel, ConfigDict
 
+from starchart.api.app import create_app
 from starchart.models.catalog import Catalog, Entry
 from starchart.registry import EMBEDDED_NAME, embedded_gguf
+
+from tests.conftest import LiveServer, free_port
 
 Status = Literal["ok", "warn", "fail"]
 
@@ -225,3 +229,17 @@ def test_doctor_route_plans_any_registry_name(api, settings):
     # A name, never a path: not even one to a model file.
     path = api.get("/v1/doctor", params={"model": str(embedded_gguf())})
     assert path.status_code == 404 and path.json()["error"]["code"] == "model_not_found"
+
+
+@pytest.mark.slow
+def test_doctor_route_says_a_remote_model_is_planned_on_its_upstream(settings, engine):
+    upstream = f"http://127.0.0.1:{free_port()}"
+    remote = settings.model_copy(update={"upstream": [f"far={upstream}"]})
+    with LiveServer(create_app(remote, engines=[engine]), free_port(),
+                    wait_ready=False) as server:
+        answer = httpx.get(server.url + "/v1/doctor", params={"model": "far"}, timeout=60)
+    assert answer.status_code == 400, answer.text
+    error = answer.json()["error"]
+    assert error["param"] == "model"
+    assert error["message"] == (f"model 'far' runs on its upstream servers ({upstream}),"
+                                " not on this machine: plan its memory where it runs")

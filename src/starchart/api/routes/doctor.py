@@ -43,7 +43,12 @@ def _plan_target(request: Request, model: str) -> str:
     so). Plans over HTTP are for names, never arbitrary paths on the server's disk."""
     engines = request.app.state.service.engines
     if model in engines:
-        return str(engines[model].info.path)
+        info = engines[model].info
+        if info.engine == "remote":  # its memory is on other machines
+            raise BadRequest(f"model {model!r} runs on its upstream servers ({info.path}),"
+                             " not on this machine: plan its memory where it runs",
+                             param="model")
+        return str(info.path)
     home = request.app.state.settings.home
     if resolve_name(model, home) is not None:
         return model  # the plan reads it by name, as `doctor --model` does
