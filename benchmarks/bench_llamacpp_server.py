@@ -10,7 +10,6 @@ rounds, the two paths alternating so machine noise hits both) and the ratio.
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import sys
@@ -19,6 +18,7 @@ from collections.abc import Iterable
 
 import httpx
 import numpy as np
+from bench_args import bench_parser
 from server_process import starchart_server
 
 from starchart.engines.llamacpp import default_threads  # sets llama.cpp's OpenMP policy
@@ -73,11 +73,7 @@ def server_path(url: str, prompt: str, max_tokens: int):
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--max-tokens", type=int, default=128)
-    parser.add_argument("--n-ctx", type=int, default=2048)
-    args = parser.parse_args()
+    args = bench_parser(__doc__, rounds=5, max_tokens=128, n_ctx=2048).parse_args()
     import llama_cpp  # after starchart's engine module: same OpenMP settings on both sides
 
     threads = default_threads()

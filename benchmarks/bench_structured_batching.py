@@ -20,7 +20,6 @@ vs the rest), from timers around ``Constraint``'s two calls.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import os
@@ -30,6 +29,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from bench_args import bench_parser
 from bench_structured_libraries import schema_with
 
 from starchart.engines.base import Finish, SamplingParams
@@ -112,11 +112,7 @@ def compile_seconds(engine: LlamaCppEngine, rounds: int) -> tuple[float, float]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--max-tokens", type=int, default=256)
-    parser.add_argument("--parallel", type=int, default=8)
-    args = parser.parse_args()
+    args = bench_parser(__doc__, rounds=3, max_tokens=256, parallel=8).parse_args()
     threads = default_threads()
     engine = LlamaCppEngine(EMBEDDED_NAME, embedded_gguf(), n_ctx=1024, threads=threads,
                             parallel=args.parallel)

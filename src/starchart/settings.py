@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import platformdirs
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
@@ -308,18 +308,12 @@ class Settings(BaseSettings):
             raise ValueError("name at least one model")
         return value
 
-    @field_validator("keep_alive")
+    @field_validator("keep_alive", "memory_budget")
     @classmethod
-    def _duration(cls, value: str | None) -> str | None:
+    def _parses(cls, value: str | None, info: ValidationInfo) -> str | None:
+        """A duration or size the properties below could not parse is refused at start-up."""
         if value is not None:
-            parse_duration(value)
-        return value
-
-    @field_validator("memory_budget")
-    @classmethod
-    def _size(cls, value: str | None) -> str | None:
-        if value is not None:
-            parse_size(value)
+            (parse_duration if info.field_name == "keep_alive" else parse_size)(value)
         return value
 
     @property

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -28,9 +29,18 @@ def engines(*names: str) -> dict[str, LlamaCppEngine]:
             for name in names}
 
 
-def closing(pool: ModelPool) -> None:
-    for entry in pool.models.values():
-        entry.engine.close()
+def run_on_pool(check: Callable[[ModelPool], Awaitable[None]],
+                models: dict[str, LlamaCppEngine], policy: PoolPolicy | None = None) -> None:
+    """Run ``check(pool)`` on an event loop, then close the pool's engines (pass or fail)."""
+    async def main() -> None:
+        pool = ModelPool(models, policy)
+        try:
+            await check(pool)
+        finally:
+            for entry in pool.models.values():
+                entry.engine.close()
+
+    asyncio.run(main())
 
 
 def test_the_estimate_counts_the_kv_cache_of_every_parallel_sequence() -> None:
@@ -43,104 +53,85 @@ def test_the_estimate_counts_the_kv_cache_of_every_parallel_sequence() -> None:
 
 
 def test_two_concurrent_first_requests_share_one_load() -> None:
-    async def main() -> None:
-        pool = ModelPool(engines("a"), PoolPolicy(on_demand=True))
-        try:
-            first, second = await asyncio.gather(pool.ready("a"), pool.ready("a"))
-            assert first is second and first.loaded
-            assert pool.model("a").loads == 1 and pool.model("a").state == "loaded"
-            await pool.ready("a")
-            assert pool.model("a").loads == 1
-        finally:
-            closing(pool)
+    async def check(pool: ModelPool) -> None:
+        first, second = await asyncio.gather(pool.ready("a"), pool.ready("a"))
+        assert first is second and first.loaded
+        assert pool.model("a").loads == 1 and pool.model("a").state == "loaded"
+        await pool.ready("a")
+        assert pool.model("a").loads == 1
 
-    asyncio.run(main())
+    run_on_pool(check, engines("a"), PoolPolicy(on_demand=True))
 
 
 def test_without_load_on_demand_an_unloaded_model_is_refused_with_the_way_to_load_it() -> None:
-    async def main() -> None:
-        pool = ModelPool(engines("a"))
-        try:
-            with pytest.raises(Unavailable, match="POST /v1/models/a/load"):
-                await pool.ready("a")
-            await pool.load("a")
-            assert (await pool.ready("a")).loaded
-        finally:
-            closing(pool)
+    async def check(pool: ModelPool) -> None:
+        with pytest.raises(Unavailable, match="POST /v1/models/a/load"):
+            await pool.ready("a")
+        await pool.load("a")
+        assert (await pool.ready("a")).loaded
 
-    asyncio.run(main())
+    run_on_pool(check, engines("a"))
 
 
 def test_loading_beyond_the_budget_unloads_the_least_recently_used_idle_model() -> None:
-    async def main() -> None:
-        models = engines("a", "b", "c")
-        size = memory_estimate(models["a"])
-        pool = ModelPool(models, PoolPolicy(on_demand=True, budget=2 * size + size // 2))
-        try:
-            await pool.ready("a")
-            await pool.ready("b")
-            await pool.ready("a")  # b is now the least recently used
-            assert await pool.load("c") == ["b"]
-            assert {n: m.state for n, m in pool.models.items()} == {
-                "a": "loaded", "b": "unloaded", "c": "loaded"}
-            assert not models["b"].loaded and pool.loaded_bytes() == 2 * size
-            # a model in use is never unloaded: with a held, loading b unloads c
-            with pool.hold("a"):
-                assert await pool.load("b") == ["c"]
-                with pool.hold("b"), pytest.raises(OverBudget) as refused:
-                    await pool.load("c")
-            assert refused.value.memory == {"needed": size, "budget": 2 * size + size // 2,
-                                            "loaded": 2 * size}
-            assert "with requests in flight" in refused.value.message
-        finally:
-            closing(pool)
+    models = engines("a", "b", "c")
+    size = memory_estimate(models["a"])
 
-    asyncio.run(main())
+    async def check(pool: ModelPool) -> None:
+        await pool.ready("a")
+        await pool.ready("b")
+        await pool.ready("a")  # b is now the least recently used
+        assert await pool.load("c") == ["b"]
+        assert {n: m.state for n, m in pool.models.items()} == {
+            "a": "loaded", "b": "unloaded", "c": "loaded"}
+        assert not models["b"].loaded and pool.loaded_bytes() == 2 * size
+        # a model in use is never unloaded: with a held, loading b unloads c
+        with pool.hold("a"):
+            assert await pool.load("b") == ["c"]
+            with pool.hold("b"), pytest.raises(OverBudget) as refused:
+                await pool.load("c")
+        assert refused.value.memory == {"needed": size, "budget": 2 * size + size // 2,
+                                        "loaded": 2 * size}
+        assert "with requests in flight" in refused.value.message
+
+    run_on_pool(check, models, PoolPolicy(on_demand=True, budget=2 * size + size // 2))
 
 
 def test_a_model_larger_than_the_budget_is_refused_with_the_figures() -> None:
-    async def main() -> None:
-        pool = ModelPool(engines("a"), PoolPolicy(on_demand=True, budget=1_000_000))
-        try:
-            with pytest.raises(OverBudget) as refused:
-                await pool.ready("a")
-            size = pool.model("a").memory_bytes
-            assert refused.value.memory == {"needed": size, "budget": 1_000_000, "loaded": 0}
-            assert refused.value.status == 503 and "cannot load even alone" in refused.value.message
-            assert pool.model("a").state == "unloaded"
-        finally:
-            closing(pool)
+    async def check(pool: ModelPool) -> None:
+        with pytest.raises(OverBudget) as refused:
+            await pool.ready("a")
+        size = pool.model("a").memory_bytes
+        assert refused.value.memory == {"needed": size, "budget": 1_000_000, "loaded": 0}
+        assert refused.value.status == 503 and "cannot load even alone" in refused.value.message
+        assert pool.model("a").state == "unloaded"
 
-    asyncio.run(main())
+    run_on_pool(check, engines("a"), PoolPolicy(on_demand=True, budget=1_000_000))
 
 
 def test_unload_is_refused_while_a_stream_holds_the_model_and_works_after() -> None:
-    async def main() -> None:
-        models = engines("a")
-        pool = ModelPool(models, PoolPolicy(on_demand=True))
-        try:
-            engine = await pool.ready("a")
-            params = SamplingParams(max_tokens=4, temperature=0)
-            stream = pool.held("a", engine.stream_completion("Hello", params))
-            with pytest.raises(Conflict):
-                await pool.unload("a")
-            events = [event async for event in stream]
-            assert events and pool.model("a").in_flight == 0
-            # dropped before its first step: the hold ends with it
-            pool.held("a", engine.stream_completion("Hello", params))
-            gc.collect()
-            assert pool.model("a").in_flight == 0
-            await pool.unload("a")
-            assert pool.model("a").state == "unloaded" and not models["a"].loaded
-        finally:
-            closing(pool)
+    models = engines("a")
 
-    asyncio.run(main())
+    async def check(pool: ModelPool) -> None:
+        engine = await pool.ready("a")
+        params = SamplingParams(max_tokens=4, temperature=0)
+        stream = pool.held("a", engine.stream_completion("Hello", params))
+        with pytest.raises(Conflict):
+            await pool.unload("a")
+        events = [event async for event in stream]
+        assert events and pool.model("a").in_flight == 0
+        # dropped before its first step: the hold ends with it
+        pool.held("a", engine.stream_completion("Hello", params))
+        gc.collect()
+        assert pool.model("a").in_flight == 0
+        await pool.unload("a")
+        assert pool.model("a").state == "unloaded" and not models["a"].loaded
+
+    run_on_pool(check, models, PoolPolicy(on_demand=True))
 
 
 def test_keep_alive_unloads_an_idle_model_and_the_next_request_loads_it_again() -> None:
-    async def main() -> None:
-        pool = ModelPool(engines("a"), PoolPolicy(on_demand=True, keep_alive=0.4))
+    async def check(pool: ModelPool) -> None:
         expiring = asyncio.create_task(pool.expire_idle())
         try:
             await pool.ready("a")
@@ -156,44 +147,35 @@ def test_keep_alive_unloads_an_idle_model_and_the_next_request_loads_it_again() 
             assert pool.model("a").loads == 2
         finally:
             expiring.cancel()
-            closing(pool)
 
-    asyncio.run(main())
+    run_on_pool(check, engines("a"), PoolPolicy(on_demand=True, keep_alive=0.4))
 
 
 def test_a_request_waits_for_a_load_at_most_load_timeout_and_the_load_goes_on() -> None:
-    async def main() -> None:
-        pool = ModelPool(engines("a"), PoolPolicy(on_demand=True, load_timeout=0.001))
-        try:
-            with pytest.raises(Unavailable, match="still loading after"):
-                await pool.ready("a")
-            assert pool.model("a").state == "loading"
-            await pool.load("a")  # the same load, finished
-            assert pool.model("a").loads == 1 and (await pool.ready("a")).loaded
-        finally:
-            closing(pool)
+    async def check(pool: ModelPool) -> None:
+        with pytest.raises(Unavailable, match="still loading after"):
+            await pool.ready("a")
+        assert pool.model("a").state == "loading"
+        await pool.load("a")  # the same load, finished
+        assert pool.model("a").loads == 1 and (await pool.ready("a")).loaded
 
-    asyncio.run(main())
+    run_on_pool(check, engines("a"), PoolPolicy(on_demand=True, load_timeout=0.001))
 
 
 def test_a_request_during_an_unload_gets_the_model_loaded_again_never_the_closing_one() -> None:
-    async def main() -> None:
-        pool = ModelPool(engines("a"), PoolPolicy(on_demand=True))
-        try:
-            await pool.ready("a")
-            unloading = asyncio.create_task(pool.unload("a"))
-            await asyncio.sleep(0)  # the unload has begun: its close runs on a thread
-            assert pool.model("a").state == "unloaded"
-            with pytest.raises(Unavailable):
-                pool.hold("a").__enter__()
-            engine = await pool.ready("a")
-            await unloading
-            assert engine.loaded and pool.model("a").loads == 2
-            assert pool.model("a").state == "loaded"
-        finally:
-            closing(pool)
+    async def check(pool: ModelPool) -> None:
+        await pool.ready("a")
+        unloading = asyncio.create_task(pool.unload("a"))
+        await asyncio.sleep(0)  # the unload has begun: its close runs on a thread
+        assert pool.model("a").state == "unloaded"
+        with pytest.raises(Unavailable):
+            pool.hold("a").__enter__()
+        engine = await pool.ready("a")
+        await unloading
+        assert engine.loaded and pool.model("a").loads == 2
+        assert pool.model("a").state == "loaded"
 
-    asyncio.run(main())
+    run_on_pool(check, engines("a"), PoolPolicy(on_demand=True))
 
 
 def test_model_entries_name_their_models_and_two_with_one_name_are_refused(

@@ -44,22 +44,23 @@ def serve(tmp_path: Path) -> Iterator[Callable[..., ServeProcess]]:
         process.stop()
 
 
-def rss_bytes(pid: int) -> int:
-    """Resident memory of a process now."""
+def proc_status(pid: int, key: str) -> int:
+    """A ``/proc/PID/status`` figure in kB (``VmRSS``, ``VmHWM``...), in bytes."""
     with open(f"/proc/{pid}/status") as status:
         for line in status:
-            if line.startswith("VmRSS:"):
+            if line.startswith(key + ":"):
                 return int(line.split()[1]) * 1024
-    raise AssertionError(f"no VmRSS for {pid}")
+    raise AssertionError(f"no {key} for {pid}")
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident memory of a process now."""
+    return proc_status(pid, "VmRSS")
 
 
 def peak_rss_bytes(pid: int) -> int:
     """Highest resident memory of a process so far (VmHWM)."""
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    raise AssertionError(f"no VmHWM for {pid}")
+    return proc_status(pid, "VmHWM")
 
 
 def open_fds(pid: int) -> int:

@@ -28,6 +28,23 @@ class StreamResult:
         """Ended as a client expects: a finish reason or an error event, then [DONE]."""
         return self.done and (self.finish_reason is not None or self.error is not None)
 
+    def take(self, line: str) -> bool:
+        """Read one line of the SSE body; True when it was a chunk of the answer."""
+        if not line.startswith("data: "):
+            return False
+        data = line[6:]
+        if data == "[DONE]":
+            self.done = True
+            return False
+        chunk = json.loads(data)
+        if "error" in chunk:
+            self.error = chunk["error"]
+            return False
+        for choice in chunk.get("choices") or []:
+            self.text += (choice.get("delta") or {}).get("content") or ""
+            self.finish_reason = choice.get("finish_reason") or self.finish_reason
+        return True
+
 
 def read_stream(url: str, path: str, body: dict[str, Any], result: StreamResult | None = None,
                 *, headers: dict[str, str] | None = None, timeout: float = 300
@@ -41,20 +58,8 @@ def read_stream(url: str, path: str, body: dict[str, Any], result: StreamResult 
                 result.body = response.read().decode()
                 return result
             for line in response.iter_lines():
-                if not line.startswith("data: "):
-                    continue
-                data = line[6:]
-                if data == "[DONE]":
-                    result.done = True
-                    continue
-                chunk = json.loads(data)
-                if "error" in chunk:
-                    result.error = chunk["error"]
-                    continue
-                for choice in chunk.get("choices") or []:
-                    result.text += (choice.get("delta") or {}).get("content") or ""
-                    result.finish_reason = choice.get("finish_reason") or result.finish_reason
-                result.first_chunk.set()
+                if result.take(line):
+                    result.first_chunk.set()
     except httpx.HTTPError as exc:
         result.cut = f"{type(exc).__name__}: {exc}"
     finally:
@@ -82,18 +87,7 @@ async def astream(client: httpx.AsyncClient, path: str, body: dict[str, Any]) ->
                 result.body = (await response.aread()).decode()
                 return result
             async for line in response.aiter_lines():
-                if not line.startswith("data: "):
-                    continue
-                if line == "data: [DONE]":
-                    result.done = True
-                    continue
-                chunk = json.loads(line[6:])
-                if "error" in chunk:
-                    result.error = chunk["error"]
-                    continue
-                for choice in chunk.get("choices") or []:
-                    result.text += (choice.get("delta") or {}).get("content") or ""
-                    result.finish_reason = choice.get("finish_reason") or result.finish_reason
+                result.take(line)
     except httpx.HTTPError as exc:
         result.cut = f"{type(exc).__name__}: {exc}"
     finally:

@@ -89,6 +89,17 @@ def quiet_front(request: pytest.FixtureRequest, tmp_path: Path, engine: LlamaCpp
 BODY = {"model": "quiet", "messages": [{"role": "user", "content": "hi"}]}
 
 
+def streamed(server: LiveServer, within: float) -> list[str]:
+    """The data of each SSE event of a streamed chat answer, which must end within seconds."""
+    started = time.monotonic()
+    with httpx.stream("POST", server.url + "/v1/chat/completions", timeout=30,
+                      json={**BODY, "stream": True}) as response:
+        assert response.status_code == 200
+        frames = [line[6:] for line in response.iter_lines() if line.startswith("data: ")]
+    assert time.monotonic() - started < within
+    return frames
+
+
 @pytest.mark.parametrize("quiet_front", ["silent"], indirect=True)
 def test_no_first_token_in_time_is_a_504(quiet_front: LiveServer) -> None:
     for stream in (False, True):
@@ -103,12 +114,7 @@ def test_no_first_token_in_time_is_a_504(quiet_front: LiveServer) -> None:
 @pytest.mark.parametrize("quiet_front", ["stall"], indirect=True)
 def test_a_stream_gone_quiet_ends_with_an_error_event_before_done(
         quiet_front: LiveServer) -> None:
-    started = time.monotonic()
-    with httpx.stream("POST", quiet_front.url + "/v1/chat/completions", timeout=30,
-                      json={**BODY, "stream": True}) as response:
-        assert response.status_code == 200
-        frames = [line[6:] for line in response.iter_lines() if line.startswith("data: ")]
-    assert time.monotonic() - started < 10
+    frames = streamed(quiet_front, within=10)
     assert json.loads(frames[0])["choices"][0]["delta"]["content"] == "Hello"
     assert json.loads(frames[0])["model"] == "quiet"
     assert json.loads(frames[1])["error"]["code"] == "upstream_timeout"
@@ -134,10 +140,6 @@ def test_a_body_that_lingers_after_done_does_not_hold_the_clients_done(
         quiet_front: LiveServer) -> None:
     # The relay reads an upstream's body to its end after [DONE] (so the connection
     # can be reused), but only briefly: the client's answer is complete and ends.
-    started = time.monotonic()
-    with httpx.stream("POST", quiet_front.url + "/v1/chat/completions", timeout=30,
-                      json={**BODY, "stream": True}) as response:
-        frames = [line[6:] for line in response.iter_lines() if line.startswith("data: ")]
-    assert time.monotonic() - started < 3
+    frames = streamed(quiet_front, within=3)
     assert json.loads(frames[0])["choices"][0]["delta"]["content"] == "Hello"
     assert frames[1:] == ["[DONE]"]

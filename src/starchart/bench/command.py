@@ -8,14 +8,13 @@ import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from starchart.bench.own_server import own_server
-from starchart.bench.prompts import load_prompts
-from starchart.bench.report import render_json, render_table
-from starchart.bench.runner import BenchConfig, discover_model, run_bench
 from starchart.errors import BadRequest
 from starchart.settings import Settings
+
+if TYPE_CHECKING:
+    from starchart.bench.runner import BenchConfig
 
 # Settings that shape the server bench starts itself (without --url), and its timeout.
 SETTINGS = ("model", "engine", "n_ctx", "threads", "device", "dtype", "quantize",
@@ -73,6 +72,13 @@ def add_bench_command(sub: Any, add_setting_flags: Callable[..., None]
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
+    # Imported here, not at the top: they pull in httpx, which `starchart --help`
+    # and the other commands must not pay for.
+    from starchart.bench.own_server import own_server
+    from starchart.bench.prompts import load_prompts
+    from starchart.bench.report import render_json, render_table
+    from starchart.bench.runner import BenchConfig
+
     if args.warmup < 0:
         raise BadRequest("--warmup must be 0 or more", param="warmup")
     prompts = load_prompts(args.prompts)
@@ -100,6 +106,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _measure(config: BenchConfig, named: str | None) -> dict[str, Any]:
+    from starchart.bench.runner import BenchConfig, discover_model, run_bench  # see run()
+
     model = named or await discover_model(config)
     if model is None:
         print("starchart bench: GET /v1/models named no model: requests name none",

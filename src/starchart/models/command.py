@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -221,10 +221,20 @@ def add_models_command(sub: Any, add_setting_flags: Callable[..., None]) -> Hand
         " Without a subcommand: list them.")
     group = models.add_subparsers(dest="models_command", metavar="SUBCOMMAND")
     handlers: dict[str, Handler] = {}
+    setting_flags: list[tuple[argparse.ArgumentParser, Sequence[str]]] = []
 
-    pull = group.add_parser(
-        "pull", help="download a model from the Hugging Face hub",
-        description="Download only what REPO's model needs into the Hugging Face cache and"
+    def subcommand(name: str, handler: Handler, summary: str, description: str,
+                   settings: Sequence[str] = ("home",)) -> argparse.ArgumentParser:
+        """A subcommand taking the setting flags named, added after its own arguments."""
+        parser: argparse.ArgumentParser = group.add_parser(name, help=summary,
+                                                           description=description)
+        handlers[name] = handler
+        setting_flags.append((parser, settings))
+        return parser
+
+    pull = subcommand(
+        "pull", _pull, "download a model from the Hugging Face hub",
+        "Download only what REPO's model needs into the Hugging Face cache and"
         " name it REPO[:QUANT_OR_FILE]: for a GGUF repository the one file that :QUANT"
         " (e.g. :Q4_K_M) or :FILE names; for a transformers repository its safetensors,"
         " config, generation config and tokenizer files. Checks free disk space first,"
@@ -235,49 +245,41 @@ def add_models_command(sub: Any, add_setting_flags: Callable[..., None]) -> Hand
     pull.add_argument("--allow-pickle", action="store_true",
                       help="accept .bin/.pt/.pth weights (pickle can run code on load; only"
                       " for repositories you trust)")
-    add_setting_flags(pull, only=["home"])
-    handlers["pull"] = _pull
 
-    list_ = group.add_parser(
-        "list", help="the models starchart can serve",
-        description="Every model starchart can serve by name: engine, format, quantization,"
+    list_ = subcommand(
+        "list", _list, "the models starchart can serve",
+        "Every model starchart can serve by name: engine, format, quantization,"
         " parameters, size on disk; with --url, which a running server has loaded.")
     list_.add_argument("--json", action="store_true", help="print JSON")
     list_.add_argument("--url", help="a running starchart server, e.g. http://127.0.0.1:8000")
     list_.add_argument("--api-key", metavar="KEY", help="with --url: its API key")
-    add_setting_flags(list_, only=["home"])
-    handlers["list"] = _list
 
-    info = group.add_parser(
-        "info", help="architecture, context, chat template and memory plan of a model",
-        description="Read a model's files (no weights loaded): architecture, parameters,"
+    info = subcommand(
+        "info", _info, "architecture, context, chat template and memory plan of a model",
+        "Read a model's files (no weights loaded): architecture, parameters,"
         " context length, chat template (first lines, whether it takes tools) and the"
-        " doctor's memory plan for this machine.")
+        " doctor's memory plan for this machine.", settings=("home", "n_ctx"))
     info.add_argument("name", metavar="NAME")
     info.add_argument("--json", action="store_true", help="print JSON")
-    add_setting_flags(info, only=["home", "n_ctx"])
-    handlers["info"] = _info
 
-    rm = group.add_parser(
-        "rm", help="remove a model (its files in the HF cache, and its name)",
-        description="Delete what NAME uses in the Hugging Face cache (files another name"
+    rm = subcommand(
+        "rm", _rm, "remove a model (its files in the HF cache, and its name)",
+        "Delete what NAME uses in the Hugging Face cache (files another name"
         " shares stay) and forget the name. A name given to a path only loses its name.")
     rm.add_argument("name", metavar="NAME")
     rm.add_argument("-y", "--yes", action="store_true", help="do not ask")
-    add_setting_flags(rm, only=["home"])
-    handlers["rm"] = _rm
 
-    add = group.add_parser(
-        "add", help="give a name to a local .gguf, a checkpoint folder or a hub repo",
-        description="Name a .gguf file, a checkpoint folder (config.json + safetensors) or"
+    add = subcommand(
+        "add", _add, "give a name to a local .gguf, a checkpoint folder or a hub repo",
+        "Name a .gguf file, a checkpoint folder (config.json + safetensors) or"
         " a Hugging Face repository REPO[:QUANT_OR_FILE]; `serve --model NAME` and `chat"
         " --model NAME` then find it. Names are kept in STARCHART_HOME/models.json.")
     add.add_argument("name", metavar="NAME")
     add.add_argument("target", metavar="PATH_OR_REPO")
     add.add_argument("--allow-pickle", action="store_true",
                      help="accept a checkpoint whose weights are pickle files")
-    add_setting_flags(add, only=["home"])
-    handlers["add"] = _add
+    for parser, only in setting_flags:
+        add_setting_flags(parser, only=list(only))
 
     def run(args: argparse.Namespace, settings: Settings) -> int:
         command = args.models_command or "list"

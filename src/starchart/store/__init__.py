@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from starchart.settings import Settings
-from starchart.store.conversations import ConversationStore
-from starchart.store.db import Database
-from starchart.store.keys import KeyStore
+# Imported in open() at run time: every CLI command imports this package (for
+# store.commands), and only the ones that open the store should load SQLAlchemy.
+if TYPE_CHECKING:
+    from starchart.settings import Settings
+    from starchart.store.conversations import ConversationStore
+    from starchart.store.db import Database
+    from starchart.store.keys import KeyStore
 
 
 @dataclass
@@ -18,6 +22,10 @@ class Store:
 
     @classmethod
     def open(cls, settings: Settings) -> Store:
+        from starchart.store.conversations import ConversationStore
+        from starchart.store.db import Database
+        from starchart.store.keys import KeyStore
+
         db = Database.open(settings)
         return cls(db, ConversationStore(db), KeyStore(db))
 
@@ -25,4 +33,4 @@ class Store:
         self.db.close()
 
 
-__all__ = ["ConversationStore", "Database", "KeyStore", "Store"]
+__all__ = ["Store"]

@@ -9,7 +9,6 @@ from datetime import datetime
 from typing import Any
 
 from starchart.settings import Settings
-from starchart.store import Store
 
 STORE_SETTINGS = ("home", "database_url")
 
@@ -19,6 +18,10 @@ def _when(ts: float | None) -> str:
 
 
 def _keys(args: argparse.Namespace, settings: Settings) -> int:
+    # Imported here, not at the top: SQLAlchemy (and the engines the store's
+    # conversations import) would slow every other command's start.
+    from starchart.store import Store
+
     store = Store.open(settings)
     try:
         if args.keys_command == "create":

@@ -10,13 +10,14 @@ import argparse
 import asyncio
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from starchart.api.clip_protocol import ClassifyRequest, ClipLimits
 from starchart.errors import BadRequest
 from starchart.settings import Settings
-from starchart.vision.clip import DEFAULT_CLIP, ClipModel, Label
-from starchart.vision.images import open_image, set_pixel_limit
+
+if TYPE_CHECKING:
+    from starchart.api.clip_protocol import ClassifyRequest
+    from starchart.vision.clip import ClipModel, Label
 
 SETTINGS = ["clip", "clip_device", "clip_max_batch", "clip_max_labels", "clip_max_images",
             "clip_max_image_pixels", "log_level"]
@@ -42,6 +43,13 @@ def parse_labels(values: list[str]) -> list[str]:
 
 
 def run_clip(args: argparse.Namespace, settings: Settings) -> int:
+    # Imported here, not at the top: the API protocol, the engines, numpy and Pillow
+    # (torch when the model loads), which `starchart --help` and the other commands
+    # must not pay for.
+    from starchart.api.clip_protocol import ClassifyRequest, ClipLimits
+    from starchart.vision.clip import DEFAULT_CLIP, ClipModel
+    from starchart.vision.images import open_image, set_pixel_limit
+
     request = ClassifyRequest(image="", labels=parse_labels(args.labels),
                               templates=args.templates)
     request.check(ClipLimits.from_settings(settings))
