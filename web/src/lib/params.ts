@@ -104,7 +104,10 @@ export async function resetParams(): Promise<void> {
 
 /** On a first visit, start from the server's defaults rather than this file's guesses. */
 export async function initParams(): Promise<void> {
-  if (!stored) await resetParams()
+  if (stored) return
+  const defaults = await serverDefaults()
+  // A value set while they were on their way is the user's: it stays.
+  if (!stored) assign(defaults)
 }
 
 /** The request fields for the current parameters. */
