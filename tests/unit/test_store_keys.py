@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -10,7 +12,7 @@ import pytest
 from starchart.errors import NotFound
 from starchart.settings import Settings
 from starchart.store import Store
-from starchart.store.keys import KEY_PREFIX, key_hash
+from starchart.store.keys import KEY_PREFIX, KeyCheck, key_hash
 
 from tests.postgres import PostgresServer
 
@@ -75,3 +77,33 @@ def test_only_the_hash_reaches_the_database(store: Store, postgres: PostgresServ
     assert key_hash(secret).encode() in raw
     listed = [k.as_dict() for k in store.keys.list()]
     assert listed[0]["prefix"] == key.prefix and secret not in str(listed)
+
+
+def test_the_servers_key_check_sees_keys_made_and_revoked_elsewhere_at_once(
+        store: Store, store_settings: Settings) -> None:
+    check = KeyCheck(store.keys)
+    assert asyncio.run(check.check(None)).granted  # no keys: open
+    with closing(Store.open(store_settings)) as other:  # as `starchart keys` would
+        key, secret = other.keys.create("elsewhere")
+    assert not asyncio.run(check.check(None)).granted  # the first key locks at once
+    assert asyncio.run(check.check(secret)).key_id == key.id
+    with closing(Store.open(store_settings)) as other:
+        other.keys.revoke(key.id)
+    assert not asyncio.run(check.check(secret)).granted
+
+
+def test_the_key_check_reads_an_unchanged_sqlite_database_once(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with closing(Store.open(Settings(home=tmp_path))) as store:
+        key, secret = store.keys.create("a")
+        check = KeyCheck(store.keys)
+        assert asyncio.run(check.check(secret)).key_id == key.id
+        reads: list[int] = []
+        read = store.keys.hashes
+        monkeypatch.setattr(store.keys, "hashes", lambda: reads.append(1) or read())
+        for presented in (secret, None, secret + "x", secret):
+            assert asyncio.run(check.check(presented)).granted == (presented == secret)
+        assert reads == []  # decided from the keys read before
+        store.conversations.create(None, title="any commit")
+        assert asyncio.run(check.check(secret)).key_id == key.id
+        assert reads == [1]  # the database changed: read again

@@ -25,7 +25,6 @@ read it with ``key_id(request)`` to scope what a key may see.
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
 from urllib.parse import urlsplit
 
@@ -35,7 +34,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from starchart.api.errors import error_response
 from starchart.errors import BadRequest, StarchartError, Unauthorized
 from starchart.settings import Settings
-from starchart.store.keys import KeyStore
+from starchart.store.keys import KeyCheck, KeyStore
 
 PUBLIC_PATHS = frozenset({"/health", "/ready", "/", "/index.html"})
 PUBLIC_PREFIXES = ("/assets/", "/favicon")
@@ -92,7 +91,7 @@ def unauthorized() -> Unauthorized:
 class AccessGuard:
     def __init__(self, app: ASGIApp, settings: Settings, keys: KeyStore) -> None:
         self.app = app
-        self.keys = keys
+        self.keys = KeyCheck(keys)
         extra = {host_name(h) for h in split_setting(settings.allowed_hosts)}
         self.any_host = "*" in extra
         self.hosts = _LOOPBACK_NAMES | extra | {host_name(settings.host)}
@@ -135,7 +134,7 @@ class AccessGuard:
             return
         key_id = None
         if not (is_public(scope["path"]) or (self.metrics_open and scope["path"] == "/metrics")):
-            access = await asyncio.to_thread(self.keys.authenticate, _presented_key(headers))
+            access = await self.keys.check(_presented_key(headers))
             if not access.granted:
                 await self._refuse(scope, receive, send, unauthorized())
                 return

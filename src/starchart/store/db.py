@@ -16,6 +16,7 @@ through the ``database_url`` setting. For SQLite three things matter:
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -62,6 +63,7 @@ class Database:
         self.is_sqlite = self.engine.dialect.name == "sqlite"
         if self.is_sqlite:
             _sqlite_setup(self.engine)
+        self._watch: sqlite3.Connection | None = None
 
     @classmethod
     def open(cls, settings: Settings) -> Database:
@@ -89,5 +91,28 @@ class Database:
             with conn.begin():
                 yield conn
 
+    def data_version(self) -> int | None:
+        """A number that changes whenever any other connection (another thread, process
+        or replica) has committed to the database since the last call, read without a
+        round trip: SQLite's ``PRAGMA data_version`` on a connection of its own that
+        never writes, which looks at the WAL index in shared memory (microseconds, never
+        waiting on a lock: ``timeout=0``). None when it cannot tell (a server database,
+        an in-memory one, a busy file): ask the database itself.
+
+        Not thread-safe: one caller thread (the server's event loop) per ``Database``."""
+        database = self.engine.url.database
+        if not self.is_sqlite or not database or database == ":memory:":
+            return None
+        try:
+            if self._watch is None:
+                self._watch = sqlite3.connect(database, timeout=0, isolation_level=None,
+                                              check_same_thread=False)
+            version: int = self._watch.execute("PRAGMA data_version").fetchone()[0]
+        except sqlite3.Error:
+            return None
+        return version
+
     def close(self) -> None:
+        if self._watch is not None:
+            self._watch.close()
         self.engine.dispose()

@@ -12,6 +12,7 @@ locks the server rather than reopening it.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import secrets
@@ -100,15 +101,61 @@ class KeyStore:
             return (conn.scalar(sa.select(sa.func.count()).select_from(api_keys)) or 0) > 0
 
     def authenticate(self, presented: str | None) -> Access:
+        return check_key(self.hashes(), presented)
+
+    def hashes(self) -> tuple[KeyHash, ...]:
+        """Every key's id, hash and revocation: what a key check needs."""
         with self.db.read() as conn:
             rows = conn.execute(
                 sa.select(api_keys.c.id, api_keys.c.key_hash, api_keys.c.revoked_at)
             ).all()
-        if not rows:
-            return Access(required=False, key_id=None)
-        digest = key_hash(presented or "").encode()
-        match = None
-        for key_id, stored, revoked_at in rows:
-            if hmac.compare_digest(digest, stored.encode()) and revoked_at is None:
-                match = key_id
-        return Access(required=True, key_id=match)
+        return tuple(KeyHash(*row) for row in rows)
+
+
+@dataclass(frozen=True)
+class KeyHash:
+    id: str
+    key_hash: str
+    revoked_at: float | None
+
+
+def check_key(keys: tuple[KeyHash, ...], presented: str | None) -> Access:
+    if not keys:
+        return Access(required=False, key_id=None)
+    digest = key_hash(presented or "").encode()
+    match = None
+    for key in keys:
+        if hmac.compare_digest(digest, key.key_hash.encode()) and key.revoked_at is None:
+            match = key.id
+    return Access(required=True, key_id=match)
+
+
+class KeyCheck:
+    """The server's key check for every request, without a trip to the database
+    while the database has not changed.
+
+    The keys are read once and kept with the database's ``data_version``; a request
+    whose check finds the version unchanged is decided from them in the event loop.
+    Any commit anywhere (a key created or revoked by `starchart keys` in another
+    process, or through another replica) changes the version, and the next request
+    reads the keys again, so a revocation or a first key takes effect at once.
+    Where the version cannot be read cheaply (PostgreSQL), every check reads the
+    keys, in a worker thread. Measured: the worker-thread hop on every request cost
+    up to 20 ms of time to first token when 8 requests arrive together (threads
+    queueing for the GIL behind the busy event loop)."""
+
+    def __init__(self, keys: KeyStore) -> None:
+        self.keys = keys
+        self._version: int | None = None
+        self._known: tuple[KeyHash, ...] = ()
+
+    async def check(self, presented: str | None) -> Access:
+        version = self.keys.db.data_version()
+        if version is not None and version == self._version:
+            return check_key(self._known, presented)
+        # Read after the version: a commit in between changes the version again, and
+        # the next check reads once more.
+        keys = await asyncio.to_thread(self.keys.hashes)
+        if version is not None:
+            self._version, self._known = version, keys
+        return check_key(keys, presented)
