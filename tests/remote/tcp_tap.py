@@ -22,8 +22,10 @@ class TcpTap:
         self.accepted = 0
         self._sent = bytearray()  # client -> upstream, all connections
         self.requests: list[tuple[int, str]] = []  # (connection number, request line)
+        self.dropped: list[tuple[int, str]] = []  # see drop_next_reuse
         self._lock = threading.Lock()
         self._open: list[socket.socket] = []
+        self._drop_next_reuse = False
         threading.Thread(target=self._accept, daemon=True).start()
 
     @property
@@ -47,16 +49,29 @@ class TcpTap:
             threading.Thread(target=self._pipe, args=(upstream, client, None),
                              daemon=True).start()
 
+    def drop_next_reuse(self) -> None:
+        """The next request sent on a connection that already carried one is not
+        passed on: the connection closes instead, as when a server's keep-alive
+        timeout closes it just as the client sends (the request was never read)."""
+        with self._lock:
+            self._drop_next_reuse = True
+
     def _pipe(self, source: socket.socket, sink: socket.socket, number: int | None) -> None:
         """Copy one direction; ``number`` (the connection's) when it is the client's."""
+        carried = 0  # requests this connection has carried
         try:
             while data := source.recv(65536):
                 if number is not None:
                     with self._lock:
-                        self._sent += data
                         line = data.split(b"\r\n", 1)[0].decode("latin-1")
                         if line.endswith(" HTTP/1.1"):
+                            if carried and self._drop_next_reuse:
+                                self._drop_next_reuse = False
+                                self.dropped.append((number, line))
+                                break
+                            carried += 1
                             self.requests.append((number, line))
+                        self._sent += data
                 sink.sendall(data)
         except OSError:
             pass

@@ -273,8 +273,9 @@ def test_a_client_hanging_up_mid_stream_releases_the_upstream(front: LiveServer)
             "ignore_eos": True}
     with httpx.stream("POST", front.url + "/v1/chat/completions", json=body,
                       timeout=60) as response:
-        next(response.iter_lines())
-        assert llama.outstanding == 1
+        assert response.status_code == 200, response.read()
+        first = next(response.iter_lines())
+        assert llama.outstanding == 1, first
     deadline = time.monotonic() + 10
     while llama.outstanding:
         assert time.monotonic() < deadline, "the upstream request was never closed"

@@ -155,3 +155,26 @@ def test_a_refused_upstream_key_is_a_502_that_never_shows_the_key(
     for body in bodies:
         assert wrong not in body
     assert wrong not in _everything_logged(caplog)
+
+
+def test_a_kept_alive_connection_closed_as_a_request_goes_out_is_retried_on_a_new_one(
+        tmp_path: Path, engine: LlamaCppEngine, upstream: Upstream, tap: TcpTap) -> None:
+    # An upstream closes idle connections after its keep-alive timeout (uvicorn: 5 s);
+    # a request sent on one at that moment finds it closed before any answer. That
+    # upstream is not down: the request goes again, on a new connection.
+    with _front(tmp_path, engine, tap, upstream.key, upstream_health_interval=60) as front:
+        remote = front.app.state.service.engines["far"]
+        client = _client(front)
+        for stream in (False, True):
+            assert client.chat.completions.create(model="far", messages=CAPITAL, max_tokens=4)
+            dropped = len(tap.dropped)
+            tap.drop_next_reuse()
+            if stream:
+                pieces = list(client.chat.completions.create(
+                    model="far", messages=CAPITAL, max_tokens=4, stream=True))
+                assert any(p.choices and p.choices[0].delta.content for p in pieces)
+            else:
+                assert client.chat.completions.create(
+                    model="far", messages=CAPITAL, max_tokens=4).choices[0].message.content
+            assert len(tap.dropped) == dropped + 1  # it did meet a closed connection
+            assert remote.upstreams[0].healthy and remote.upstreams[0].outstanding == 0

@@ -53,6 +53,11 @@ _NOT_TAKEN = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout,
               httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)
 
 
+# What a kept-alive connection the upstream closed as the request went out gives:
+# nothing was answered, so the request goes once more, on a new connection.
+_CLOSED_UNDER_US = (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)
+
+
 # A server busy generating may answer its model list slowly (llama-cpp-python's
 # does not answer at all until the current request is done): that is not down.
 PROBE_READ_TIMEOUT = 30.0
@@ -323,10 +328,9 @@ class RemoteEngine(Engine):
         payload = {**body, "model": self.model.upstream_model, "stream": stream}
         failures: list[str] = []
         for upstream in self.candidates():
-            request = upstream.client.build_request("POST", path, json=payload)
             upstream.outstanding += 1
             try:
-                response = await upstream.client.send(request, stream=True)
+                response = await self._send_once(upstream, path, payload)
             except _NOT_TAKEN as exc:
                 upstream.outstanding -= 1
                 self._down(upstream, _describe(exc))
@@ -346,6 +350,23 @@ class RemoteEngine(Engine):
             return upstream, response
         raise BadGateway(f"no upstream of {self.info.id!r} could be reached: "
                          + "; ".join(failures))
+
+    @staticmethod
+    async def _send_once(upstream: Upstream, path: str, payload: dict[str, Any]
+                         ) -> httpx.Response:
+        """Send on a pooled connection; once more on a new one when the connection
+        turns out closed before any answer: an upstream closes idle connections after
+        its keep-alive timeout (uvicorn: 5 s), and one closed just as the request
+        went out never read it (and a generation is safe to ask for twice). Only a
+        fresh connection failing says the upstream is down."""
+        try:
+            return await upstream.client.send(
+                upstream.client.build_request("POST", path, json=payload), stream=True)
+        except _CLOSED_UNDER_US as exc:
+            log.debug("upstream %s closed a kept-alive connection (%s): sending again",
+                      upstream.url, _describe(exc))
+        return await upstream.client.send(
+            upstream.client.build_request("POST", path, json=payload), stream=True)
 
     async def open_stream(self, path: str, body: dict[str, Any]) -> UpstreamStream:
         """Start a streamed request; returns once the first event has arrived, so
