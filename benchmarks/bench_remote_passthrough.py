@@ -4,12 +4,14 @@ through a starchart front (`--upstream`), side by side.
 The upstream is a `starchart serve` process with the embedded model (it honours
 ignore_eos, so every stream decodes exactly --max-tokens); the front is a second
 process relaying to it (the upstream decodes on --upstream-threads, default 1,
-leaving a core to the front on a small machine). Rounds alternate direct /
-front so machine noise hits both. Reported per concurrency (1 and 8 streams at once): TTFT p50 and
-aggregate decode tokens/s, and front/direct; and, for one stream, the upstream's own decode
-speed during the front's rounds (its ``/v1/stats``): the client's speed over it shows whether
-the relay keeps up with what the upstream produces, apart from the CPU the front's process
-takes from the upstream on a small machine. The load average is printed before and after.
+leaving a core to the front on a small machine). Rounds alternate direct / front so
+machine noise hits both. Reported per concurrency (1 and 8 streams at once): TTFT p50
+and aggregate decode tokens/s, and front/direct; the TTFT added round by round (each
+front round minus the direct one just before it: median and quartiles); and, for one
+stream, the upstream's own decode speed during the front's rounds (its ``/v1/stats``):
+the client's speed over it shows whether the relay keeps up with what the upstream
+produces, apart from the CPU the front's process takes from the upstream on a small
+machine. The load average is printed before and after.
 
     .venv/bin/python benchmarks/bench_remote_passthrough.py [--rounds 5] [--max-tokens 64]
 """
@@ -105,6 +107,14 @@ def main() -> None:
             ratio = med["front"][1] / med["direct"][1]
             print(f"{streams:>7}  front/direct: tokens/s x{ratio:.3f}, TTFT +{added:.1f} ms"
                   f" (targets: >= 0.97, < 5 ms)")
+            # Each front round ran right after a direct one: their difference cancels the
+            # machine's drift, which moves both medians above by more than the relay costs.
+            paired = sorted((f[0] - d[0]) * 1000 for d, f in zip(got["direct"], got["front"],
+                                                                strict=True))
+            quartiles = statistics.quantiles(paired, n=4) if len(paired) > 1 else paired * 3
+            print(f"{streams:>7}  TTFT added, round by round: median"
+                  f" {statistics.median(paired):+.1f} ms (quartiles {quartiles[0]:+.1f}"
+                  f" / {quartiles[2]:+.1f} ms)")
             if kept_up:
                 print(f"{streams:>7}  through the front, client tok/s / the upstream's own"
                       f" decode tok/s: x{statistics.median(kept_up):.3f}")
