@@ -267,20 +267,29 @@ def test_remote_models_count_in_metrics_like_local_ones(front: LiveServer) -> No
                  route="/v1/chat/completions", status="200") == 3
 
 
-def test_a_client_hanging_up_mid_stream_releases_the_upstream(front: LiveServer) -> None:
-    llama = _remote(front, "star").upstreams[0]  # starchart honours ignore_eos: a long answer
+def test_a_client_hanging_up_mid_stream_releases_the_upstream(
+        front: LiveServer, starchart_upstream: ServeProcess) -> None:
+    star = _remote(front, "star").upstreams[0]  # starchart honours ignore_eos: a long answer
     body = {"model": "star", "messages": CAPITAL, "stream": True, "max_tokens": 500,
             "ignore_eos": True}
+    upstream_stats = starchart_upstream.url + "/v1/stats"
+    before = httpx.get(upstream_stats).json()["completion_tokens_total"]
     with httpx.stream("POST", front.url + "/v1/chat/completions", json=body,
                       timeout=60) as response:
         assert response.status_code == 200, response.read()
-        first = next(response.iter_lines())
-        assert llama.outstanding == 1, first
+        lines = _stream_lines(response)
+        received = [next(lines) for _ in range(6)]  # the role chunk and five pieces
+        assert not any(line == "[DONE]" or '"error"' in line for line in received), received
+    # The client is gone mid-way: the front lets go of the upstream request ...
     deadline = time.monotonic() + 10
-    while llama.outstanding:
+    while star.outstanding or front.app.state.service.stats.in_flight:
         assert time.monotonic() < deadline, "the upstream request was never closed"
         time.sleep(0.05)
-    assert front.app.state.service.stats.in_flight == 0
+    # ... and the upstream, its connection closed, stops generating long before 500 tokens.
+    while (stats := httpx.get(upstream_stats).json())["requests_in_flight"]:
+        assert time.monotonic() < deadline, "the upstream went on generating"
+        time.sleep(0.05)
+    assert stats["completion_tokens_total"] - before < 250, stats
 
 
 def _stream_lines(response: httpx.Response) -> Iterator[str]:
