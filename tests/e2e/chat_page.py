@@ -25,9 +25,12 @@ def user_text(body: dict[str, Any]) -> str:
     return body["content"]
 
 
-def open_chat(page: Page, url: str) -> None:
+def open_chat(page: Page, url: str, *, wait_for_defaults: bool = True) -> None:
     page.goto(url + "/")
-    # Ready when the models are listed and the parameters came from the server.
+    # Ready when the first load has its answers: the models are listed and the
+    # parameters came from the server (a value set before they arrive may race them).
+    if wait_for_defaults:
+        expect(page.locator(".chat-layout[data-ready=true]")).to_have_count(1)
     expect(page.locator("#model-picker option")).not_to_have_count(0)
 
 

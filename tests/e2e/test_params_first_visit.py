@@ -25,7 +25,7 @@ def test_a_parameter_set_before_the_servers_defaults_arrive_is_kept(page: Page,
                                                                     live_server) -> None:
     held: list[Route] = []
     page.route("**/v1/defaults", lambda route: held.append(route))  # slow to come
-    open_chat(page, live_server.url)
+    open_chat(page, live_server.url, wait_for_defaults=False)
     expect(page.locator("#param-max_tokens")).to_have_value("1024")  # this file's guess
     set_param(page, "max_tokens", 4)
     assert held, "the page asked for the defaults"
