@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -11,13 +14,25 @@ from playwright.sync_api import Locator, Page, expect
 
 from starchart.api.app import create_app
 from starchart.engines.base import Engine
+from starchart.registry import embedded_gguf
 from starchart.settings import Settings
 
-from tests.conftest import LiveServer
+from tests.conftest import LiveServer, free_port
 
 ANSWER = "[data-role=assistant]"
 # The request that generates an answer: the server stores every conversation.
 GENERATE = re.compile(r"/v1/conversations/[^/]+/messages$")
+
+
+@contextmanager
+def two_models_on_demand(home: Path, *, parallel: int) -> Iterator[LiveServer]:
+    """A server with two models (one file, two names), loaded on demand: both start
+    unloaded."""
+    gguf = embedded_gguf()
+    settings = Settings(home=home, model=[f"first={gguf}", f"second={gguf}"], n_ctx=512,
+                        parallel=parallel, load_on_demand=True)
+    with LiveServer(create_app(settings), free_port()) as server:
+        yield server
 
 
 def user_text(body: dict[str, Any]) -> str:

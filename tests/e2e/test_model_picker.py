@@ -10,20 +10,13 @@ import httpx
 import pytest
 from playwright.sync_api import Page, expect
 
-from starchart.api.app import create_app
-from starchart.registry import embedded_gguf
-from starchart.settings import Settings
-
-from tests.conftest import LiveServer, free_port
+from tests.conftest import LiveServer
+from tests.e2e.chat_page import two_models_on_demand
 
 
 @pytest.fixture
 def live_server(tmp_path: Path) -> Iterator[LiveServer]:
-    """Two models (one file, two names), loaded on demand: both start unloaded."""
-    gguf = embedded_gguf()
-    settings = Settings(home=tmp_path / "home", model=[f"first={gguf}", f"second={gguf}"],
-                        n_ctx=512, parallel=2, load_on_demand=True)
-    with LiveServer(create_app(settings), free_port()) as server:
+    with two_models_on_demand(tmp_path / "home", parallel=2) as server:
         yield server
 
 

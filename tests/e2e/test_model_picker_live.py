@@ -19,7 +19,7 @@ from starchart.settings import Settings
 
 from tests.conftest import LiveServer, free_port
 from tests.e2e.artifacts import screenshot
-from tests.e2e.chat_page import open_chat
+from tests.e2e.chat_page import open_chat, two_models_on_demand
 
 # Longer than one of the page's polls of the model list, shorter than a test's patience.
 FOLLOWS = 15_000
@@ -89,11 +89,7 @@ def test_the_picker_says_the_server_is_away_and_recovers_once_its_model_loads(
 
 @pytest.fixture
 def two_models(tmp_path: Path) -> Iterator[LiveServer]:
-    """Two models (one file, two names), loaded on demand: both start unloaded."""
-    gguf = embedded_gguf()
-    settings = Settings(home=tmp_path / "home", model=[f"first={gguf}", f"second={gguf}"],
-                        n_ctx=512, parallel=1, load_on_demand=True)
-    with LiveServer(create_app(settings), free_port()) as server:
+    with two_models_on_demand(tmp_path / "home", parallel=1) as server:
         yield server
 
 
