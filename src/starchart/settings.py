@@ -9,6 +9,7 @@ the environment, which overrides the defaults.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -50,6 +51,11 @@ def parse_duration(text: str) -> float:
 
 def _default_home() -> Path:
     return Path(platformdirs.user_data_dir("starchart", appauthor=False))
+
+
+# Settings kept as the user wrote them and parsed by a property: checked at start-up.
+_PARSED_LATER: dict[str, Callable[[str], object]] = {
+    "keep_alive": parse_duration, "memory_budget": parse_size}
 
 
 class Settings(BaseSettings):
@@ -308,12 +314,12 @@ class Settings(BaseSettings):
             raise ValueError("name at least one model")
         return value
 
-    @field_validator("keep_alive", "memory_budget")
+    @field_validator(*_PARSED_LATER)
     @classmethod
     def _parses(cls, value: str | None, info: ValidationInfo) -> str | None:
         """A duration or size the properties below could not parse is refused at start-up."""
-        if value is not None:
-            (parse_duration if info.field_name == "keep_alive" else parse_size)(value)
+        if value is not None and info.field_name is not None:
+            _PARSED_LATER[info.field_name](value)
         return value
 
     @property
