@@ -10,6 +10,9 @@ Why not ``gguf.GGUFReader``: it builds an object per vocabulary string; on the
 embedded 98 MB SmolLM2 file it takes ~70x as long as this reader (14.2 s
 against 0.2 s, ``benchmarks/bench_gguf_reader.py``), and the planner runs on
 every ``doctor --model``.
+
+It does not import the gguf package either: that imports numpy and every gguf
+module (~90 ms), and ``models list`` reads a header for each model it lists.
 """
 
 from __future__ import annotations
@@ -22,8 +25,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from gguf import LlamaFileType
-
 from starchart.errors import BadRequest
 
 _SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?",
@@ -31,16 +32,33 @@ _SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<
 _STRING, _ARRAY = 8, 9
 _KEEP_ARRAY = 64  # arrays longer than this keep only their length
 
+# llama.cpp's LLAMA_FTYPE numbers (``general.file_type``) and their names, as the
+# gguf package's ``LlamaFileType`` names them less its ALL_/MOSTLY_ prefix. Written
+# out here so that naming a file's type does not import gguf (see above);
+# tests/doctor/test_gguf_reader.py holds this table to gguf's. A number it lacks
+# (one a newer llama.cpp added) is looked up in the gguf package itself.
+_FILE_TYPES = {
+    0: "F32", 1: "F16", 2: "Q4_0", 3: "Q4_1", 7: "Q8_0", 8: "Q5_0", 9: "Q5_1",
+    10: "Q2_K", 11: "Q3_K_S", 12: "Q3_K_M", 13: "Q3_K_L", 14: "Q4_K_S", 15: "Q4_K_M",
+    16: "Q5_K_S", 17: "Q5_K_M", 18: "Q6_K", 19: "IQ2_XXS", 20: "IQ2_XS", 21: "Q2_K_S",
+    22: "IQ3_XS", 23: "IQ3_XXS", 24: "IQ1_S", 25: "IQ4_NL", 26: "IQ3_S", 27: "IQ3_M",
+    28: "IQ2_S", 29: "IQ2_M", 30: "IQ4_XS", 31: "IQ1_M", 32: "BF16", 36: "TQ1_0",
+    37: "TQ2_0", 38: "MXFP4_MOE", 39: "NVFP4", 40: "Q1_0", 1024: "GUESSED",
+}
 
 
 def file_type_name(value: int) -> str:
     """llama.cpp's LLAMA_FTYPE number (``general.file_type``) -> its name, e.g. 15 ->
-    "Q4_K_M". The one table is the gguf package's ``LlamaFileType`` (ggml's own)."""
+    "Q4_K_M"; "type N" for a number neither this table nor the gguf package knows."""
+    if value in _FILE_TYPES:
+        return _FILE_TYPES[value]
+    from gguf import LlamaFileType
+
     try:
         name = LlamaFileType(value).name
     except ValueError:
         return f"type {value}"
-    return name.split("_", 1)[1]  # ALL_F32, MOSTLY_Q4_K_M -> F32, Q4_K_M
+    return name.split("_", 1)[-1]  # ALL_F32, MOSTLY_Q4_K_M -> F32, Q4_K_M
 
 
 @dataclass(frozen=True)

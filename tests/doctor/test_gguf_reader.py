@@ -1,0 +1,32 @@
+"""The GGUF reader names a file's type without importing the gguf package; its
+table of names must say what the gguf package says."""
+
+from __future__ import annotations
+
+import gguf
+import pytest
+
+from starchart.doctor import gguf as reader
+from starchart.doctor.gguf import file_type_name
+
+
+def test_every_file_type_gguf_knows_has_gguf_s_name() -> None:
+    for member in gguf.LlamaFileType:
+        assert file_type_name(member.value) == member.name.split("_", 1)[-1], member
+
+
+def test_the_table_names_no_type_gguf_does_not_know() -> None:
+    known = {member.value for member in gguf.LlamaFileType}
+    assert set(reader._FILE_TYPES) <= known
+
+
+def test_a_number_not_in_the_table_is_asked_of_gguf(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A type a newer llama.cpp added: the installed gguf package may know it.
+    monkeypatch.delitem(reader._FILE_TYPES, gguf.LlamaFileType.MOSTLY_Q4_K_M.value)
+    assert file_type_name(gguf.LlamaFileType.MOSTLY_Q4_K_M.value) == "Q4_K_M"
+    assert file_type_name(4) == "type 4"  # removed from llama.cpp: neither knows it
+
+
+def test_guessed_has_a_name() -> None:
+    # LLAMA_FTYPE_GUESSED has no ALL_/MOSTLY_ prefix: naming it crashed `models list`.
+    assert file_type_name(gguf.LlamaFileType.GUESSED.value) == "GUESSED"
