@@ -33,6 +33,7 @@ from contextlib import contextmanager
 
 import httpx
 import numpy as np
+from bench_args import bench_parser
 from server_process import free_port, starchart_server
 
 from starchart.engines.base import SamplingParams, TextDelta
@@ -336,12 +337,14 @@ def _common_chars(a: str, b: str) -> int:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=1)
-    parser.add_argument("--max-tokens", type=int, default=64)
-    parser.add_argument("--n-ctx", type=int, default=2048)
-    parser.add_argument("--parallel", type=int, default=8)
-    parser.add_argument("--only", choices=["batching", "single", "prefix", "determinism"])
+    parser = bench_parser(__doc__, rounds=1, max_tokens=64, n_ctx=2048, parallel=8, explain={
+        "rounds": "rounds of the single-stream, prefix-reuse and determinism measurements"
+                  " (at least 3, 3 and 2; the batching table is measured once)",
+        "max_tokens": "new tokens per request (the single stream decodes twice as many)",
+        "parallel": "sequences starchart's llama.cpp engine decodes at once (serve"
+                    " --parallel), and the unrelated requests that evict a conversation"})
+    parser.add_argument("--only", choices=["batching", "single", "prefix", "determinism"],
+                        help="run this measurement alone (default: all four)")
     args = parser.parse_args()
     threads = default_threads()
     lines = [f"model {EMBEDDED_NAME} (Q4_1), {threads} threads, n_ctx {args.n_ctx}, --parallel"

@@ -18,7 +18,6 @@ Rounds alternate the two paths so machine noise hits both; medians reported.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import statistics
@@ -27,6 +26,7 @@ import time
 from contextlib import AbstractContextManager
 
 import httpx
+from bench_args import bench_parser
 from server_process import starchart_server
 
 from starchart.engines.hf_loading import locate
@@ -104,11 +104,10 @@ class Direct:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--streams", type=int, default=8)
-    parser.add_argument("--max-tokens", type=int, default=64)
-    parser.add_argument("--n-ctx", type=int, default=1024)
+    parser = bench_parser(__doc__, rounds=3, streams=8, max_tokens=64, n_ctx=1024, explain={
+        "rounds": "rounds, each running the four paths in turn; medians are reported",
+        "streams": "concurrent streams measured against one",
+        "max_tokens": "new tokens per stream (end-of-sequence ignored)"})
     parser.add_argument("--threads", type=int, default=None,
                         help="torch CPU threads on both sides (default: torch's, all cores)")
     args = parser.parse_args()
