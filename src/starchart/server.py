@@ -11,6 +11,7 @@ from types import FrameType
 import uvicorn
 
 from starchart import log_redaction
+from starchart.api import polls
 from starchart.api.app import create_app
 from starchart.api.shutdown import Drain
 from starchart.settings import Settings
@@ -91,6 +92,7 @@ def serve(settings: Settings) -> int:
                             # What the drain left (it cut every request already).
                             timeout_graceful_shutdown=2)
     log_redaction.install()  # uvicorn.Config configured the handlers just now
+    polls.install()  # the web page's timed re-reads: DEBUG, not INFO
     server = DrainingServer(config, app.state.drain)
     server.run()
     return 128 + signal.SIGTERM if server.signals > 1 else 0

@@ -98,6 +98,9 @@ def test_the_picker_follows_loads_and_unloads_made_elsewhere(
     context = browser.new_context(**context_options)
     try:
         page = context.new_page()
+        marks: list[str | None] = []  # X-Starchart-Poll of each read of the model list
+        page.on("request", lambda r: marks.append(r.headers.get("x-starchart-poll"))
+                if r.method == "GET" and r.url.endswith("/v1/models") else None)
         open_chat(page, two_models.url)
         picker = page.locator("#model-picker")
         expect(picker.locator("option")).to_have_text(["first (unloaded)", "second (unloaded)"])
@@ -112,5 +115,8 @@ def test_the_picker_follows_loads_and_unloads_made_elsewhere(
             ["first (unloaded)", "second (unloaded)"], timeout=FOLLOWS)
         # Nothing was chosen for the user meanwhile.
         expect(picker).to_have_value("first")
+        # The page's first read logs at INFO; its timed re-reads, which saw the load and
+        # the unload, are marked so that the server logs them at DEBUG.
+        assert marks[0] is None and "1" in marks[1:] and set(marks) <= {None, "1"}, marks
     finally:
         context.close()

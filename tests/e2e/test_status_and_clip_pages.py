@@ -20,6 +20,9 @@ from tests.vision.tiny_clip import build_clip
 
 
 def test_status_page_shows_models_and_live_figures(page: Page, live_server) -> None:
+    marks: list[str | None] = []  # X-Starchart-Poll of each read of /v1/stats
+    page.on("request", lambda r: marks.append(r.headers.get("x-starchart-poll"))
+            if r.url.endswith("/v1/stats") else None)
     page.goto(live_server.url + "/#/status")
     models = page.get_by_test_id("models")
     expect(models).to_contain_text("smollm2-135m-instruct")
@@ -34,6 +37,9 @@ def test_status_page_shows_models_and_live_figures(page: Page, live_server) -> N
     expect(live.locator("div", has_text="Tokens generated").locator("dd")).to_have_text("3",
                                                                                      timeout=10_000)
     expect(live.locator("div", has_text="Requests served").locator("dd")).to_have_text("1")
+    # The first read logs at INFO; the re-reads every 2 s (which showed the request) are
+    # marked so that the server logs them at DEBUG.
+    assert marks[0] is None and marks[1:] and set(marks[1:]) == {"1"}, marks
     if httpx.get(live_server.url + "/v1/doctor").status_code == 404:
         expect(page.get_by_test_id("doctor-note")).to_contain_text("starchart doctor")
     else:

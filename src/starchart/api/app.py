@@ -17,6 +17,7 @@ from starchart.api.bodies import JsonBodies
 from starchart.api.conversation_protocol import ConversationChunk
 from starchart.api.errors import BodySizeLimit, install_error_handlers
 from starchart.api.openapi import describe
+from starchart.api.polls import MarkPolls
 from starchart.api.protocol import ChatCompletionChunk, CompletionChunk
 from starchart.api.ratelimit import RateLimiter
 from starchart.api.routes import (
@@ -112,6 +113,8 @@ def create_app(settings: Settings, engines: list[Engine] | None = None) -> FastA
     app.state.metrics = server_metrics
     app.state.drain = drain = Drain(settings.shutdown_timeout)  # started by server.py on SIGTERM
     install_error_handlers(app)
+    # Innermost: only a request every other layer let through can be a quiet poll.
+    app.add_middleware(MarkPolls)
     app.add_middleware(JsonBodies)
     app.add_middleware(BodySizeLimit, limit=settings.max_body_bytes)
     if settings.rate_limit_requests or settings.rate_limit_tokens:  # inside: knows the key

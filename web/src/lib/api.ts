@@ -100,9 +100,16 @@ function unreachable(): ApiError {
   )
 }
 
-function headers(json: boolean): Record<string, string> {
+/**
+ * Marks a read the page repeats on a timer (the model picker's, the status page's): the
+ * server logs it at DEBUG, so an open tab does not write an INFO line every few seconds.
+ */
+const POLL_HEADER = 'X-Starchart-Poll'
+
+function headers(json: boolean, poll: boolean): Record<string, string> {
   const out: Record<string, string> = {}
   if (json) out['Content-Type'] = 'application/json'
+  if (poll) out[POLL_HEADER] = '1'
   const key = apiKey()
   if (key) out.Authorization = `Bearer ${key}`
   return out
@@ -129,12 +136,13 @@ export async function request(
   path: string,
   body?: unknown,
   signal?: AbortSignal,
+  poll = false,
 ): Promise<Response> {
   let response: Response
   try {
     response = await fetch(path, {
       method,
-      headers: headers(body !== undefined),
+      headers: headers(body !== undefined, poll),
       body: body === undefined ? undefined : JSON.stringify(body),
       signal,
     })
@@ -146,8 +154,9 @@ export async function request(
   return response
 }
 
-export async function getJSON<T>(path: string): Promise<T> {
-  return (await request('GET', path)).json() as Promise<T>
+/** GET ``path`` as JSON; ``poll``: one of the page's timed re-reads (see POLL_HEADER). */
+export async function getJSON<T>(path: string, poll = false): Promise<T> {
+  return (await request('GET', path, undefined, undefined, poll)).json() as Promise<T>
 }
 
 export async function sendJSON<T>(method: string, path: string, body?: unknown): Promise<T> {

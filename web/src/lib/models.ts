@@ -21,8 +21,9 @@ export interface ModelCard {
   [more: string]: unknown
 }
 
-export async function listModels(): Promise<ModelCard[]> {
-  return (await getJSON<{ data: ModelCard[] }>('/v1/models')).data
+/** ``poll``: a timed re-read, logged at DEBUG by the server (see api.ts). */
+export async function listModels(poll = false): Promise<ModelCard[]> {
+  return (await getJSON<{ data: ModelCard[] }>('/v1/models', poll)).data
 }
 
 /** Load a model now; resolves once it is loaded (the server waits for the load). */
@@ -59,9 +60,9 @@ export function followModels(models: Ref<ModelCard[]>, onList: () => void = () =
   let version = 0
   let stopped = false
 
-  async function refresh(): Promise<void> {
+  async function refresh(poll = false): Promise<void> {
     const asked = version
-    const listed = await listModels()
+    const listed = await listModels(poll)
     if (asked !== version) return
     models.value = listed
     onList()
@@ -79,7 +80,7 @@ export function followModels(models: Ref<ModelCard[]>, onList: () => void = () =
     // Failures are for the page's other requests to report: an unreachable server
     // shows its banner (request() marks it), anything else keeps the last list.
     if (connection.online && document.visibilityState === 'visible') {
-      await refresh().catch(() => undefined)
+      await refresh(true).catch(() => undefined)
     }
     schedule()
   }
