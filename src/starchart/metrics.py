@@ -168,6 +168,7 @@ class Generation:
         self._last: float | None = None  # the previous text's time
         self._started = False
         self._generated = 0  # tokens the text so far covers
+        self._itl: Histogram | None = None  # inter-token latency: looked up at the 2nd text
         self._queued.inc()
 
     def started(self) -> None:
@@ -185,7 +186,9 @@ class Generation:
         if self._last is None:
             self.metrics.ttft.labels(self.model).observe(now - self._start)
         else:
-            self.metrics.itl.labels(self.model).observe(now - self._last)
+            if self._itl is None:  # looked up once: labels() is a locked dict lookup
+                self._itl = self.metrics.itl.labels(self.model)
+            self._itl.observe(now - self._last)
         self._last = now
 
     def finished(self, prompt_tokens: int, completion_tokens: int) -> None:

@@ -42,6 +42,7 @@ from starchart.engines.base import (
     TextDelta,
     Usage,
 )
+from starchart.engines.sse import EventParser
 from starchart.engines.upstreams import UpstreamModel
 from starchart.errors import BadGateway, GatewayTimeout, StarchartError, UpstreamRejected
 from starchart.settings import Settings
@@ -135,7 +136,9 @@ class UpstreamStream:
         self.upstream = upstream
         self._engine = engine
         self._response = response
-        self._lines = response.aiter_lines()
+        self._chunks = response.aiter_bytes()
+        self._events = EventParser()
+        self._ended = False
         self._pending: str | None = None
         self._closed = False
 
@@ -145,14 +148,20 @@ class UpstreamStream:
 
     async def _next(self, timeout: float, *, first: bool = False) -> str | None:
         """The next ``data`` payload; None at the end of the body."""
-        parts: list[str] = []
+        events = self._events.events
+        if events:
+            return events.popleft()
+        if self._ended:
+            return None
         try:
             async with asyncio.timeout(timeout):
-                async for line in self._lines:
-                    if line.startswith("data:"):
-                        parts.append(line[5:].removeprefix(" "))
-                    elif not line and parts:
-                        return "\n".join(parts)
+                while not events:
+                    chunk = await anext(self._chunks, None)
+                    if chunk is None:
+                        self._ended = True
+                        self._events.end()
+                        break
+                    self._events.feed(chunk)
         except TimeoutError:
             what = "its first token" if first else "the next token"
             raise GatewayTimeout(f"upstream {self.upstream.url} sent nothing for {timeout:g} s"
@@ -160,7 +169,7 @@ class UpstreamStream:
         except httpx.HTTPError as exc:
             raise BadGateway(f"the stream from upstream {self.upstream.url} broke:"
                              f" {_describe(exc)}") from exc
-        return "\n".join(parts) if parts else None
+        return events.popleft() if events else None
 
     async def data(self) -> AsyncIterator[str]:
         """Payloads up to (not including) ``[DONE]``. A body that ends without
@@ -189,7 +198,7 @@ class UpstreamStream:
         relay sends its own [DONE]: a client gone after that cancels the rest."""
         with contextlib.suppress(TimeoutError, httpx.HTTPError):
             async with asyncio.timeout(DRAIN_TIMEOUT):
-                async for _ in self._lines:
+                async for _ in self._chunks:
                     pass
 
     async def aclose(self) -> None:
