@@ -278,3 +278,16 @@ def test_a_write_waits_for_listeners_only_while_they_are_connected(
     started = time.monotonic()
     server.store.keys.create("b")
     assert time.monotonic() - started < 5
+
+
+def test_a_key_revoked_by_hand_in_sql_counts_once_notified(server: Server) -> None:
+    with closing(server.elsewhere()) as other:
+        key, secret = other.keys.create("a")
+    server.listen()
+    assert server.granted(secret)
+    with psycopg.connect(str(server.settings.database_url).replace("+psycopg", ""),
+                         autocommit=True) as conn:
+        conn.execute("UPDATE api_keys SET revoked_at = 1 WHERE id = %s", [key.id])
+        assert server.granted(secret)  # the documented limit: no NOTIFY, no news
+        conn.execute("NOTIFY starchart_keys")  # what the README says to send
+    _until(lambda: not server.granted(secret), timeout=5)
