@@ -256,8 +256,9 @@ def _await_confirmations(conn: psycopg.Connection[Any], channel: str, token: str
             if not waiting:
                 return waiting
         # A listener whose connection has closed since has nothing to confirm.
-        alive = conn.execute("SELECT pid FROM pg_stat_activity WHERE pid = ANY(%s)",
-                             [list(waiting)]).fetchall()
+        alive = conn.execute("SELECT pid FROM pg_stat_activity"
+                             " WHERE pid = ANY(%s) AND application_name = %s",
+                             [list(waiting), LISTENER_NAME]).fetchall()
         waiting &= {pid for (pid,) in alive}
     return waiting
 
