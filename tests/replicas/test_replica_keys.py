@@ -15,7 +15,7 @@ import httpx
 import psycopg
 import pytest
 
-from starchart.store.db import LISTENER_NAME
+from starchart.store.db import listener_name
 
 from tests.e2e.test_store_durability import ServeProcess
 from tests.postgres import PostgresServer, postgres  # noqa: F401 - the session's server
@@ -25,7 +25,7 @@ def _listeners(url: str) -> int:
     with psycopg.connect(url.replace("+psycopg", ""), autocommit=True) as conn:
         row = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE datname ="
                            " current_database() AND application_name = %s",
-                           [LISTENER_NAME]).fetchone()
+                           [listener_name("starchart_keys")]).fetchone()
     assert row is not None
     return int(row[0])
 

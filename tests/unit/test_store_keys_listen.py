@@ -24,7 +24,7 @@ from starchart.api.app import create_app
 from starchart.settings import Settings
 from starchart.store import Store
 from starchart.store import db as store_db
-from starchart.store.db import LISTENER_NAME, Listener
+from starchart.store.db import Listener, listener_name
 from starchart.store.keys import KeyCheck
 
 from tests.postgres import PostgresServer
@@ -86,7 +86,7 @@ def _listeners(url: str) -> list[int]:
     with psycopg.connect(url.replace("+psycopg", ""), autocommit=True) as conn:
         return [pid for (pid,) in conn.execute(
             "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
-            " AND application_name = %s", [LISTENER_NAME])]
+            " AND application_name = %s", [listener_name("starchart_keys")])]
 
 
 def _terminate(url: str, pid: int) -> None:
@@ -263,9 +263,10 @@ def test_a_write_waits_for_listeners_only_while_they_are_connected(
         server: Server, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     url = str(server.settings.database_url).replace("+psycopg", "")
-    silent = psycopg.connect(url, autocommit=True)  # listens, names itself, never confirms
+    # Named as a listener, listening, and never confirming.
+    silent = psycopg.connect(url, autocommit=True,
+                             application_name=listener_name("starchart_keys"))
     silent.execute("LISTEN starchart_keys")
-    silent.execute("SELECT set_config('application_name', %s, false)", [LISTENER_NAME])
     monkeypatch.setattr(store_db, "CONFIRM_TIMEOUT_S", 0.5)
     started = time.monotonic()
     with caplog.at_level(logging.WARNING, logger="starchart"):
@@ -291,3 +292,62 @@ def test_a_key_revoked_by_hand_in_sql_counts_once_notified(server: Server) -> No
         assert server.granted(secret)  # the documented limit: no NOTIFY, no news
         conn.execute("NOTIFY starchart_keys")  # what the README says to send
     _until(lambda: not server.granted(secret), timeout=5)
+
+
+def test_a_write_committed_just_as_a_server_starts_listening_reaches_it_before_returning(
+        server: Server, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The listener is held just after it starts listening (its first version): the
+    # server caches the keys then, and a key is made meanwhile. Once the write has
+    # returned, the server's next check must know the key.
+    listening, release = threading.Event(), threading.Event()
+    changed = server.listener._changed
+
+    def held() -> None:
+        changed()
+        if not listening.is_set():
+            listening.set()
+            release.wait(10)
+
+    monkeypatch.setattr(server.listener, "_changed", held)
+    server.granted(None)  # starts the listener
+    assert listening.wait(10)
+    assert server.granted(None)  # no keys: open, kept in memory at the first version
+    after_write: list[bool] = []
+
+    def write() -> None:
+        with closing(server.elsewhere()) as other:
+            other.keys.create("a")
+        after_write.append(server.granted(None))
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    writer.join(0.5)
+    release.set()
+    writer.join(30)
+    assert after_write == [False]  # the first key locked the server by then
+
+
+def test_a_server_connecting_as_a_key_is_written_is_sent_the_change_again(
+        server: Server, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Connected (so counted by the writer) but not yet listening when the key commits:
+    # it misses the transaction's NOTIFY; the writer sends it again.
+    connect = server.listener._connect
+    connected = threading.Event()
+
+    def slow() -> psycopg.Connection[Any]:
+        conn = connect()
+        connected.set()
+        time.sleep(0.5)
+        return conn
+
+    monkeypatch.setattr(server.listener, "_connect", slow)
+    server.granted(None)  # starts the listener
+    assert connected.wait(10)
+    started = time.monotonic()
+    with caplog.at_level(logging.WARNING, logger="starchart"), \
+            closing(server.elsewhere()) as other:
+        other.keys.create("a")
+    assert "did not confirm" not in caplog.text
+    assert time.monotonic() - started < store_db.CONFIRM_TIMEOUT_S
+    assert not server.granted(None)

@@ -17,8 +17,8 @@ Telling a server that some data changed elsewhere (``watch`` and
 ``write_announced``): SQLite's ``data_version`` sees any commit by any process
 for free. PostgreSQL has nothing as cheap, so writers of watched data send a
 ``NOTIFY`` in their transaction and each server keeps one connection listening
-for it (``Listener``); the writer then waits until every server that was
-listening says it has seen the change.
+for it (``Listener``); the writer then waits until every listening server says
+it has seen the change.
 """
 
 from __future__ import annotations
@@ -49,9 +49,6 @@ DB_FILENAME = "starchart.db"
 BUSY_TIMEOUT_MS = 10_000
 _BEGIN_OPTION = "starchart_sqlite_begin"
 
-# A listening connection takes this name once it listens, so that a writer can tell
-# which servers must confirm that they have seen its change.
-LISTENER_NAME = "starchart listener"
 SEEN_SUFFIX = "_seen"  # the channel on which listeners confirm: <channel>_seen
 CONFIRM_TIMEOUT_S = 5.0  # how long a writer waits for every listening server
 # An idle listener asks the database whether it is still there this often, and a
@@ -61,6 +58,12 @@ CONFIRM_TIMEOUT_S = 5.0  # how long a writer waits for every listening server
 HEARTBEAT_S = 5.0
 TCP_USER_TIMEOUT_MS = 5_000
 _RETRY_S = (0.05, 1.0)  # the first and the longest wait between attempts to listen
+
+
+def listener_name(channel: str) -> str:
+    """A listening connection's ``application_name``, from its start (before its
+    LISTEN): how a writer finds the servers that must confirm they saw its change."""
+    return f"starchart listening on {channel}"
 
 
 def database_url(settings: Settings) -> str:
@@ -159,19 +162,20 @@ class Database:
             if not self.can_listen or self._closed:
                 return _Blind()
             if channel not in self._listeners:
-                self._listeners[channel] = Listener(self._connect, channel)
+                self._listeners[channel] = Listener(
+                    lambda: self._connect(listener_name(channel)), channel)
             return self._listeners[channel]
 
     @contextmanager
     def write_announced(self, channel: str) -> Iterator[Connection]:
         """``write()``, and every server watching ``channel`` learns of it. On
         PostgreSQL the transaction also sends a NOTIFY on ``channel``, and this returns
-        only once every server that was listening then has confirmed it has seen it
-        (each confirms after marking what it keeps as stale), so a request any of them
-        checks after this returns sees the change. A server that does not confirm
-        within ``CONFIRM_TIMEOUT_S`` is named in a warning; one whose connection
-        closes meanwhile needs no confirmation (it reads the database on every check
-        until it listens again)."""
+        only once every listening server has confirmed it has seen it (each confirms
+        after marking what it keeps as stale), so a request any of them checks after
+        this returns sees the change. A server that does not confirm within
+        ``CONFIRM_TIMEOUT_S`` is named in a warning; one whose connection closes
+        meanwhile needs no confirmation (it reads the database on every check until it
+        listens again)."""
         if not self.can_listen:
             with self.write() as conn:
                 yield conn
@@ -182,15 +186,10 @@ class Database:
         with closing(self._connect()) as seen:
             seen.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel + SEEN_SUFFIX)))
             with self.write() as conn:
-                # Counted before the commit: each of these listened before the NOTIFY.
-                listening = set(conn.scalars(sa.text(
-                    "SELECT pid FROM pg_stat_activity"
-                    " WHERE datname = current_database() AND application_name = :name"),
-                    {"name": LISTENER_NAME}))
                 yield conn
                 conn.execute(sa.text("SELECT pg_notify(:channel, :token)"),
                              {"channel": channel, "token": token})
-            silent = _await_confirmations(seen, channel + SEEN_SUFFIX, token, listening)
+            silent = _await_confirmations(seen, channel, token)
         if silent:
             log.warning("%d server(s) listening for changes on %s did not confirm within"
                         " %.0f s that they have seen this one (database process ids: %s);"
@@ -198,11 +197,14 @@ class Database:
                         len(silent), channel, CONFIRM_TIMEOUT_S,
                         ", ".join(map(str, sorted(silent))))
 
-    def _connect(self) -> psycopg.Connection[Any]:
-        """A connection of its own, outside the pool, in autocommit."""
+    def _connect(self, name: str | None = None) -> psycopg.Connection[Any]:
+        """A connection of its own, outside the pool, in autocommit; ``name``: its
+        ``application_name``."""
         import psycopg
 
         _, params = self.engine.dialect.create_connect_args(self.engine.url)
+        if name is not None:
+            params["application_name"] = name
         params.setdefault("connect_timeout", 5)
         params.setdefault("tcp_user_timeout", TCP_USER_TIMEOUT_MS)
         connection: psycopg.Connection[Any] = psycopg.connect(**params, autocommit=True)
@@ -243,23 +245,31 @@ class Database:
         self.engine.dispose()
 
 
-def _await_confirmations(conn: psycopg.Connection[Any], channel: str, token: str,
-                         pids: set[int]) -> set[int]:
-    """Wait until each listening server (by its connection's process id) has sent
-    ``token`` back on ``channel``; return those that did not in time."""
-    waiting = set(pids)
+def _await_confirmations(conn: psycopg.Connection[Any], channel: str, token: str) -> set[int]:
+    """Wait until every server listening on ``channel`` (by its connection's process
+    id) has sent ``token`` back on ``<channel>_seen``; return those that did not in
+    time. Counted after the commit: a server that read the data before the commit was
+    listening then, so it is counted, unless its connection has closed since."""
+    def listening() -> set[int]:
+        rows = conn.execute("SELECT pid FROM pg_stat_activity WHERE datname ="
+                            " current_database() AND application_name = %s",
+                            [listener_name(channel)]).fetchall()
+        return {pid for (pid,) in rows}
+
+    waiting = listening()
     deadline = time.monotonic() + CONFIRM_TIMEOUT_S
-    while waiting and (remaining := deadline - time.monotonic()) > 0:
-        for note in conn.notifies(timeout=min(0.1, remaining)):
+    while waiting:
+        for note in conn.notifies(timeout=max(0.0, min(0.1, deadline - time.monotonic()))):
             if note.payload == token:
                 waiting.discard(note.pid)
             if not waiting:
                 return waiting
-        # A listener whose connection has closed since has nothing to confirm.
-        alive = conn.execute("SELECT pid FROM pg_stat_activity"
-                             " WHERE pid = ANY(%s) AND application_name = %s",
-                             [list(waiting), LISTENER_NAME]).fetchall()
-        waiting &= {pid for (pid,) in alive}
+        waiting &= listening()  # one whose connection has closed has nothing to confirm
+        if not waiting or time.monotonic() >= deadline:
+            return waiting
+        # A server connected but not yet listening at the commit missed the NOTIFY
+        # (its first version, once listening, already covers the change): again.
+        conn.execute("SELECT pg_notify(%s, %s)", [channel, token])
     return waiting
 
 
@@ -272,7 +282,10 @@ class Listener:
     listening: before the first connection, after a connection is lost (a dropped
     connection, a restarted database: it reconnects, waiting 50 ms doubling to 1 s)
     and after ``close()``. Each notification's payload is sent back on
-    ``<channel>_seen`` once the version has changed: the writer waits for that."""
+    ``<channel>_seen`` once the version has changed: the writer waits for that. The
+    connection carries ``listener_name(channel)`` from its start, before its LISTEN,
+    so a writer counting listeners after its commit misses none that could have read
+    the data before it."""
 
     def __init__(self, connect: Callable[[], psycopg.Connection[Any]], channel: str) -> None:
         self.channel = channel
@@ -347,7 +360,6 @@ class Listener:
 
         conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.channel)))
         self._changed()  # from here on every change is notified: read what came before
-        conn.execute("SELECT set_config('application_name', %s, false)", [LISTENER_NAME])
         self.backend_pid = conn.info.backend_pid
         if self._outage:
             self._outage = False
