@@ -351,3 +351,26 @@ def test_a_server_connecting_as_a_key_is_written_is_sent_the_change_again(
     assert "did not confirm" not in caplog.text
     assert time.monotonic() - started < store_db.CONFIRM_TIMEOUT_S
     assert not server.granted(None)
+
+
+def test_a_write_whose_wait_for_confirmations_breaks_is_still_made(
+        server: Server, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    url = str(server.settings.database_url).replace("+psycopg", "")
+    silent = psycopg.connect(url, autocommit=True,
+                             application_name=listener_name("starchart_keys"))
+    silent.execute("LISTEN starchart_keys")  # never confirms: the writer keeps waiting
+    monkeypatch.setattr(store_db, "CONFIRM_TIMEOUT_S", 30.0)
+
+    def end_the_writers_wait() -> None:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                         " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                         " AND (query LIKE 'SELECT pid FROM pg_stat_activity%'"
+                         " OR query LIKE 'SELECT pg_notify(%')")
+
+    threading.Timer(0.5, end_the_writers_wait).start()
+    with caplog.at_level(logging.WARNING, logger="starchart"), closing(silent):
+        key, _ = server.store.keys.create("a")
+    assert "could not wait" in caplog.text
+    assert [k.id for k in server.store.keys.list()] == [key.id]

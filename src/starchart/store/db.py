@@ -180,6 +180,7 @@ class Database:
             with self.write() as conn:
                 yield conn
             return
+        import psycopg
         from psycopg import sql
 
         token = secrets.token_hex(8)
@@ -189,7 +190,12 @@ class Database:
                 yield conn
                 conn.execute(sa.text("SELECT pg_notify(:channel, :token)"),
                              {"channel": channel, "token": token})
-            silent = _await_confirmations(seen, channel, token)
+            try:
+                silent = _await_confirmations(seen, channel, token)
+            except psycopg.Error as error:  # committed all the same: say so, do not fail
+                log.warning("written, but could not wait for the servers listening for"
+                            " changes on %s to confirm they have seen it: %s", channel, error)
+                return
         if silent:
             log.warning("%d server(s) listening for changes on %s did not confirm within"
                         " %.0f s that they have seen this one (database process ids: %s);"
