@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import subprocess
 import sys
 import threading
@@ -96,11 +95,10 @@ def _terminate(url: str, pid: int) -> None:
 
 def _keys_cli(settings: Settings, *args: str) -> str:
     """`starchart keys ...` in a process of its own; its stdout."""
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2] / "src")}
     done = subprocess.run([sys.executable, "-m", "starchart", "keys", *args,
                            "--home", str(settings.home),
                            "--database-url", str(settings.database_url)],
-                          capture_output=True, text=True, env=env, timeout=120)
+                          capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     return done.stdout.strip()
 
