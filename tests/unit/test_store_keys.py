@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
+from collections.abc import Callable
 from contextlib import closing
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import pytest
 from starchart.errors import NotFound
 from starchart.settings import Settings
 from starchart.store import Store
-from starchart.store.keys import KEY_PREFIX, KeyCheck, key_hash
+from starchart.store.keys import KEY_PREFIX, Access, KeyCheck, key_hash
 
 from tests.postgres import PostgresServer
 
@@ -22,6 +23,13 @@ def store(store_settings: Settings) -> Store:
     s = Store.open(store_settings)
     yield s
     s.close()
+
+
+@pytest.fixture
+def check(store: Store) -> Callable[[str | None], Access]:
+    """The server's key check (as every request makes it) on the store."""
+    keys = KeyCheck(store.keys)
+    return lambda presented: asyncio.run(keys.check(presented))
 
 
 def _stored_bytes(store: Store, postgres: PostgresServer) -> bytes:
@@ -35,34 +43,36 @@ def _stored_bytes(store: Store, postgres: PostgresServer) -> bytes:
                           check=True, capture_output=True).stdout
 
 
-def test_no_keys_means_open_access(store: Store) -> None:
-    access = store.keys.authenticate(None)
+def test_no_keys_means_open_access(check: Callable[[str | None], Access]) -> None:
+    access = check(None)
     assert not access.required and access.granted and access.key_id is None
 
 
-def test_a_key_works_and_nothing_else_does(store: Store) -> None:
+def test_a_key_works_and_nothing_else_does(store: Store,
+                                          check: Callable[[str | None], Access]) -> None:
     key, secret = store.keys.create("laptop")
     assert secret.startswith(KEY_PREFIX) and len(secret) > 40
-    assert store.keys.authenticate(secret).key_id == key.id
+    assert check(secret).key_id == key.id
     for wrong in (None, "", secret[:-1], secret + "x", key.prefix, key_hash(secret)):
-        access = store.keys.authenticate(wrong)
+        access = check(wrong)
         assert access.required and not access.granted
 
 
-def test_two_keys_are_told_apart(store: Store) -> None:
+def test_two_keys_are_told_apart(store: Store, check: Callable[[str | None], Access]) -> None:
     a, secret_a = store.keys.create("a")
     b, secret_b = store.keys.create("b")
-    assert store.keys.authenticate(secret_a).key_id == a.id
-    assert store.keys.authenticate(secret_b).key_id == b.id
+    assert check(secret_a).key_id == a.id
+    assert check(secret_b).key_id == b.id
 
 
 def test_revoked_key_is_refused_and_revoking_all_keys_keeps_the_server_locked(
-        store: Store) -> None:
+        store: Store, check: Callable[[str | None], Access]) -> None:
     key, secret = store.keys.create()
+    assert check(secret).granted
     revoked = store.keys.revoke(key.id)
     assert revoked.revoked
     assert store.keys.revoke(key.id).revoked_at == revoked.revoked_at  # idempotent
-    access = store.keys.authenticate(secret)
+    access = check(secret)
     assert access.required and not access.granted
     with pytest.raises(NotFound):
         store.keys.revoke("key_missing")

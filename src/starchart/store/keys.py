@@ -27,6 +27,7 @@ from starchart.store.db import Database
 from starchart.store.schema import api_keys
 
 KEY_PREFIX = "sk-star-"
+KEYS_CHANNEL = "starchart_keys"  # every write to the keys is announced on it
 _SHOWN_CHARS = 6  # of the secret part, in listings: enough to tell keys apart
 
 
@@ -72,7 +73,7 @@ class KeyStore:
         key = ApiKey(id="key_" + secrets.token_hex(6), name=name,
                      prefix=secret[: len(KEY_PREFIX) + _SHOWN_CHARS],
                      created_at=time.time(), revoked_at=None)
-        with self.db.write() as conn:
+        with self.db.write_announced(KEYS_CHANNEL) as conn:
             conn.execute(api_keys.insert().values(**key.as_dict(), key_hash=key_hash(secret)))
         return key, secret
 
@@ -84,7 +85,7 @@ class KeyStore:
 
     def revoke(self, key_id: str) -> ApiKey:
         """Revoke a key for good; revoking a revoked key again is not an error."""
-        with self.db.write() as conn:
+        with self.db.write_announced(KEYS_CHANNEL) as conn:
             conn.execute(
                 api_keys.update()
                 .where(api_keys.c.id == key_id, api_keys.c.revoked_at.is_(None))
@@ -132,28 +133,31 @@ def check_key(keys: tuple[KeyHash, ...], presented: str | None) -> Access:
 
 class KeyCheck:
     """The server's key check for every request, without a trip to the database
-    while the database has not changed.
+    while the keys have not changed.
 
-    The keys are read once and kept with the database's ``data_version``; a request
-    whose check finds the version unchanged is decided from them in the event loop.
-    Any commit anywhere (a key created or revoked by `starchart keys` in another
-    process, or through another replica) changes the version, and the next request
-    reads the keys again, so a revocation or a first key takes effect at once.
-    Where the version cannot be read cheaply (PostgreSQL), every check reads the
-    keys, in a worker thread. Measured: the worker-thread hop on every request cost
-    up to 20 ms of time to first token when 8 requests arrive together (threads
-    queueing for the GIL behind the busy event loop)."""
+    The keys are read once and kept with the version of ``Database.watch``; a
+    request whose check finds the version unchanged is decided from them in the
+    event loop. SQLite: the database's ``data_version``, which any commit anywhere
+    changes. PostgreSQL: a listener on the keys' channel, which every key write
+    notifies in its transaction; the write returns only once every listening server
+    has seen it, so a key made or revoked by `starchart keys` in another process or
+    through another replica counts on the next request. While the version cannot be
+    told (PostgreSQL's listener not connected: starting, reconnecting) every check
+    reads the keys, in a worker thread. Measured: the worker-thread hop on every
+    request cost up to 20 ms of time to first token when 8 requests arrive together
+    (threads queueing for the GIL behind the busy event loop)."""
 
     def __init__(self, keys: KeyStore) -> None:
         self.keys = keys
+        self.watch = keys.db.watch(KEYS_CHANNEL)
         self._version: int | None = None
         self._known: tuple[KeyHash, ...] = ()
 
     async def check(self, presented: str | None) -> Access:
-        version = self.keys.db.data_version()
+        version = self.watch.version()
         if version is not None and version == self._version:
             return check_key(self._known, presented)
-        # Read after the version: a commit in between changes the version again, and
+        # Read after the version: a change in between changes the version again, and
         # the next check reads once more.
         keys = await asyncio.to_thread(self.keys.hashes)
         if version is not None:
