@@ -18,6 +18,7 @@ from starchart.services.chat import ChatService
 from starchart.settings import Settings
 from starchart.store import Store
 from starchart.store.conversations import LOCAL
+from starchart.store.keys import KeyCheck
 
 from tests.conftest import free_port
 
@@ -31,7 +32,7 @@ def test_keys_create_prints_the_key_once_and_list_and_revoke_work(
     assert secret.startswith("sk-star-") and "\n" not in secret  # stdout: the key alone
     assert "cannot be shown again" in out.err
     with closing(Store.open(Settings(home=tmp_path))) as store:
-        key_id = store.keys.authenticate(secret).key_id
+        key_id = asyncio.run(KeyCheck(store.keys).check(secret)).key_id
     assert key_id is not None
 
     assert main(["keys", "list", *home]) == 0
@@ -43,7 +44,7 @@ def test_keys_create_prints_the_key_once_and_list_and_revoke_work(
     assert main(["keys", "list", *home]) == 0
     assert "revoked" in capsys.readouterr().out
     with closing(Store.open(Settings(home=tmp_path))) as store:
-        assert not store.keys.authenticate(secret).granted
+        assert not asyncio.run(KeyCheck(store.keys).check(secret)).granted
     assert main(["keys", "revoke", "key_nope", *home]) == 1
 
 

@@ -101,9 +101,6 @@ class KeyStore:
         with self.db.read() as conn:
             return (conn.scalar(sa.select(sa.func.count()).select_from(api_keys)) or 0) > 0
 
-    def authenticate(self, presented: str | None) -> Access:
-        return check_key(self.hashes(), presented)
-
     def hashes(self) -> tuple[KeyHash, ...]:
         """Every key's id, hash and revocation: what a key check needs."""
         with self.db.read() as conn:
