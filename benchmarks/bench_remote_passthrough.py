@@ -13,19 +13,25 @@ the client's speed over it shows whether the relay keeps up with what the upstre
 produces, apart from the CPU the front's process takes from the upstream on a small
 machine. The load average is printed before and after.
 
-    .venv/bin/python benchmarks/bench_remote_passthrough.py [--rounds 5] [--max-tokens 64]
+A third path, when Debian's nginx is installed, is the same upstream behind nginx as a
+plain reverse proxy (kept-alive upstream connections, no buffering): a relay that does
+nothing but relay, written in C, measured the same way as starchart's.
+
+    .venv/bin/python benchmarks/bench_remote_passthrough.py [--rounds 5] [--no-nginx]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import statistics
 import time
 
 import httpx
+import nginx_relay
 from server_process import starchart_server
 
 from starchart.registry import EMBEDDED_NAME
@@ -75,21 +81,30 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--streams", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--upstream-threads", type=int, default=1)
+    parser.add_argument("--no-nginx", action="store_true",
+                        help="leave out the nginx peer relay (used when /usr/sbin/nginx exists)")
     args = parser.parse_args()
 
-    # The upstream decodes on one thread: the other core is left to the front and the
+    # The upstream decodes on one thread: the other core is left to the relay and the
     # client, so the comparison measures the relay, not a fight for the CPU.
     print("load average before: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
-    with starchart_server("--n-ctx", "2048", "--threads", str(args.upstream_threads)
-                          ) as upstream, starchart_server(
+    with contextlib.ExitStack() as stack:
+        upstream = stack.enter_context(starchart_server(
+            "--n-ctx", "2048", "--threads", str(args.upstream_threads)))
+        front = stack.enter_context(starchart_server(
             "--n-ctx", "2048", "--upstream", f"up={upstream}",
-            "--upstream-model", f"up={EMBEDDED_NAME}") as front:
+            "--upstream-model", f"up={EMBEDDED_NAME}"))
         paths = {"direct": (upstream, EMBEDDED_NAME), "front": (front, "up")}
-        for url, model in paths.values():  # warm up both paths (and the KV cache)
+        if not args.no_nginx and nginx_relay.available():
+            paths["nginx"] = (stack.enter_context(nginx_relay.nginx_relay(upstream)),
+                              EMBEDDED_NAME)
+        elif not args.no_nginx:
+            print("nginx not found: the peer relay is left out (apt-get install nginx)")
+        for url, model in paths.values():  # warm up every path (and the KV cache)
             asyncio.run(measure(url, model, 1, 8))
         print(f"{'streams':>7}  {'path':<7}{'TTFT p50':>10}{'tok/s':>9}")
         for streams in args.streams:
-            got: dict[str, list[tuple[float, float]]] = {"direct": [], "front": []}
+            got: dict[str, list[tuple[float, float]]] = {name: [] for name in paths}
             kept_up: list[float] = []  # client tok/s over the upstream's own, through the front
             for _ in range(args.rounds):
                 for name, (url, model) in paths.items():
@@ -103,18 +118,19 @@ def main() -> None:
                           statistics.median(s for _, s in runs)) for name, runs in got.items()}
             for name, (ttft, speed) in med.items():
                 print(f"{streams:>7}  {name:<7}{ttft * 1000:>8.1f}ms{speed:>9.1f}")
-            added = (med["front"][0] - med["direct"][0]) * 1000
-            ratio = med["front"][1] / med["direct"][1]
-            print(f"{streams:>7}  front/direct: tokens/s x{ratio:.3f}, TTFT +{added:.1f} ms"
-                  f" (targets: >= 0.97, < 5 ms)")
-            # Each front round ran right after a direct one: their difference cancels the
-            # machine's drift, which moves both medians above by more than the relay costs.
-            paired = sorted((f[0] - d[0]) * 1000 for d, f in zip(got["direct"], got["front"],
-                                                                strict=True))
-            quartiles = statistics.quantiles(paired, n=4) if len(paired) > 1 else paired * 3
-            print(f"{streams:>7}  TTFT added, round by round: median"
-                  f" {statistics.median(paired):+.1f} ms (quartiles {quartiles[0]:+.1f}"
-                  f" / {quartiles[2]:+.1f} ms)")
+            for relay in (name for name in paths if name != "direct"):
+                added = (med[relay][0] - med["direct"][0]) * 1000
+                ratio = med[relay][1] / med["direct"][1]
+                print(f"{streams:>7}  {relay}/direct: tokens/s x{ratio:.3f}, TTFT +{added:.1f} ms"
+                      f" (targets: >= 0.97, < 5 ms)")
+                # Each relayed round ran right after a direct one: their difference cancels
+                # the machine's drift, which moves both medians by more than a relay costs.
+                paired = sorted((r[0] - d[0]) * 1000 for d, r in zip(got["direct"], got[relay],
+                                                                    strict=True))
+                quartiles = statistics.quantiles(paired, n=4) if len(paired) > 1 else paired * 3
+                print(f"{streams:>7}  {relay}: TTFT added, round by round: median"
+                      f" {statistics.median(paired):+.1f} ms (quartiles {quartiles[0]:+.1f}"
+                      f" / {quartiles[2]:+.1f} ms)")
             if kept_up:
                 print(f"{streams:>7}  through the front, client tok/s / the upstream's own"
                       f" decode tok/s: x{statistics.median(kept_up):.3f}")
