@@ -11,7 +11,8 @@ front round minus the direct one just before it: median and quartiles); and, for
 stream, the upstream's own decode speed during the front's rounds (its ``/v1/stats``):
 the client's speed over it shows whether the relay keeps up with what the upstream
 produces, apart from the CPU the front's process takes from the upstream on a small
-machine. The load average is printed before and after.
+machine; and the front's own CPU time per request and per token relayed (from /proc). The
+load average is printed before and after.
 
 A third path, when Debian's nginx is installed, is the same upstream behind nginx as a
 plain reverse proxy (kept-alive upstream connections, no buffering): a relay that does
@@ -32,7 +33,7 @@ import time
 
 import httpx
 import nginx_relay
-from server_process import starchart_server
+from server_process import cpu_seconds, listening_pid, starchart_server
 
 from starchart.registry import EMBEDDED_NAME
 
@@ -103,13 +104,18 @@ def main() -> None:
         for url, model in paths.values():  # warm up every path (and the KV cache)
             asyncio.run(measure(url, model, 1, 8))
         print(f"{'streams':>7}  {'path':<7}{'TTFT p50':>10}{'tok/s':>9}")
+        front_pid = listening_pid(front)
         for streams in args.streams:
             got: dict[str, list[tuple[float, float]]] = {name: [] for name in paths}
             kept_up: list[float] = []  # client tok/s over the upstream's own, through the front
+            front_cpu = 0.0  # the front's own CPU time over its rounds
             for _ in range(args.rounds):
                 for name, (url, model) in paths.items():
+                    before = cpu_seconds(front_pid) if front_pid and name == "front" else 0.0
                     got[name].append(asyncio.run(measure(url, model, streams,
                                                          args.max_tokens)))
+                    if front_pid and name == "front":
+                        front_cpu += cpu_seconds(front_pid) - before
                     upstream_speed = httpx.get(upstream + "/v1/stats").json()[
                         "last_tokens_per_second"]
                     if name == "front" and streams == 1 and upstream_speed:
@@ -131,6 +137,11 @@ def main() -> None:
                 print(f"{streams:>7}  {relay}: TTFT added, round by round: median"
                       f" {statistics.median(paired):+.1f} ms (quartiles {quartiles[0]:+.1f}"
                       f" / {quartiles[2]:+.1f} ms)")
+            if front_pid:
+                relayed = args.rounds * streams
+                print(f"{streams:>7}  the front's CPU time: {front_cpu / relayed * 1000:.2f} ms per"
+                      f" request, {front_cpu / (relayed * args.max_tokens) * 1000:.3f} ms per"
+                      " token relayed (everything included)")
             if kept_up:
                 print(f"{streams:>7}  through the front, client tok/s / the upstream's own"
                       f" decode tok/s: x{statistics.median(kept_up):.3f}")
