@@ -62,11 +62,22 @@ class PostgresServer:
         options = (f"-p {self.port} -c listen_addresses=127.0.0.1"
                    f" -c unix_socket_directories={self.root} -c fsync=off"
                    " -c max_connections=200")
-        self._run("pg_ctl", "-D", str(self.data), "-o", options, "-l",
-                  str(self.root / "server.log"), "-w", "-t", "60", "start")
+        self._options = options
+        self._boot()
         self._admin = sa.create_engine(f"{self.url}/postgres", isolation_level="AUTOCOMMIT",
                                        poolclass=sa.NullPool)
         return self
+
+    def _boot(self) -> None:
+        # `pg_ctl start` with a log file: `pg_ctl restart` would keep the server's output
+        # on our pipe, and the capture would never end.
+        self._run("pg_ctl", "-D", str(self.data), "-o", self._options, "-l",
+                  str(self.root / "server.log"), "-w", "-t", "60", "start")
+
+    def restart(self) -> None:
+        """Stop the server (every connection to it dies) and start it again, same port."""
+        self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop")
+        self._boot()
 
     def new_database(self) -> str:
         """The URL of a new, empty database."""

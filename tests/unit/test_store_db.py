@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,8 @@ from starchart.store.conversations import LOCAL, ConversationStore
 from starchart.store.db import Database, database_url
 from starchart.store.migrations import MIGRATIONS, applied, migrate
 from starchart.store.schema import metadata
+
+from tests.postgres import PostgresServer
 
 
 @pytest.fixture
@@ -123,3 +126,22 @@ def test_deleting_a_conversation_deletes_its_messages(store: Store) -> None:
     store.conversations.delete(conv.id, None)
     with store.db.read() as conn:
         assert conn.scalar(sa.text("select count(*) from messages")) == 0
+
+
+def test_a_restarted_postgresql_costs_no_failed_request(tmp_path: Path) -> None:
+    """Every pooled connection dies with the database server; the first use of each
+    after a restart must still work (it is checked before use), not fail once."""
+    postgres = PostgresServer().start()  # its own: the restart must not touch other tests
+    try:
+        with closing(Store.open(Settings(home=tmp_path,
+                                         database_url=postgres.new_database()))) as store:
+            made = [store.conversations.create(LOCAL, title=f"c{i}").id for i in range(3)]
+            # Three connections in the pool, all open when the server goes away.
+            with store.db.read() as a, store.db.read() as b, store.db.read() as c:
+                for conn in (a, b, c):
+                    conn.exec_driver_sql("SELECT 1")
+            postgres.restart()
+            for _ in range(3):
+                assert {c.id for c in store.conversations.list(LOCAL)} == set(made)
+    finally:
+        postgres.stop()

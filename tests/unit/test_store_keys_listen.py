@@ -193,16 +193,7 @@ def test_a_restarted_database(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
         server.listen()
         assert server.granted(secret)
         before = server.listener.backend_pid
-        postgres._run("pg_ctl", "-D", str(postgres.data), "-m", "fast", "-w", "stop")
-        # Started again as PostgresServer.start does (`pg_ctl restart` would keep the
-        # server's output on our pipe, and the capture would never end).
-        postgres._run("pg_ctl", "-D", str(postgres.data), "-o",
-                      f"-p {postgres.port} -c listen_addresses=127.0.0.1"
-                      f" -c unix_socket_directories={postgres.root} -c fsync=off",
-                      "-l", str(postgres.root / "server.log"), "-w", "-t", "60", "start")
-        # The connections SQLAlchemy's pool held died with the server; the pool would
-        # drop them on their first failure (one failed request), not the subject here.
-        server.store.db.engine.dispose()
+        postgres.restart()  # the pooled connections die too: each is checked before use
         with closing(server.elsewhere()) as other:
             other.keys.revoke(key.id)
         assert not server.granted(secret)

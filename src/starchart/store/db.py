@@ -113,7 +113,10 @@ class Database:
 
     def __init__(self, url: str) -> None:
         self.url = url
-        self.engine = sa.create_engine(url)
+        # A server database (PostgreSQL) may restart under us, killing every pooled
+        # connection: each is checked before use (a round trip), or the first request on
+        # each would fail. A SQLite file has nothing to lose.
+        self.engine = sa.create_engine(url, pool_pre_ping=not url.startswith("sqlite"))
         self.is_sqlite = self.engine.dialect.name == "sqlite"
         if self.is_sqlite:
             _sqlite_setup(self.engine)
