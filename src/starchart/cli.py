@@ -154,7 +154,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             where = ".".join(str(p) for p in error["loc"])
             print(f"starchart: invalid setting {where}: {error['msg']}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=settings.log_level.upper(), format="%(levelname)s %(message)s")
+    level = logging.getLevelName(settings.log_level.upper())
+    logging.basicConfig(level=level, format="%(levelname)s %(message)s")
+    if level > logging.DEBUG:
+        # httpx logs each request it sends at INFO: the relay's every upstream request and
+        # health probe (every 5 s, for ever), the benchmark's every request. Debug detail.
+        logging.getLogger("httpx").setLevel(logging.WARNING)
     try:
         return handlers[args.command](args, settings)
     except StarchartError as exc:

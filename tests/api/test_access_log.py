@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
 from pathlib import Path
@@ -69,3 +70,31 @@ def test_polls_are_debug_lines_at_debug(tmp_path: Path) -> None:
     lines = [line for line in access_lines(server) if line[1] != "GET /ready"]
     assert lines == [("INFO", "GET /v1/models", 200), ("DEBUG", "GET /v1/models", 200),
                      ("DEBUG", "GET /v1/stats", 200)], lines
+
+
+def test_the_relays_upstream_requests_and_probes_are_debug_lines(tmp_path: Path) -> None:
+    """httpx logs every request it sends at INFO: a front relaying to an upstream wrote
+    a line per relayed request and per health probe (every 5 s, for ever)."""
+    (tmp_path / "up").mkdir()
+    upstream = ServeProcess(tmp_path / "up").start()
+    try:
+        for level, shown in (("info", False), ("debug", True)):
+            home = tmp_path / level
+            home.mkdir()
+            front = ServeProcess(home, "--load-on-demand", "--log-level", level,
+                                 "--upstream", f"up={upstream.url}",
+                                 "--upstream-model", "up=smollm2-135m-instruct",
+                                 "--upstream-health-interval", "0.2").start()
+            try:
+                answer = httpx.post(front.url + "/v1/chat/completions", timeout=60, json={
+                    "model": "up", "max_tokens": 2,
+                    "messages": [{"role": "user", "content": "Hi"}]})
+                assert answer.status_code == 200, answer.text
+                time.sleep(1)  # several probes
+            finally:
+                front.stop()
+            log = (home / "server.log").read_text()
+            assert ("HTTP Request: POST" in log) is shown, log[-2000:]
+            assert ("HTTP Request: GET" in log) is shown, log[-2000:]
+    finally:
+        upstream.stop()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -82,7 +81,6 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     if args.warmup < 0:
         raise BadRequest("--warmup must be 0 or more", param="warmup")
     prompts = load_prompts(args.prompts)
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line per request
 
     def config(url: str, model: str | None, self_started: bool) -> BenchConfig:
         return BenchConfig(
