@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import http.cookiejar
 import itertools
 import json
 import logging
@@ -232,7 +233,7 @@ class RemoteEngine(Engine):
                               keepalive_expiry=KEEPALIVE_EXPIRY)
         self.upstreams = [
             Upstream(url, httpx.AsyncClient(base_url=url, headers=headers, timeout=timeout,
-                                            limits=limits))
+                                            limits=limits, cookies=_no_cookies()))
             for url in model.urls
         ]
         self._turn = itertools.count()
@@ -445,6 +446,12 @@ class RemoteEngine(Engine):
         self.tokens_generated += usage.completion_tokens if usage else pieces
         yield Finish(reason or "stop",  # type: ignore[arg-type]
                      usage or Usage(0, pieces))
+
+
+def _no_cookies() -> http.cookiejar.CookieJar:
+    """A jar that keeps nothing: the client serves every user, so a cookie an upstream
+    sets in one user's answer must not go out with the next user's request."""
+    return http.cookiejar.CookieJar(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
 
 
 def _sampling(params: SamplingParams) -> dict[str, Any]:
