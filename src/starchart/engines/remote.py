@@ -42,7 +42,7 @@ from starchart.engines.base import (
     TextDelta,
     Usage,
 )
-from starchart.engines.sse import EventParser
+from starchart.engines.sse import EventParser, EventTooLarge
 from starchart.engines.upstreams import UpstreamModel
 from starchart.errors import BadGateway, GatewayTimeout, StarchartError, UpstreamRejected
 from starchart.settings import Settings
@@ -139,6 +139,7 @@ class UpstreamStream:
         self._chunks = response.aiter_bytes()
         self._events = EventParser()
         self._ended = False
+        self._broken: StarchartError | None = None  # raised once the events before it are out
         self._pending: str | None = None
         self._closed = False
 
@@ -151,6 +152,8 @@ class UpstreamStream:
         events = self._events.events
         if events:
             return events.popleft()
+        if self._broken is not None:
+            raise self._broken
         if self._ended:
             return None
         try:
@@ -162,6 +165,10 @@ class UpstreamStream:
                         self._events.end()
                         break
                     self._events.feed(chunk)
+        except EventTooLarge as exc:
+            self._broken = BadGateway(f"upstream {self.upstream.url} sent {exc}")
+            if not events:
+                raise self._broken from None
         except TimeoutError:
             what = "its first token" if first else "the next token"
             raise GatewayTimeout(f"upstream {self.upstream.url} sent nothing for {timeout:g} s"
