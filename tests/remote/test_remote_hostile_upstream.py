@@ -177,3 +177,20 @@ def test_an_error_event_then_no_done(upstream: RawUpstream, front: LiveServer) -
     assert json.loads(frames[1])["error"]["message"] == "out of memory"
     assert json.loads(frames[2])["error"]["code"] == "upstream_error"  # ended before [DONE]
     assert frames[3:] == ["[DONE]"]
+
+
+def test_an_event_in_several_data_lines_reaches_the_client_whole(
+        upstream: RawUpstream, front: LiveServer) -> None:
+    # Legal SSE (the data lines of one event are joined with LF): pretty-printed JSON.
+    pretty = json.dumps(CHUNK, indent=1).encode()
+    upstream.body = _pieces(b"".join(b"data: " + line + b"\n" for line in pretty.split(b"\n"))
+                            + b"\ndata: [DONE]\n\n")
+    with httpx.stream("POST", front.url + "/v1/chat/completions", timeout=60,
+                      json={"model": "raw", "stream": True,
+                            "messages": [{"role": "user", "content": "hi"}]}) as response:
+        body = response.read().decode()
+    # Read as an SSE client does: the data lines of each event, joined with LF.
+    events = [("\n".join(line[6:] for line in block.split("\n") if line.startswith("data: ")))
+              for block in body.split("\n\n") if block.strip()]
+    assert json.loads(events[0])["choices"][0]["delta"]["content"] == "Hello", body
+    assert events[1:] == ["[DONE]"]
