@@ -194,3 +194,27 @@ def test_an_event_in_several_data_lines_reaches_the_client_whole(
               for block in body.split("\n\n") if block.strip()]
     assert json.loads(events[0])["choices"][0]["delta"]["content"] == "Hello", body
     assert events[1:] == ["[DONE]"]
+
+
+@pytest.mark.parametrize("event", [
+    b"data: not json\n\n",
+    b'data: {"error": "out of memory", "error_type": "generation"}\n\n',  # TGI's shape
+    b"data: [1, 2]\n\n",
+    b'data: {"choices": ["x"]}\n\n',
+    b'data: {"choices": [{"delta": "x"}]}\n\n',
+    b'data: {"choices": [], "usage": {"completion_tokens": "many"}}\n\n',
+], ids=["not-json", "string-error", "not-an-object", "choice-not-an-object",
+        "delta-not-an-object", "usage-not-a-number"])
+def test_a_stored_turn_on_an_event_it_cannot_read_is_a_bad_gateway_not_a_500(
+        upstream: RawUpstream, front: LiveServer, event: bytes) -> None:
+    upstream.body = _pieces(FIRST, event, b"data: [DONE]\n\n")
+    conv = httpx.post(front.url + "/v1/conversations",
+                      json={"system_prompt": "", "model": "raw"}).json()
+    posted = httpx.post(f"{front.url}/v1/conversations/{conv['id']}/messages", timeout=30,
+                        json={"content": "hi", "stream": False})
+    assert posted.status_code == 502, posted.text
+    assert posted.json()["error"]["code"] == "upstream_error"
+    with httpx.stream("POST", f"{front.url}/v1/conversations/{conv['id']}/messages",
+                      timeout=30, json={"content": "hi", "stream": True}) as response:
+        body = response.read().decode()
+    assert "upstream_error" in body and "internal_error" not in body, body
