@@ -433,20 +433,30 @@ class RemoteEngine(Engine):
         pieces = 0
         try:
             async for payload in stream.data():
-                chunk = json.loads(payload)
-                if "error" in chunk:  # the upstream's own mid-stream error event
-                    raise BadGateway(f"upstream {stream.upstream.url}:"
-                                     f" {chunk['error'].get('message', chunk['error'])}")
-                if chunk.get("usage"):
-                    usage = Usage(chunk["usage"].get("prompt_tokens", 0),
-                                  chunk["usage"].get("completion_tokens", 0))
-                for choice in chunk.get("choices") or []:
-                    text = (choice.get("delta") or {}).get("content") if chat \
-                        else choice.get("text")
-                    if text:
-                        pieces += 1
-                        yield TextDelta(text)
-                    reason = choice.get("finish_reason") or reason
+                try:
+                    chunk = json.loads(payload)
+                    if "error" in chunk:  # the upstream's own mid-stream error event
+                        error = chunk["error"]  # (a string in TGI's)
+                        message = error.get("message", error) if isinstance(error, dict) \
+                            else error
+                        raise BadGateway(f"upstream {stream.upstream.url}: {message}")
+                    if chunk.get("usage"):
+                        usage = Usage(int(chunk["usage"].get("prompt_tokens") or 0),
+                                      int(chunk["usage"].get("completion_tokens") or 0))
+                    texts: list[str] = []
+                    for choice in chunk.get("choices") or []:
+                        text = (choice.get("delta") or {}).get("content") if chat \
+                            else choice.get("text")
+                        if text:
+                            texts.append(str(text))
+                        reason = choice.get("finish_reason") or reason
+                except (ValueError, TypeError, AttributeError) as exc:
+                    # Not JSON, or not the shape of a chunk: a broken upstream, not our bug.
+                    raise BadGateway(f"upstream {stream.upstream.url} sent an event that is"
+                                     f" not a completion chunk: {payload[:200]!r}") from exc
+                for text in texts:
+                    pieces += 1
+                    yield TextDelta(text)
         finally:
             await stream.aclose()
         self.tokens_generated += usage.completion_tokens if usage else pieces
