@@ -351,9 +351,18 @@ def test_a_server_connecting_as_a_key_is_written_is_sent_the_change_again(
     assert not server.granted(None)
 
 
+@pytest.mark.parametrize("late", [0.0, 1.0], ids=["prompt", "late"])
 def test_a_write_whose_wait_for_confirmations_breaks_is_still_made(
-        server: Server, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
-) -> None:
+        server: Server, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+        late: float) -> None:
+    # "late": the writer reaches its wait a second later (a loaded machine).
+    wait = store_db._await_confirmations
+
+    def delayed(*args: Any) -> set[int]:
+        time.sleep(late)
+        return wait(*args)
+
+    monkeypatch.setattr(store_db, "_await_confirmations", delayed)
     url = str(server.settings.database_url).replace("+psycopg", "")
     silent = psycopg.connect(url, autocommit=True,
                              application_name=listener_name("starchart_keys"))
