@@ -370,13 +370,19 @@ def test_a_write_whose_wait_for_confirmations_breaks_is_still_made(
     monkeypatch.setattr(store_db, "CONFIRM_TIMEOUT_S", 30.0)
 
     def end_the_writers_wait() -> None:
+        # As soon as there is one, however long the writer takes to get there: the
+        # waiting connection is idle after its count or its NOTIFY (the write's own
+        # connection is in its transaction then, and its last statement is COMMIT after).
+        deadline = time.monotonic() + 60
         with psycopg.connect(url, autocommit=True) as conn:
-            conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-                         " WHERE datname = current_database() AND pid <> pg_backend_pid()"
-                         " AND (query LIKE 'SELECT pid FROM pg_stat_activity%'"
-                         " OR query LIKE 'SELECT pg_notify(%')")
+            while time.monotonic() < deadline and not conn.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                    " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                    " AND state = 'idle' AND (query LIKE 'SELECT pid FROM pg_stat_activity%'"
+                    " OR query LIKE 'SELECT pg_notify(%')").fetchall():
+                time.sleep(0.05)
 
-    threading.Timer(0.5, end_the_writers_wait).start()
+    threading.Thread(target=end_the_writers_wait, daemon=True).start()
     with caplog.at_level(logging.WARNING, logger="starchart"), closing(silent):
         key, _ = server.store.keys.create("a")
     assert "could not wait" in caplog.text
