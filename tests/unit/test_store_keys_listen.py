@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import resource
 import subprocess
 import sys
 import threading
@@ -387,3 +389,30 @@ def test_a_write_whose_wait_for_confirmations_breaks_is_still_made(
         key, _ = server.store.keys.create("a")
     assert "could not wait" in caplog.text
     assert [k.id for k in server.store.keys.list()] == [key.id]
+
+
+def test_a_listening_connection_past_descriptor_1024_still_listens(server: Server) -> None:
+    # A busy server (a thousand clients connected, as its file limit allows) can give
+    # the listener's connection a descriptor past the 1024 that select() handles.
+    open_now = len(os.listdir("/proc/self/fd"))
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    needed = open_now + 1200
+    if soft < needed:
+        if hard != resource.RLIM_INFINITY and hard < needed:
+            pytest.skip(f"this process may open only {hard} files")
+        resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
+    padding = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+    try:
+        with closing(server.elsewhere()) as other:
+            key, secret = other.keys.create("a")
+        server.listen()
+        assert server.granted(secret)
+        with closing(server.elsewhere()) as other:
+            other.keys.revoke(key.id)
+        assert not server.granted(secret)
+        reads = server.reads
+        assert not server.granted(secret) and server.reads == reads  # in memory
+    finally:
+        for fd in padding:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
