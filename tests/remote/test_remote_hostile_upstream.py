@@ -218,3 +218,17 @@ def test_a_stored_turn_on_an_event_it_cannot_read_is_a_bad_gateway_not_a_500(
                       timeout=30, json={"content": "hi", "stream": True}) as response:
         body = response.read().decode()
     assert "upstream_error" in body and "internal_error" not in body, body
+
+
+@pytest.mark.parametrize("body", [b"", b": only a comment\n\n", b'{"detail": "not a stream"}'],
+                         ids=["empty", "no-event", "json"])
+def test_a_stream_that_ends_before_its_first_event_is_a_502_status(
+        upstream: RawUpstream, front: LiveServer, body: bytes) -> None:
+    # Nothing reached the client yet: the failure is still an HTTP status, as for an
+    # upstream that fails before its first event in any other way.
+    upstream.body = _pieces(body)
+    response = httpx.post(front.url + "/v1/chat/completions", timeout=30,
+                          json={"model": "raw", "stream": True,
+                                "messages": [{"role": "user", "content": "hi"}]})
+    assert response.status_code == 502, response.text
+    assert response.json()["error"]["code"] == "upstream_error"
