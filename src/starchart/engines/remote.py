@@ -144,8 +144,12 @@ class UpstreamStream:
         self._closed = False
 
     async def first(self) -> None:
-        """Wait for the first event (under the first-token timeout); kept for ``data()``."""
+        """Wait for the first event (under the first-token timeout); kept for ``data()``.
+        A body that ends before it is ``BadGateway``, still an HTTP status."""
         self._pending = await self._next(self._engine.timeouts.first_token, first=True)
+        if self._pending is None:
+            raise BadGateway(f"the stream from upstream {self.upstream.url} ended before"
+                             " its first event")
 
     async def _next(self, timeout: float, *, first: bool = False) -> str | None:
         """The next ``data`` payload; None at the end of the body."""
