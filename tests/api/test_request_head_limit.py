@@ -5,6 +5,8 @@ header that never ends."""
 
 from __future__ import annotations
 
+import json
+import re
 import socket
 import time
 from collections.abc import Iterator
@@ -64,3 +66,22 @@ def test_ordinary_heads_and_large_bodies_still_pass(server: ServeProcess) -> Non
     body = {"model": "none", "messages": [{"role": "user", "content": "d" * 2**20}]}
     answer = httpx.post(server.url + "/v1/chat/completions", json=body, timeout=60)
     assert answer.status_code == 404 and "none" in answer.text, answer.text[:200]
+
+
+def test_a_request_after_a_large_body_in_the_same_packets_is_not_a_long_head(
+        server: ServeProcess) -> None:
+    # Pipelined: a POST with a 60 KB body and the start of the next request sent at
+    # once, the rest of that one a little later.
+    body = json.dumps({"model": "none", "messages": [{"role": "user", "content": "d" * 60000}]})
+    post = (f"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n{body}")
+    get = "GET /v1/models HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+        sock.sendall((post + get[:20]).encode())
+        time.sleep(0.5)
+        sock.sendall(get[20:].encode())
+        replies = b""
+        while part := sock.recv(65536):
+            replies += part
+    statuses = re.findall(rb"HTTP/1.1 (\d+) ", replies)
+    assert statuses == [b"404", b"200"], replies[:300]
