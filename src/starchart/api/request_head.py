@@ -16,25 +16,32 @@ _REFUSAL = b"Request header fields too large"
 
 
 class BoundedHeadProtocol(HttpToolsProtocol):
-    # Bytes received while a head is being read (a new connection starts with one);
-    # None from the end of a head to the start of the next request.
-    _head: int | None = 0
+    # Bytes received while a head is being read, after the read it began in (how much
+    # of that read is head, and not the body before it, the parser does not say; a
+    # read is at most 256 KiB); None from the end of a head to the next request's.
+    _head: int | None = None
+    _began = False  # a request began in the read being parsed
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        self._head = 0
+        self._began = True
 
     def on_headers_complete(self) -> None:
         self._head = None
+        self._began = False
         super().on_headers_complete()
 
     def data_received(self, data: bytes) -> None:
+        self._began = False
         super().data_received(data)
-        if self._head is None or self.transport.is_closing():
+        if self.transport.is_closing():
             return
-        self._head += len(data)
-        if self._head > HEAD_LIMIT:
-            self._refuse()
+        if self._began:  # its head goes on in the next read
+            self._head = 0
+        elif self._head is not None:
+            self._head += len(data)
+            if self._head > HEAD_LIMIT:
+                self._refuse()
 
     def _refuse(self) -> None:
         self.logger.warning("a request's head went past %d bytes: refused (431)", HEAD_LIMIT)
