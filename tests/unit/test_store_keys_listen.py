@@ -416,3 +416,27 @@ def test_a_listening_connection_past_descriptor_1024_still_listens(server: Serve
         for fd in padding:
             os.close(fd)
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_a_listener_that_fails_unexpectedly_says_so_and_listens_again(
+        server: Server, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Not a database error (a bug, a library's surprise): the thread must not end
+    # silently, leaving every check to read the database for the server's life.
+    listen = server.listener._listen
+    failures = [RuntimeError("surprise")]
+
+    def failing(conn: psycopg.Connection[Any]) -> None:
+        if failures:
+            raise failures.pop()
+        listen(conn)
+
+    monkeypatch.setattr(server.listener, "_listen", failing)
+    with caplog.at_level(logging.WARNING, logger="starchart"):
+        server.listen()
+    assert "surprise" in caplog.text
+    with closing(server.elsewhere()) as other:
+        _, secret = other.keys.create("a")
+    assert server.granted(secret)
+    reads = server.reads
+    assert server.granted(secret) and server.reads == reads  # in memory
