@@ -342,7 +342,9 @@ class Listener:
         import psycopg
 
         retry = _RETRY_S[0]
+        bug_told = False
         while not self._closed:
+            bug = False
             try:
                 conn = self._connect()
                 try:
@@ -355,8 +357,16 @@ class Listener:
                     self._outage = True
                     log.warning("not listening for changes on %s (%s): every check reads"
                                 " the database until listening again", self.channel, error)
-            if self.backend_pid is not None:  # it did listen: a new outage starts now
-                retry, self.backend_pid = _RETRY_S[0], None
+            except Exception:  # a bug: said (once), and tried again, never any faster
+                bug = True
+                if not bug_told:
+                    bug_told = True
+                    log.warning("listening for changes on %s failed: every check reads the"
+                                " database until listening again", self.channel,
+                                exc_info=True)
+            if self.backend_pid is not None and not bug:  # it did listen: a new outage
+                retry = _RETRY_S[0]
+            self.backend_pid = None
             if self._sleep(retry):
                 return
             retry = min(retry * 2, _RETRY_S[1])
