@@ -13,6 +13,7 @@ import uvicorn
 from starchart import log_redaction
 from starchart.api import polls
 from starchart.api.app import create_app
+from starchart.api.request_head import BoundedHeadProtocol
 from starchart.api.shutdown import Drain
 from starchart.settings import Settings
 from starchart.store import Store
@@ -89,6 +90,8 @@ def serve(settings: Settings) -> int:
           f" (web page: http://{settings.host}:{settings.port}/)", flush=True)
     config = uvicorn.Config(app, host=settings.host, port=settings.port,
                             log_level=settings.log_level, ws_max_size=settings.max_body_bytes,
+                            # httptools, with h11's limit on a request's head.
+                            http=BoundedHeadProtocol,
                             # What the drain left (it cut every request already).
                             timeout_graceful_shutdown=2)
     log_redaction.install()  # uvicorn.Config configured the handlers just now

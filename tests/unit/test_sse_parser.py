@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from starchart.engines.sse import EventParser
+from starchart.engines.sse import MAX_EVENT_BYTES, EventParser, EventTooLarge
 
 
 def events_of(*chunks: bytes, end: bool = False) -> list[str]:
@@ -53,3 +53,22 @@ def test_the_body_ending_completes_an_open_event() -> None:
     assert events_of(b"data: last", end=True) == ["last"]
     assert events_of(b"data: last\r", end=True) == ["last"]
     assert events_of(b": only a comment\n", end=True) == []
+
+
+def test_an_event_past_the_limit_is_refused_after_the_events_before_it() -> None:
+    parser = EventParser()
+    with pytest.raises(EventTooLarge):
+        parser.feed(b"data: one\n\ndata: " + b"x" * MAX_EVENT_BYTES)
+    assert list(parser.events) == ["one"]
+    parser = EventParser()
+    with pytest.raises(EventTooLarge):  # many lines, one event
+        for _ in range(MAX_EVENT_BYTES // 2**16 + 1):
+            parser.feed(b"data: " + b"x" * 2**16 + b"\n")
+    # Up to the limit, in pieces: one event, the same bytes.
+    parser = EventParser()
+    piece = b"y" * 2**16
+    parser.feed(b"data: ")
+    for _ in range(MAX_EVENT_BYTES // len(piece) - 1):
+        parser.feed(piece)
+    parser.feed(b"\n\n")
+    assert list(parser.events) == ["y" * (MAX_EVENT_BYTES - len(piece))]

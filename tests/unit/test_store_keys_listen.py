@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import resource
 import subprocess
 import sys
 import threading
@@ -342,9 +344,18 @@ def test_a_server_connecting_as_a_key_is_written_is_sent_the_change_again(
     assert not server.granted(None)
 
 
+@pytest.mark.parametrize("late", [0.0, 1.0], ids=["prompt", "late"])
 def test_a_write_whose_wait_for_confirmations_breaks_is_still_made(
-        server: Server, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
-) -> None:
+        server: Server, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+        late: float) -> None:
+    # "late": the writer reaches its wait a second later (a loaded machine).
+    wait = store_db._await_confirmations
+
+    def delayed(*args: Any) -> set[int]:
+        time.sleep(late)
+        return wait(*args)
+
+    monkeypatch.setattr(store_db, "_await_confirmations", delayed)
     url = str(server.settings.database_url).replace("+psycopg", "")
     silent = psycopg.connect(url, autocommit=True,
                              application_name=listener_name("starchart_keys"))
@@ -352,14 +363,71 @@ def test_a_write_whose_wait_for_confirmations_breaks_is_still_made(
     monkeypatch.setattr(store_db, "CONFIRM_TIMEOUT_S", 30.0)
 
     def end_the_writers_wait() -> None:
+        # As soon as there is one, however long the writer takes to get there: the
+        # waiting connection is idle after its count or its NOTIFY (the write's own
+        # connection is in its transaction then, and its last statement is COMMIT after).
+        deadline = time.monotonic() + 60
         with psycopg.connect(url, autocommit=True) as conn:
-            conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-                         " WHERE datname = current_database() AND pid <> pg_backend_pid()"
-                         " AND (query LIKE 'SELECT pid FROM pg_stat_activity%'"
-                         " OR query LIKE 'SELECT pg_notify(%')")
+            while time.monotonic() < deadline and not conn.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                    " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                    " AND state = 'idle' AND (query LIKE 'SELECT pid FROM pg_stat_activity%'"
+                    " OR query LIKE 'SELECT pg_notify(%')").fetchall():
+                time.sleep(0.05)
 
-    threading.Timer(0.5, end_the_writers_wait).start()
+    threading.Thread(target=end_the_writers_wait, daemon=True).start()
     with caplog.at_level(logging.WARNING, logger="starchart"), closing(silent):
         key, _ = server.store.keys.create("a")
     assert "could not wait" in caplog.text
     assert [k.id for k in server.store.keys.list()] == [key.id]
+
+
+def test_a_listening_connection_past_descriptor_1024_still_listens(server: Server) -> None:
+    # A busy server (a thousand clients connected, as its file limit allows) can give
+    # the listener's connection a descriptor past the 1024 that select() handles.
+    open_now = len(os.listdir("/proc/self/fd"))
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    needed = open_now + 1200
+    if soft < needed:
+        if hard != resource.RLIM_INFINITY and hard < needed:
+            pytest.skip(f"this process may open only {hard} files")
+        resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
+    padding = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+    try:
+        with closing(server.elsewhere()) as other:
+            key, secret = other.keys.create("a")
+        server.listen()
+        assert server.granted(secret)
+        with closing(server.elsewhere()) as other:
+            other.keys.revoke(key.id)
+        assert not server.granted(secret)
+        reads = server.reads
+        assert not server.granted(secret) and server.reads == reads  # in memory
+    finally:
+        for fd in padding:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_a_listener_that_fails_unexpectedly_says_so_and_listens_again(
+        server: Server, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Not a database error (a bug, a library's surprise): the thread must not end
+    # silently, leaving every check to read the database for the server's life.
+    listen = server.listener._listen
+    failures = [RuntimeError("surprise")]
+
+    def failing(conn: psycopg.Connection[Any]) -> None:
+        if failures:
+            raise failures.pop()
+        listen(conn)
+
+    monkeypatch.setattr(server.listener, "_listen", failing)
+    with caplog.at_level(logging.WARNING, logger="starchart"):
+        server.listen()
+    assert "surprise" in caplog.text
+    with closing(server.elsewhere()) as other:
+        _, secret = other.keys.create("a")
+    assert server.granted(secret)
+    reads = server.reads
+    assert server.granted(secret) and server.reads == reads  # in memory

@@ -124,7 +124,10 @@ async def _frames(stream: UpstreamStream, model: str, meter: _Meter) -> AsyncIte
     try:
         async for payload in stream.data():
             meter.payload(payload)
-            yield f"data: {_renamed(payload, model)}\n\n"
+            payload = _renamed(payload, model)
+            if "\n" in payload:  # an event in several data lines goes on in as many
+                payload = payload.replace("\n", "\ndata: ")
+            yield f"data: {payload}\n\n"
         meter.done()
     except StarchartError as exc:
         log.warning("relayed stream of %s ended early: %s", model, exc.message)

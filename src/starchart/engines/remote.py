@@ -43,7 +43,7 @@ from starchart.engines.base import (
     TextDelta,
     Usage,
 )
-from starchart.engines.sse import EventParser
+from starchart.engines.sse import EventParser, EventTooLarge
 from starchart.engines.upstreams import UpstreamModel
 from starchart.errors import BadGateway, GatewayTimeout, StarchartError, UpstreamRejected
 from starchart.settings import Settings
@@ -140,18 +140,25 @@ class UpstreamStream:
         self._chunks = response.aiter_bytes()
         self._events = EventParser()
         self._ended = False
+        self._broken: StarchartError | None = None  # raised once the events before it are out
         self._pending: str | None = None
         self._closed = False
 
     async def first(self) -> None:
-        """Wait for the first event (under the first-token timeout); kept for ``data()``."""
+        """Wait for the first event (under the first-token timeout); kept for ``data()``.
+        A body that ends before it is ``BadGateway``, still an HTTP status."""
         self._pending = await self._next(self._engine.timeouts.first_token, first=True)
+        if self._pending is None:
+            raise BadGateway(f"the stream from upstream {self.upstream.url} ended before"
+                             " its first event")
 
     async def _next(self, timeout: float, *, first: bool = False) -> str | None:
         """The next ``data`` payload; None at the end of the body."""
         events = self._events.events
         if events:
             return events.popleft()
+        if self._broken is not None:
+            raise self._broken
         if self._ended:
             return None
         try:
@@ -163,6 +170,10 @@ class UpstreamStream:
                         self._events.end()
                         break
                     self._events.feed(chunk)
+        except EventTooLarge as exc:
+            self._broken = BadGateway(f"upstream {self.upstream.url} sent {exc}")
+            if not events:
+                raise self._broken from None
         except TimeoutError:
             what = "its first token" if first else "the next token"
             raise GatewayTimeout(f"upstream {self.upstream.url} sent nothing for {timeout:g} s"
@@ -427,20 +438,30 @@ class RemoteEngine(Engine):
         pieces = 0
         try:
             async for payload in stream.data():
-                chunk = json.loads(payload)
-                if "error" in chunk:  # the upstream's own mid-stream error event
-                    raise BadGateway(f"upstream {stream.upstream.url}:"
-                                     f" {chunk['error'].get('message', chunk['error'])}")
-                if chunk.get("usage"):
-                    usage = Usage(chunk["usage"].get("prompt_tokens", 0),
-                                  chunk["usage"].get("completion_tokens", 0))
-                for choice in chunk.get("choices") or []:
-                    text = (choice.get("delta") or {}).get("content") if chat \
-                        else choice.get("text")
-                    if text:
-                        pieces += 1
-                        yield TextDelta(text)
-                    reason = choice.get("finish_reason") or reason
+                try:
+                    chunk = json.loads(payload)
+                    if "error" in chunk:  # the upstream's own mid-stream error event
+                        error = chunk["error"]  # (a string in TGI's)
+                        message = error.get("message", error) if isinstance(error, dict) \
+                            else error
+                        raise BadGateway(f"upstream {stream.upstream.url}: {message}")
+                    if chunk.get("usage"):
+                        usage = Usage(int(chunk["usage"].get("prompt_tokens") or 0),
+                                      int(chunk["usage"].get("completion_tokens") or 0))
+                    texts: list[str] = []
+                    for choice in chunk.get("choices") or []:
+                        text = (choice.get("delta") or {}).get("content") if chat \
+                            else choice.get("text")
+                        if text:
+                            texts.append(str(text))
+                        reason = choice.get("finish_reason") or reason
+                except (ValueError, TypeError, AttributeError) as exc:
+                    # Not JSON, or not the shape of a chunk: a broken upstream, not our bug.
+                    raise BadGateway(f"upstream {stream.upstream.url} sent an event that is"
+                                     f" not a completion chunk: {payload[:200]!r}") from exc
+                for text in texts:
+                    pieces += 1
+                    yield TextDelta(text)
         finally:
             await stream.aclose()
         self.tokens_generated += usage.completion_tokens if usage else pieces

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import logging
 import secrets
-import select
+import selectors
 import socket
 import sqlite3
 import threading
@@ -345,7 +345,9 @@ class Listener:
         import psycopg
 
         retry = _RETRY_S[0]
+        bug_told = False
         while not self._closed:
+            bug = False
             try:
                 conn = self._connect()
                 try:
@@ -358,8 +360,16 @@ class Listener:
                     self._outage = True
                     log.warning("not listening for changes on %s (%s): every check reads"
                                 " the database until listening again", self.channel, error)
-            if self.backend_pid is not None:  # it did listen: a new outage starts now
-                retry, self.backend_pid = _RETRY_S[0], None
+            except Exception:  # a bug: said (once), and tried again, never any faster
+                bug = True
+                if not bug_told:
+                    bug_told = True
+                    log.warning("listening for changes on %s failed: every check reads the"
+                                " database until listening again", self.channel,
+                                exc_info=True)
+            if self.backend_pid is not None and not bug:  # it did listen: a new outage
+                retry = _RETRY_S[0]
+            self.backend_pid = None
             if self._sleep(retry):
                 return
             retry = min(retry * 2, _RETRY_S[1])
@@ -381,14 +391,23 @@ class Listener:
                 for token in filter(None, tokens):
                     conn.execute("SELECT pg_notify(%s, %s)", [seen, token])
                 continue  # more may have arrived meanwhile
-            wake = self._wake.fileno()
-            ready, _, _ = select.select([conn.fileno(), wake], [], [], HEARTBEAT_S)
-            if wake in ready:
+            ready = _readable([conn.fileno(), self._wake.fileno()], HEARTBEAT_S)
+            if self._wake.fileno() in ready:
                 return
             if not ready:
                 conn.execute("SELECT 1")
 
     def _sleep(self, seconds: float) -> bool:
         """Wait, or less if closed meanwhile: whether it was."""
-        select.select([self._wake], [], [], seconds)
+        _readable([self._wake.fileno()], seconds)
         return self._closed
+
+
+def _readable(fds: list[int], timeout: float) -> set[int]:
+    """Those of ``fds`` ready to read within ``timeout`` seconds. Through a selector
+    (epoll on Linux), not ``select.select``: a busy server's descriptors go past the
+    1024 that select() takes."""
+    with selectors.DefaultSelector() as selector:
+        for fd in fds:
+            selector.register(fd, selectors.EVENT_READ)
+        return {key.fd for key, _ in selector.select(timeout)}

@@ -1,0 +1,234 @@
+"""The relay against upstream bodies no good server sends: a raw HTTP/1.1 upstream on
+loopback (asyncio, chunked transfer) writes the bytes each test gives it after the
+response head, and the real front relays them to a real client."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from starchart.api.app import create_app
+from starchart.settings import Settings
+
+from tests.conftest import LiveServer, free_port
+from tests.scripted_engine import scripted
+
+CHUNK = {"id": "x", "object": "chat.completion.chunk", "created": 0, "model": "raw",
+         "choices": [{"index": 0, "delta": {"content": "Hello"}, "finish_reason": None}]}
+FIRST = f"data: {json.dumps(CHUNK)}\n\n".encode()
+
+# What the upstream writes after its response head: one call per body piece; it
+# returns False to stop (the upstream then ends the body properly).
+Body = Callable[[int], bytes | None]
+
+
+class RawUpstream:
+    """Lists one model; answers every POST with a chunked event stream whose pieces
+    come from ``body(i)`` for i = 0, 1, ... until it returns None, as fast as the
+    front reads them."""
+
+    def __init__(self) -> None:
+        self.body: Body = lambda i: None
+        self.sent = 0
+        self.port = 0
+        self._loop = asyncio.new_event_loop()
+        started = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(started,), daemon=True)
+        self._thread.start()
+        assert started.wait(10)
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def _run(self, started: threading.Event) -> None:
+        server = self._loop.run_until_complete(
+            asyncio.start_server(self._handle, "127.0.0.1", 0))
+        self.port = server.sockets[0].getsockname()[1]
+        started.set()
+        self._loop.run_forever()
+        server.close()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+                      ) -> None:
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = 0
+            for line in head.split(b"\r\n"):
+                if line.lower().startswith(b"content-length:"):
+                    length = int(line.split(b":")[1])
+            await reader.readexactly(length)
+            if head.startswith(b"GET"):
+                listing = json.dumps({"object": "list", "data": [{"id": "raw"}]}).encode()
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                             b"Content-Length: %d\r\n\r\n" % len(listing) + listing)
+            else:
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+                             b"Transfer-Encoding: chunked\r\n\r\n")
+                i = 0
+                while (piece := self.body(i)) is not None:
+                    i += 1
+                    if piece:
+                        writer.write(b"%x\r\n" % len(piece) + piece + b"\r\n")
+                        self.sent += len(piece)
+                        await writer.drain()
+                writer.write(b"0\r\n\r\n")
+            await writer.drain()
+            writer.close()
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+
+    def close(self) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+
+
+@pytest.fixture(scope="module")
+def upstream() -> Iterator[RawUpstream]:
+    raw = RawUpstream()
+    try:
+        yield raw
+    finally:
+        raw.close()
+
+
+@pytest.fixture(scope="module")
+def front(upstream: RawUpstream, tmp_path_factory: pytest.TempPathFactory
+          ) -> Iterator[LiveServer]:
+    home: Path = tmp_path_factory.mktemp("home")
+    settings = Settings(home=home, upstream=[f"raw={upstream.url}"],
+                        upstream_first_token_timeout=30, upstream_idle_timeout=30)
+    with LiveServer(create_app(settings, engines=[scripted("local")]), free_port()) as server:
+        yield server
+
+
+def relayed(front: LiveServer) -> tuple[list[str], float]:
+    """The data of each event the client gets, and how long the stream took."""
+    started = time.monotonic()
+    with httpx.stream("POST", front.url + "/v1/chat/completions", timeout=60,
+                      json={"model": "raw", "stream": True,
+                            "messages": [{"role": "user", "content": "hi"}]}) as response:
+        assert response.status_code == 200, response.read()
+        frames = [line[6:] for line in response.iter_lines() if line.startswith("data: ")]
+    return frames, time.monotonic() - started
+
+
+def _pieces(*pieces: bytes) -> Body:
+    return lambda i: pieces[i] if i < len(pieces) else None
+
+
+def _endless(first: bytes, filler: bytes, seconds: float = 25.0) -> Body:
+    deadline: list[float] = []
+
+    def body(i: int) -> bytes | None:
+        if i == 0:
+            deadline.append(time.monotonic() + seconds)
+            return first
+        return filler if time.monotonic() < deadline[0] else None
+
+    return body
+
+
+@pytest.mark.parametrize("what, filler", [
+    ("one line that never ends", b"x" * 65536),
+    ("data lines and never the blank line that ends the event", b"data: x\n" * 8192),
+])
+def test_an_event_that_never_ends_is_cut_off_at_a_size_not_the_idle_timeout(
+        upstream: RawUpstream, front: LiveServer, what: str, filler: bytes) -> None:
+    upstream.body = _endless(FIRST + b"data: ", filler)
+    frames, took = relayed(front)
+    assert frames[0].startswith("{"), (frames[0][:200], len(frames))
+    assert json.loads(frames[0])["choices"][0]["delta"]["content"] == "Hello"
+    error = json.loads(frames[1])["error"]
+    assert error["code"] == "upstream_error" and "larger than" in error["message"], error
+    assert frames[2:] == ["[DONE]"]
+    assert took < 20, f"{what}: {took:.1f} s"  # not the 30 s idle timeout
+
+
+@pytest.mark.parametrize("newline", [b"\n", b"\r\n", b"\r"])
+def test_every_line_ending_split_across_chunks_is_relayed_whole(
+        upstream: RawUpstream, front: LiveServer, newline: bytes) -> None:
+    second = {**CHUNK, "choices": [{"index": 0, "delta": {"content": "é ☕"},
+                                    "finish_reason": "stop"}]}
+    body = (FIRST + f"data: {json.dumps(second, ensure_ascii=False)}\n\n".encode()
+            + b": ping\n\ndata: [DONE]\n\n").replace(b"\n", newline)
+    upstream.body = _pieces(*(body[i:i + 7] for i in range(0, len(body), 7)))
+    frames, _ = relayed(front)
+    assert [json.loads(f)["choices"][0]["delta"]["content"] for f in frames[:-1]] == [
+        "Hello", "é ☕"]
+    assert frames[-1] == "[DONE]"
+
+
+def test_binary_garbage_is_relayed_as_text_and_the_stream_still_ends(
+        upstream: RawUpstream, front: LiveServer) -> None:
+    upstream.body = _pieces(FIRST, b"data: \xff\xfe\x00garbage\x80\n\n", b"\x00\xff\n\n",
+                            b"data: [DONE]\n\n")
+    frames, _ = relayed(front)
+    assert frames[1] == "\ufffd\ufffd\x00garbage\ufffd" and frames[-1] == "[DONE]", frames
+
+
+def test_an_error_event_then_no_done(upstream: RawUpstream, front: LiveServer) -> None:
+    upstream.body = _pieces(FIRST, b'data: {"error": {"message": "out of memory"}}\n\n')
+    frames, _ = relayed(front)
+    assert json.loads(frames[1])["error"]["message"] == "out of memory"
+    assert json.loads(frames[2])["error"]["code"] == "upstream_error"  # ended before [DONE]
+    assert frames[3:] == ["[DONE]"]
+
+
+def test_an_event_in_several_data_lines_reaches_the_client_whole(
+        upstream: RawUpstream, front: LiveServer) -> None:
+    # Legal SSE (the data lines of one event are joined with LF): pretty-printed JSON.
+    pretty = json.dumps(CHUNK, indent=1).encode()
+    upstream.body = _pieces(b"".join(b"data: " + line + b"\n" for line in pretty.split(b"\n"))
+                            + b"\ndata: [DONE]\n\n")
+    with httpx.stream("POST", front.url + "/v1/chat/completions", timeout=60,
+                      json={"model": "raw", "stream": True,
+                            "messages": [{"role": "user", "content": "hi"}]}) as response:
+        body = response.read().decode()
+    # Read as an SSE client does: the data lines of each event, joined with LF.
+    events = [("\n".join(line[6:] for line in block.split("\n") if line.startswith("data: ")))
+              for block in body.split("\n\n") if block.strip()]
+    assert json.loads(events[0])["choices"][0]["delta"]["content"] == "Hello", body
+    assert events[1:] == ["[DONE]"]
+
+
+@pytest.mark.parametrize("event", [
+    b"data: not json\n\n",
+    b'data: {"error": "out of memory", "error_type": "generation"}\n\n',  # TGI's shape
+    b"data: [1, 2]\n\n",
+    b'data: {"choices": ["x"]}\n\n',
+    b'data: {"choices": [{"delta": "x"}]}\n\n',
+    b'data: {"choices": [], "usage": {"completion_tokens": "many"}}\n\n',
+], ids=["not-json", "string-error", "not-an-object", "choice-not-an-object",
+        "delta-not-an-object", "usage-not-a-number"])
+def test_a_stored_turn_on_an_event_it_cannot_read_is_a_bad_gateway_not_a_500(
+        upstream: RawUpstream, front: LiveServer, event: bytes) -> None:
+    upstream.body = _pieces(FIRST, event, b"data: [DONE]\n\n")
+    conv = httpx.post(front.url + "/v1/conversations",
+                      json={"system_prompt": "", "model": "raw"}).json()
+    posted = httpx.post(f"{front.url}/v1/conversations/{conv['id']}/messages", timeout=30,
+                        json={"content": "hi", "stream": False})
+    assert posted.status_code == 502, posted.text
+    assert posted.json()["error"]["code"] == "upstream_error"
+    with httpx.stream("POST", f"{front.url}/v1/conversations/{conv['id']}/messages",
+                      timeout=30, json={"content": "hi", "stream": True}) as response:
+        body = response.read().decode()
+    assert "upstream_error" in body and "internal_error" not in body, body
+
+
+@pytest.mark.parametrize("body", [b"", b": only a comment\n\n", b'{"detail": "not a stream"}'],
+                         ids=["empty", "no-event", "json"])
+def test_a_stream_that_ends_before_its_first_event_is_a_502_status(
+        upstream: RawUpstream, front: LiveServer, body: bytes) -> None:
+    # Nothing reached the client yet: the failure is still an HTTP status, as for an
+    # upstream that fails before its first event in any other way.
+    upstream.body = _pieces(body)
+    response = httpx.post(front.url + "/v1/chat/completions", timeout=30,
+                          json={"model": "raw", "stream": True,
+                                "messages": [{"role": "user", "content": "hi"}]})
+    assert response.status_code == 502, response.text
+    assert response.json()["error"]["code"] == "upstream_error"
