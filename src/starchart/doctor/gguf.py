@@ -92,7 +92,9 @@ class GgufFile:
     @property
     def file_type(self) -> str | None:
         value = self.metadata.get("general.file_type")
-        return None if value is None else file_type_name(int(value))
+        # A whole number, as llama.cpp writes it; anything else is a malformed header,
+        # read as a file that states no type (a bool is an int to Python: not here).
+        return file_type_name(value) if type(value) is int else None
 
     @property
     def n_params(self) -> int:
