@@ -69,43 +69,33 @@ $(VENV)/.installed-test: $(VENV)/.installed $(VENV)/.installed-gemma
 	$(BIN)/pip install --progress-bar off --no-deps $(OPEN_CLIP)
 	touch $@
 
-# Browser tests drive Debian's chromium; install it when missing (needs root).
-browser:
-	@if [ ! -x /usr/bin/chromium ]; then \
+# $(call debian,CHECK,PACKAGES,NEEDED BY): when the shell test CHECK fails, install
+# Debian's PACKAGES (needs root; otherwise say the command to run) and check again,
+# failing loudly if they are still missing. (CHECK must hold no comma.)
+define debian
+	@if ! { $(1); }; then \
 	  if [ "$$(id -u)" = 0 ]; then \
-	    echo "installing chromium for the browser tests"; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	    echo "installing $(2) for $(3)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(2) >/dev/null; \
 	  else \
-	    echo "ERROR: /usr/bin/chromium is missing and we are not root: run 'sudo apt-get install -y chromium'" >&2; exit 1; \
+	    echo "ERROR: $(2) missing and we are not root: run 'sudo apt-get install -y $(2)'" >&2; exit 1; \
 	  fi; \
-	  [ -x /usr/bin/chromium ] || { echo "ERROR: chromium could not be installed: the browser tests cannot run" >&2; exit 1; }; \
+	  { $(1); } || { echo "ERROR: $(2) could not be installed: $(3) cannot run" >&2; exit 1; }; \
 	fi
+endef
 
-# tests/unit/test_web_build.py rebuilds the page with Node; install Debian's
-# nodejs and npm when missing (needs root), and fail loudly otherwise.
+# Browser tests drive Debian's chromium.
+browser:
+	$(call debian,[ -x /usr/bin/chromium ],chromium,the browser tests)
+
+# tests/unit/test_web_build.py rebuilds the page with Node.
 node:
-	@if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then \
-	  if [ "$$(id -u)" = 0 ]; then \
-	    echo "installing nodejs and npm for the web page build test"; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null; \
-	  else \
-	    echo "ERROR: node or npm is missing and we are not root: run 'sudo apt-get install -y nodejs npm'" >&2; exit 1; \
-	  fi; \
-	  command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || { echo "ERROR: nodejs and npm could not be installed: the web page build test cannot run" >&2; exit 1; }; \
-	fi
+	$(call debian,command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1,nodejs npm,the web page build test)
 
 # The store tests run against a real PostgreSQL too (tests/postgres.py starts
-# a throwaway cluster with Debian's binaries); install them when missing.
+# a throwaway cluster with Debian's binaries).
 postgres:
-	@if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
-	  if [ "$$(id -u)" = 0 ]; then \
-	    echo "installing postgresql for the store tests"; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; \
-	  else \
-	    echo "ERROR: PostgreSQL is missing and we are not root: run 'sudo apt-get install -y postgresql'" >&2; exit 1; \
-	  fi; \
-	  ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { echo "ERROR: postgresql could not be installed: the PostgreSQL store tests cannot run" >&2; exit 1; }; \
-	fi
+	$(call debian,ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1,postgresql,the PostgreSQL store tests)
 
 # Rebuild the web page into src/starchart/web/dist (committed, so `make run`
 # needs no Node); tests/unit/test_web_build.py fails when it is stale.
@@ -125,14 +115,7 @@ bench-relay: $(VENV)/.installed-test nginx
 	$(BIN)/python benchmarks/bench_remote_passthrough.py --rounds 10
 
 nginx:
-	@if ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ]; then \
-	  if [ "$$(id -u)" = 0 ]; then \
-	    echo "installing nginx, the peer relay of the relay benchmark"; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx >/dev/null; \
-	  else \
-	    echo "ERROR: nginx is missing and we are not root: run 'sudo apt-get install -y nginx'" >&2; exit 1; \
-	  fi; \
-	fi
+	$(call debian,command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ],nginx,the relay benchmark's peer relay)
 
 clean:
 	rm -rf $(VENV)
