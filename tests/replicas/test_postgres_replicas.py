@@ -17,33 +17,15 @@ from starchart.store import Store
 
 from tests.e2e.test_store_durability import ServeProcess, turn
 from tests.postgres import PostgresServer, postgres  # noqa: F401 - the session's server
+from tests.replicas.replicas import two_replicas
 
 
 @pytest.fixture(scope="module")
 def replicas(postgres: PostgresServer, tmp_path_factory: pytest.TempPathFactory  # noqa: F811
              ) -> Iterator[tuple[ServeProcess, ServeProcess]]:
     """Shared by this module's tests, in order: the keys test adds a key, the last kills A."""
-    url = postgres.new_database()
-    tmp_path = tmp_path_factory.mktemp("replicas")
-    pair = []
-    for name in ("a", "b"):
-        home = tmp_path / name
-        home.mkdir()
-        pair.append(ServeProcess(home, "--database-url", url))
-    # Started together: both migrate the new database at once (one waits for the other).
-    threads = [threading.Thread(target=r.start) for r in pair]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    try:
-        for r in pair:
-            assert r.proc is not None and r.proc.poll() is None, (r.home / "server.log").read_text()
-            httpx.get(r.url + "/ready", timeout=5).raise_for_status()
-        yield pair[0], pair[1]
-    finally:
-        for r in pair:
-            r.stop()
+    with two_replicas(postgres.new_database(), tmp_path_factory.mktemp("replicas")) as pair:
+        yield pair
 
 
 def _messages(url: str, conv_id: str, headers: dict[str, str] | None = None) -> list[dict]:

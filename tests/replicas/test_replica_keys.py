@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +18,7 @@ from starchart.store.db import listener_name
 
 from tests.e2e.test_store_durability import ServeProcess
 from tests.postgres import PostgresServer, postgres  # noqa: F401 - the session's server
+from tests.replicas.replicas import two_replicas
 
 
 def _listeners(url: str) -> int:
@@ -43,20 +43,8 @@ def _keys(home: Path, url: str, *args: str) -> str:
 def pair(postgres: PostgresServer, tmp_path: Path  # noqa: F811
          ) -> Iterator[tuple[str, list[ServeProcess]]]:
     url = postgres.new_database()
-    servers = []
-    for name in ("a", "b"):
-        (tmp_path / name).mkdir()
-        servers.append(ServeProcess(tmp_path / name, "--database-url", url))
-    threads = [threading.Thread(target=s.start) for s in servers]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    try:
-        yield url, servers
-    finally:
-        for s in servers:
-            s.stop()
+    with two_replicas(url, tmp_path) as servers:
+        yield url, list(servers)
 
 
 def _status(server: ServeProcess, secret: str | None) -> int:
