@@ -7,21 +7,20 @@ parsing, no keys, no metrics. Run from its own temporary prefix, stopped afterwa
 from __future__ import annotations
 
 import shutil
-import subprocess
 import tempfile
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import httpx
 from server_process import free_port
+
+from starchart.bench.own_server import server_process
 
 NGINX = "/usr/sbin/nginx"
 
 _CONF = """\
 worker_processes 1;
-error_log {prefix}/error.log warn;
+error_log stderr warn;
 pid {prefix}/nginx.pid;
 events {{ worker_connections 256; }}
 http {{
@@ -50,7 +49,8 @@ def available() -> bool:
 
 @contextmanager
 def nginx_relay(upstream_url: str) -> Iterator[str]:
-    """Yield the URL of an nginx relaying to ``upstream_url`` (``http://host:port``)."""
+    """Yield the URL of an nginx relaying to ``upstream_url`` (``http://host:port``), once
+    it relays (the upstream's ``/v1/models`` through it answers 200); stopped after."""
     port = free_port()
     with tempfile.TemporaryDirectory(prefix="starchart-nginx-") as prefix:
         conf = Path(prefix) / "nginx.conf"
@@ -59,22 +59,8 @@ def nginx_relay(upstream_url: str) -> Iterator[str]:
         Path(prefix, "body").mkdir()
         Path(prefix, "proxy").mkdir()
         Path(prefix).chmod(0o755)  # the worker runs as nobody when started as root
-        proc = subprocess.Popen([shutil.which("nginx") or NGINX, "-p", prefix, "-c", str(conf),
-                                 "-g", "daemon off;"])
-        url = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.monotonic() + 10
-            while True:
-                try:
-                    httpx.get(url + "/v1/models", timeout=2).raise_for_status()
-                    break
-                except httpx.HTTPError:
-                    if proc.poll() is not None or time.monotonic() > deadline:
-                        log = Path(prefix, "error.log")
-                        raise RuntimeError("nginx did not start: " + (
-                            log.read_text() if log.exists() else "no log")) from None
-                    time.sleep(0.1)
+        with server_process([shutil.which("nginx") or NGINX, "-p", prefix, "-c", str(conf),
+                             "-g", "daemon off;"], f"http://127.0.0.1:{port}",
+                            log=Path(prefix) / "nginx.log", ready_path="/v1/models",
+                            timeout=10) as url:
             yield url
-        finally:
-            proc.terminate()
-            proc.wait(timeout=10)
