@@ -14,8 +14,11 @@ On the first SIGTERM (or Ctrl-C) ``server.py`` runs ``Drain.run()``:
    code 1012 (service restart).
 4. uvicorn then stops; the app's lifespan stores the replies still being written.
 
-Each request runs in a task of its own here so that it can be cancelled while this
-middleware can still write to the connection.
+A cut cancels the request's own task; this middleware catches that cancellation
+(and only that one) and can still write to the connection. The app runs in the
+same task, not one of its own: a task per request would start only after every
+request that arrived with it had run up to its first wait, which delays a relayed
+request's way upstream.
 """
 
 from __future__ import annotations
@@ -150,25 +153,24 @@ class DrainMiddleware:
             await self._refuse(websocket, scope, receive, send)
             return
         connection = _Connection(websocket=websocket, busy=not websocket)
+        connection.task = handler = asyncio.current_task()
+        assert handler is not None, "an ASGI app runs in a task"
 
         async def sending(message: Message) -> None:
             connection.sent(message)
             await send(message)
 
-        token = _current.set(connection)  # the request's task copies this context
-        try:
-            connection.task = asyncio.ensure_future(self.app(scope, receive, sending))
-        finally:
-            _current.reset(token)
+        token = _current.set(connection)
         self.drain.connections.add(connection)
         try:
-            await connection.task
+            await self.app(scope, receive, sending)
         except asyncio.CancelledError:
-            current = asyncio.current_task()
-            if not connection.cut_requested or (current is not None and current.cancelling()):
-                raise
+            if not connection.cut_requested or handler.cancelling() > 1:
+                raise  # not (only) the drain's cut: uvicorn's own shutdown, say
+            handler.uncancel()
             await self._end(connection, scope, receive, send)
         finally:
+            _current.reset(token)
             self.drain.connections.discard(connection)
 
     async def _refuse(self, websocket: bool, scope: Scope, receive: Receive,

@@ -1,0 +1,86 @@
+"""A request's work runs in the request's own task, from its first line on.
+
+Requests that arrive together start together: uvicorn makes a task for each in
+one turn of the event loop. Work handed to a new task waits until every one of
+them has run up to its first wait (parsing, validating), so a relayed request
+reached its upstream behind the requests that came with it. The drain middleware
+and ``cancel_on_disconnect`` used to hand the work to a task of their own; they
+run it in place, and their cancellation still works (tests/reliability)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from fastapi import Request
+
+from starchart.api.shutdown import Drain, DrainMiddleware
+from starchart.api.streaming import cancel_on_disconnect
+
+
+class _Neighbour:
+    """A task scheduled just before the work: it runs at the loop's next turn."""
+
+    def __init__(self) -> None:
+        self.ran = False
+        asyncio.get_running_loop().call_soon(self._run)
+
+    def _run(self) -> None:
+        self.ran = True
+
+
+async def _receive() -> dict[str, Any]:
+    await asyncio.Event().wait()  # no disconnect, ever
+    return {}
+
+
+async def _send(message: dict[str, Any]) -> None:
+    pass
+
+
+def test_the_drain_middleware_runs_the_app_in_the_requests_task() -> None:
+    seen: dict[str, Any] = {}
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        seen["task"] = asyncio.current_task()
+        seen["loop turned"] = neighbour.ran
+
+    async def request() -> None:
+        nonlocal neighbour
+        neighbour = _Neighbour()
+        seen["caller"] = asyncio.current_task()
+        await DrainMiddleware(app, Drain(timeout=5))(
+            {"type": "http", "method": "POST", "path": "/"}, _receive, _send)
+
+    neighbour: _Neighbour
+    asyncio.run(request())
+    assert seen["task"] is seen["caller"]
+    assert seen["loop turned"] is False
+
+
+def test_cancel_on_disconnect_starts_the_work_before_the_loop_turns() -> None:
+    async def work(neighbour: _Neighbour) -> bool:
+        return neighbour.ran
+
+    async def handler() -> bool:
+        request = Request({"type": "http", "method": "POST", "path": "/", "headers": []},
+                          _receive)
+        return await cancel_on_disconnect(request, work(_Neighbour()))
+
+    assert asyncio.run(handler()) is False
+
+
+def test_cancel_on_disconnect_leaves_the_task_uncancelled_when_the_client_stays() -> None:
+    async def work() -> str:
+        await asyncio.sleep(0.01)
+        return "answer"
+
+    async def handler() -> tuple[str, int]:
+        request = Request({"type": "http", "method": "POST", "path": "/", "headers": []},
+                          _receive)
+        answer = await cancel_on_disconnect(request, work())
+        task = asyncio.current_task()
+        assert task is not None
+        return answer, task.cancelling()
+
+    assert asyncio.run(handler()) == ("answer", 0)
