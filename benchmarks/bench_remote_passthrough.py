@@ -33,7 +33,7 @@ import time
 
 import httpx
 import nginx_relay
-from server_process import cpu_seconds, listening_pid, starchart_server
+from server_process import cpu_seconds, starchart_child, starchart_server
 
 from starchart.registry import EMBEDDED_NAME
 
@@ -92,9 +92,10 @@ def main() -> None:
     with contextlib.ExitStack() as stack:
         upstream = stack.enter_context(starchart_server(
             "--n-ctx", "2048", "--threads", str(args.upstream_threads)))
-        front = stack.enter_context(starchart_server(
+        front_child = stack.enter_context(starchart_child(
             "--n-ctx", "2048", "--upstream", f"up={upstream}",
             "--upstream-model", f"up={EMBEDDED_NAME}"))
+        front, front_pid = front_child.url, front_child.pid
         paths = {"direct": (upstream, EMBEDDED_NAME), "front": (front, "up")}
         if not args.no_nginx and nginx_relay.available():
             paths["nginx"] = (stack.enter_context(nginx_relay.nginx_relay(upstream)),
@@ -104,17 +105,16 @@ def main() -> None:
         for url, model in paths.values():  # warm up every path (and the KV cache)
             asyncio.run(measure(url, model, 1, 8))
         print(f"{'streams':>7}  {'path':<7}{'TTFT p50':>10}{'tok/s':>9}")
-        front_pid = listening_pid(front)
         for streams in args.streams:
             got: dict[str, list[tuple[float, float]]] = {name: [] for name in paths}
             kept_up: list[float] = []  # client tok/s over the upstream's own, through the front
             front_cpu = 0.0  # the front's own CPU time over its rounds
             for _ in range(args.rounds):
                 for name, (url, model) in paths.items():
-                    before = cpu_seconds(front_pid) if front_pid and name == "front" else 0.0
+                    before = cpu_seconds(front_pid) if name == "front" else 0.0
                     got[name].append(asyncio.run(measure(url, model, streams,
                                                          args.max_tokens)))
-                    if front_pid and name == "front":
+                    if name == "front":
                         front_cpu += cpu_seconds(front_pid) - before
                     upstream_speed = httpx.get(upstream + "/v1/stats").json()[
                         "last_tokens_per_second"]
@@ -137,11 +137,10 @@ def main() -> None:
                 print(f"{streams:>7}  {relay}: TTFT added, round by round: median"
                       f" {statistics.median(paired):+.1f} ms (quartiles {quartiles[0]:+.1f}"
                       f" / {quartiles[2]:+.1f} ms)")
-            if front_pid:
-                relayed = args.rounds * streams
-                print(f"{streams:>7}  the front's CPU time: {front_cpu / relayed * 1000:.2f} ms per"
-                      f" request, {front_cpu / (relayed * args.max_tokens) * 1000:.3f} ms per"
-                      " token relayed (everything included)")
+            relayed = args.rounds * streams
+            print(f"{streams:>7}  the front's CPU time: {front_cpu / relayed * 1000:.2f} ms per"
+                  f" request, {front_cpu / (relayed * args.max_tokens) * 1000:.3f} ms per"
+                  " token relayed (everything included)")
             if kept_up:
                 print(f"{streams:>7}  through the front, client tok/s / the upstream's own"
                       f" decode tok/s: x{statistics.median(kept_up):.3f}")

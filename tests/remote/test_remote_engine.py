@@ -43,15 +43,15 @@ class LlamaCppServer:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> LlamaCppServer:
-        out = open(self.log, "ab")  # the child owns it
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "llama_cpp.server", "--model", str(embedded_gguf()),
-             "--model_alias", EMBEDDED_NAME, "--host", "127.0.0.1", "--port", str(self.port),
-             "--n_ctx", "1024", "--verbose", "False",
-             # By default a new request (even a health probe's GET /v1/models)
-             # ends the one in flight with an early [DONE].
-             "--interrupt_requests", "False"],
-            stdout=out, stderr=out, env={**os.environ, "OMP_WAIT_POLICY": "passive"})
+        with open(self.log, "ab") as out:  # the child has its own copy
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "llama_cpp.server", "--model", str(embedded_gguf()),
+                 "--model_alias", EMBEDDED_NAME, "--host", "127.0.0.1",
+                 "--port", str(self.port), "--n_ctx", "1024", "--verbose", "False",
+                 # By default a new request (even a health probe's GET /v1/models)
+                 # ends the one in flight with an early [DONE].
+                 "--interrupt_requests", "False"],
+                stdout=out, stderr=out, env={**os.environ, "OMP_WAIT_POLICY": "passive"})
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
             assert self.proc.poll() is None, self.log.read_text()
@@ -116,13 +116,15 @@ def _remote(server: LiveServer, name: str) -> RemoteEngine:
     return engine
 
 
-def _client(server: LiveServer) -> openai.OpenAI:
-    return openai.OpenAI(base_url=server.url + "/v1", api_key="unused", timeout=60,
-                         max_retries=0)
+@pytest.fixture
+def client(front: LiveServer) -> Iterator[openai.OpenAI]:
+    with openai.OpenAI(base_url=front.url + "/v1", api_key="unused", timeout=60,
+                       max_retries=0) as client:
+        yield client
 
 
-def test_answers_come_through_both_upstreams_streaming_and_not(front: LiveServer) -> None:
-    client = _client(front)
+def test_answers_come_through_both_upstreams_streaming_and_not(
+        front: LiveServer, client: openai.OpenAI) -> None:
     answers = []
     for _ in range(2):
         reply = client.chat.completions.create(model="both", messages=CAPITAL, temperature=0,
@@ -158,8 +160,7 @@ def test_models_lists_local_and_upstream_models(front: LiveServer) -> None:
     assert all(EMBEDDED_NAME in u["models"] for u in both["upstreams"])
 
 
-def test_json_schema_and_tools_are_forwarded(front: LiveServer) -> None:
-    client = _client(front)
+def test_json_schema_and_tools_are_forwarded(client: openai.OpenAI) -> None:
     # Enums keep the tiny model's answers short enough to finish within max_tokens.
     cities = {"type": "string", "enum": ["Berlin", "Paris", "Rome"]}
     schema = {"type": "object", "properties": {"capital": cities}, "required": ["capital"]}
@@ -180,8 +181,7 @@ def test_json_schema_and_tools_are_forwarded(front: LiveServer) -> None:
     assert json.loads(call.function.arguments)["city"] in cities["enum"]
 
 
-def test_upstream_errors_become_openai_errors(front: LiveServer) -> None:
-    client = _client(front)
+def test_upstream_errors_become_openai_errors(client: openai.OpenAI) -> None:
     # llama-cpp-python's server knows no "json_schema" response format and says so
     # with a 500: a 502 here, carrying its message.
     with pytest.raises(openai.InternalServerError) as failed:
@@ -221,8 +221,8 @@ def test_a_stored_conversation_on_a_remote_model(front: LiveServer) -> None:
     assert kept["usage"]["completion_tokens"] == pieces and not kept["incomplete"]
 
 
-def test_remote_models_count_in_metrics_like_local_ones(front: LiveServer) -> None:
-    client = _client(front)
+def test_remote_models_count_in_metrics_like_local_ones(
+        front: LiveServer, client: openai.OpenAI) -> None:
     before = scrape(front.url)
     reply = client.chat.completions.create(model="llama", messages=CAPITAL, temperature=0,
                                            max_tokens=8)

@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from starchart.api.app import create_app
+from starchart.engines import remote
 from starchart.settings import Settings
 
 from tests.conftest import LiveServer, free_port
@@ -52,6 +53,8 @@ class RawUpstream:
         started.set()
         self._loop.run_forever()
         server.close()
+        self._loop.run_until_complete(server.wait_closed())
+        self._loop.close()
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
                       ) -> None:
@@ -232,3 +235,38 @@ def test_a_stream_that_ends_before_its_first_event_is_a_502_status(
                                 "messages": [{"role": "user", "content": "hi"}]})
     assert response.status_code == 502, response.text
     assert response.json()["error"]["code"] == "upstream_error"
+
+
+def _answer_of(size: int) -> bytes:
+    """A whole chat completion of exactly ``size`` bytes (its content pads it out)."""
+    answer = {"id": "x", "object": "chat.completion", "created": 0, "model": "raw",
+              "choices": [{"index": 0, "finish_reason": "stop",
+                           "message": {"role": "assistant", "content": ""}}]}
+    empty = len(json.dumps(answer).encode())
+    answer["choices"][0]["message"]["content"] = "x" * (size - empty)  # type: ignore[index]
+    body = json.dumps(answer).encode()
+    assert len(body) == size
+    return body
+
+
+@pytest.mark.parametrize("over", [0, 1, 2**20], ids=["at-the-limit", "one-byte-over",
+                                                     "a-mib-over"])
+def test_a_whole_answer_past_the_body_limit_is_a_502_naming_the_limit(
+        upstream: RawUpstream, front: LiveServer, monkeypatch: pytest.MonkeyPatch,
+        over: int) -> None:
+    # Read whole, an unbounded answer is kept in memory for as long as the upstream
+    # sends it. The limit made 1 MiB here, to test it without sending 64 MiB.
+    monkeypatch.setattr(remote, "MAX_BODY_BYTES", 2**20)
+    body = _answer_of(2**20 + over)
+    upstream.body = _pieces(*(body[i:i + 65536] for i in range(0, len(body), 65536)))
+    response = httpx.post(front.url + "/v1/chat/completions", timeout=30,
+                          json={"model": "raw",
+                                "messages": [{"role": "user", "content": "hi"}]})
+    if not over:
+        assert response.status_code == 200, response.text[:500]
+        assert len(response.json()["choices"][0]["message"]["content"]) > 2**19
+        return
+    assert response.status_code == 502, response.text[:500]
+    error = response.json()["error"]
+    assert error["code"] == "upstream_error", error
+    assert upstream.url in error["message"] and "larger than 1 MiB" in error["message"], error

@@ -62,8 +62,8 @@ def _client(server: LiveServer, key: str = "unused") -> openai.OpenAI:
 def test_sequential_requests_reuse_the_upstream_connection(
         tmp_path: Path, engine: LlamaCppEngine, upstream: Upstream, tap: TcpTap) -> None:
     # Probes every 0.2 s run beside the requests: one more connection at most.
-    with _front(tmp_path, engine, tap, upstream.key, upstream_health_interval=0.2) as front:
-        client = _client(front)
+    with (_front(tmp_path, engine, tap, upstream.key, upstream_health_interval=0.2) as front,
+          _client(front) as client):
         for _ in range(3):
             reply = client.chat.completions.create(model="far", messages=CAPITAL,
                                                    max_tokens=4, temperature=0)
@@ -93,18 +93,17 @@ def test_keys_on_a_front_of_a_remote_model_and_the_upstream_key_behind_it(
     caplog.set_level(logging.DEBUG)
     front = _front(tmp_path, engine, tap, upstream.key)
     _, front_key = front.app.state.store.keys.create("client")  # the front wants one too
-    with front:
+    with front, _client(front, front_key) as client:
         sent_before = len(tap.requests)
         for stream in (False, True):  # no key for the front: refused before any relaying
             refused = httpx.post(front.url + "/v1/chat/completions", json={
                 "model": "far", "messages": CAPITAL, "max_tokens": 4, "stream": stream})
             assert refused.status_code == 401, refused.text
-        with pytest.raises(openai.AuthenticationError):
-            _client(front, "sk-not-a-key").chat.completions.create(
-                model="far", messages=CAPITAL, max_tokens=4)
+        with pytest.raises(openai.AuthenticationError), \
+                _client(front, "sk-not-a-key") as stranger:
+            stranger.chat.completions.create(model="far", messages=CAPITAL, max_tokens=4)
         assert all("GET /v1/models" in line for _, line in tap.requests[sent_before:])
 
-        client = _client(front, front_key)
         assert "far" in {m.id for m in client.models.list()}
         reply = client.chat.completions.create(model="far", messages=CAPITAL, max_tokens=8,
                                                temperature=0)
@@ -162,9 +161,9 @@ def test_a_kept_alive_connection_closed_as_a_request_goes_out_is_retried_on_a_ne
     # An upstream closes idle connections after its keep-alive timeout (uvicorn: 5 s);
     # a request sent on one at that moment finds it closed before any answer. That
     # upstream is not down: the request goes again, on a new connection.
-    with _front(tmp_path, engine, tap, upstream.key, upstream_health_interval=60) as front:
+    with (_front(tmp_path, engine, tap, upstream.key, upstream_health_interval=60) as front,
+          _client(front) as client):
         remote = front.app.state.service.engines["far"]
-        client = _client(front)
         for stream in (False, True):
             assert client.chat.completions.create(model="far", messages=CAPITAL, max_tokens=4)
             dropped = len(tap.dropped)

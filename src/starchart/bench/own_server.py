@@ -13,6 +13,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -70,16 +71,33 @@ def own_server(settings: Settings, timeout: float = 300) -> Iterator[str]:
             yield url
 
 
+@dataclass(frozen=True)
+class Child:
+    """A server ``server_child`` started: where it listens, and its process id."""
+
+    url: str
+    pid: int
+
+
 @contextmanager
 def server_process(argv: list[str], url: str, *, log: Path, env: dict[str, str] | None = None,
                    ready_path: str = "/ready", timeout: float = 300) -> Iterator[str]:
+    """``server_child``, for a caller that wants only the URL."""
+    with server_child(argv, url, log=log, env=env, ready_path=ready_path,
+                      timeout=timeout) as child:
+        yield child.url
+
+
+@contextmanager
+def server_child(argv: list[str], url: str, *, log: Path, env: dict[str, str] | None = None,
+                 ready_path: str = "/ready", timeout: float = 300) -> Iterator[Child]:
     """Run the server ``argv`` (it listens at ``url``, its output goes to ``log``); yield
-    ``url`` once ``GET url + ready_path`` answers 200; stop it afterwards."""
+    it once ``GET url + ready_path`` answers 200; stop it afterwards."""
     with log.open("wb") as sink:
         proc = subprocess.Popen(argv, env=env, stdout=sink, stderr=subprocess.STDOUT)
         try:
             _wait_ready(proc, url + ready_path, timeout, log)
-            yield url
+            yield Child(url, proc.pid)
         finally:
             proc.terminate()
             try:

@@ -70,6 +70,11 @@ PROBE_READ_TIMEOUT = 30.0
 DRAIN_TIMEOUT = 0.25
 KEEPALIVE_EXPIRY = 4.0
 
+# A whole (non-streamed) answer is read into memory before it is relayed: far above
+# any real one (thousands of tokens with logprobs: a few MiB), far below what would
+# hurt the server, as ``sse.MAX_EVENT_BYTES`` is for one event of a stream.
+MAX_BODY_BYTES = 64 * 2**20
+
 
 @dataclass(frozen=True)
 class Timeouts:
@@ -127,6 +132,20 @@ def upstream_error(response_status: int, body: bytes, url: str) -> StarchartErro
                                 code=code if isinstance(code, str) else None,
                                 type_=type_ if isinstance(type_, str) else None)
     return BadGateway(f"upstream {url} answered {response_status}: {text}")
+
+
+async def _read_body(response: httpx.Response, url: str) -> bytes:
+    """The whole body; ``BadGateway`` once it grows past ``MAX_BODY_BYTES`` (counted
+    as decoded, so a compressed body is held to what it takes in memory)."""
+    pieces: list[bytes] = []
+    size = 0
+    async for chunk in response.aiter_bytes():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise BadGateway(f"upstream {url} sent a body larger than"
+                             f" {MAX_BODY_BYTES >> 20} MiB")
+        pieces.append(chunk)
+    return b"".join(pieces)
 
 
 class UpstreamStream:
@@ -412,7 +431,7 @@ class RemoteEngine(Engine):
             async with asyncio.timeout(self.timeouts.first_token):
                 upstream, response = await self._send(path, body, stream=False)
                 try:
-                    content = await response.aread()
+                    content = await _read_body(response, upstream.url)
                 except httpx.HTTPError as exc:
                     raise BadGateway(f"the answer from upstream {upstream.url} broke:"
                                      f" {_describe(exc)}") from exc

@@ -66,6 +66,14 @@ def listener_name(channel: str) -> str:
     return f"starchart listening on {channel}"
 
 
+def _listen_on(conn: psycopg.Connection[Any], channel: str) -> None:
+    """LISTEN on ``channel``, both for a listener's notifications and a writer's
+    confirmations (a channel is an identifier: quoted, not a string literal)."""
+    from psycopg import sql
+
+    conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
+
+
 def database_url(settings: Settings) -> str:
     if settings.database_url:
         return settings.database_url
@@ -184,11 +192,10 @@ class Database:
                 yield conn
             return
         import psycopg
-        from psycopg import sql
 
         token = secrets.token_hex(8)
         with closing(self._connect()) as seen:
-            seen.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel + SEEN_SUFFIX)))
+            _listen_on(seen, channel + SEEN_SUFFIX)
             with self.write() as conn:
                 yield conn
                 conn.execute(sa.text("SELECT pg_notify(:channel, :token)"),
@@ -375,9 +382,7 @@ class Listener:
             retry = min(retry * 2, _RETRY_S[1])
 
     def _listen(self, conn: psycopg.Connection[Any]) -> None:
-        from psycopg import sql
-
-        conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.channel)))
+        _listen_on(conn, self.channel)
         self._changed()  # from here on every change is notified: read what came before
         self.backend_pid = conn.info.backend_pid
         if self._outage:
