@@ -4,11 +4,9 @@ response head, and the real front relays them to a real client."""
 
 from __future__ import annotations
 
-import asyncio
 import json
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -19,75 +17,8 @@ from starchart.engines import remote
 from starchart.settings import Settings
 
 from tests.conftest import LiveServer, free_port
+from tests.remote.raw_upstream import CHUNK, FIRST, Body, RawUpstream
 from tests.scripted_engine import scripted
-
-CHUNK = {"id": "x", "object": "chat.completion.chunk", "created": 0, "model": "raw",
-         "choices": [{"index": 0, "delta": {"content": "Hello"}, "finish_reason": None}]}
-FIRST = f"data: {json.dumps(CHUNK)}\n\n".encode()
-
-# What the upstream writes after its response head: one call per body piece; it
-# returns False to stop (the upstream then ends the body properly).
-Body = Callable[[int], bytes | None]
-
-
-class RawUpstream:
-    """Lists one model; answers every POST with a chunked event stream whose pieces
-    come from ``body(i)`` for i = 0, 1, ... until it returns None, as fast as the
-    front reads them."""
-
-    def __init__(self) -> None:
-        self.body: Body = lambda i: None
-        self.sent = 0
-        self.port = 0
-        self._loop = asyncio.new_event_loop()
-        started = threading.Event()
-        self._thread = threading.Thread(target=self._run, args=(started,), daemon=True)
-        self._thread.start()
-        assert started.wait(10)
-        self.url = f"http://127.0.0.1:{self.port}"
-
-    def _run(self, started: threading.Event) -> None:
-        server = self._loop.run_until_complete(
-            asyncio.start_server(self._handle, "127.0.0.1", 0))
-        self.port = server.sockets[0].getsockname()[1]
-        started.set()
-        self._loop.run_forever()
-        server.close()
-        self._loop.run_until_complete(server.wait_closed())
-        self._loop.close()
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-                      ) -> None:
-        try:
-            head = await reader.readuntil(b"\r\n\r\n")
-            length = 0
-            for line in head.split(b"\r\n"):
-                if line.lower().startswith(b"content-length:"):
-                    length = int(line.split(b":")[1])
-            await reader.readexactly(length)
-            if head.startswith(b"GET"):
-                listing = json.dumps({"object": "list", "data": [{"id": "raw"}]}).encode()
-                writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
-                             b"Content-Length: %d\r\n\r\n" % len(listing) + listing)
-            else:
-                writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
-                             b"Transfer-Encoding: chunked\r\n\r\n")
-                i = 0
-                while (piece := self.body(i)) is not None:
-                    i += 1
-                    if piece:
-                        writer.write(b"%x\r\n" % len(piece) + piece + b"\r\n")
-                        self.sent += len(piece)
-                        await writer.drain()
-                writer.write(b"0\r\n\r\n")
-            await writer.drain()
-            writer.close()
-        except (ConnectionError, asyncio.IncompleteReadError):
-            pass
-
-    def close(self) -> None:
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
 
 
 @pytest.fixture(scope="module")

@@ -20,6 +20,7 @@ from starchart.api.openapi import describe
 from starchart.api.polls import MarkPolls
 from starchart.api.protocol import ChatCompletionChunk, CompletionChunk
 from starchart.api.ratelimit import RateLimiter
+from starchart.api.relay_order import RelayOrder
 from starchart.api.routes import (
     chat,
     completions,
@@ -113,7 +114,9 @@ def create_app(settings: Settings, engines: list[Engine] | None = None) -> FastA
     app.state.metrics = server_metrics
     app.state.drain = drain = Drain(settings.shutdown_timeout)  # started by server.py on SIGTERM
     install_error_handlers(app)
-    # Innermost: only a request every other layer let through can be a quiet poll.
+    # Innermost: requests for upstream models go upstream in the order they came.
+    app.add_middleware(RelayOrder, remote=[e.info.id for e in remote])
+    # Only a request every other layer let through can be a quiet poll.
     app.add_middleware(MarkPolls)
     app.add_middleware(JsonBodies)
     app.add_middleware(BodySizeLimit, limit=settings.max_body_bytes)

@@ -21,6 +21,7 @@ from fastapi import Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from starchart.api.protocol import ErrorResponse
+from starchart.api.relay_order import end_turn
 from starchart.api.streaming import cancel_on_disconnect
 from starchart.engines.remote import RemoteEngine, UpstreamStream
 from starchart.errors import StarchartError
@@ -163,7 +164,8 @@ async def relay(request: Request, engine: RemoteEngine, path: str,
     meter = _Meter(service, engine.info.id)
     if not body.get("stream"):
         try:
-            answer = await cancel_on_disconnect(request, engine.post_json(path, body))
+            answer = await cancel_on_disconnect(
+                request, engine.post_json(path, body, on_sent=end_turn))
             if isinstance(answer, dict):
                 answer["model"] = engine.info.id
                 meter.answered(answer)
@@ -174,7 +176,8 @@ async def relay(request: Request, engine: RemoteEngine, path: str,
             meter.end()
         return JSONResponse(answer)
     try:
-        stream = await cancel_on_disconnect(request, engine.open_stream(path, body))
+        stream = await cancel_on_disconnect(
+            request, engine.open_stream(path, body, on_sent=end_turn))
     except BaseException as exc:
         if isinstance(exc, StarchartError):
             meter.failed()

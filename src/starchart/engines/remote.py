@@ -27,7 +27,7 @@ import http.cookiejar
 import itertools
 import json
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -239,6 +239,19 @@ class UpstreamStream:
             await self._response.aclose()
 
 
+# httpcore's trace events after which a request needs the event loop no more to
+# reach its upstream: written, or failed to be.
+_SENT = frozenset({"http11.send_request_body.complete", "http11.send_request_body.failed",
+                   "http11.send_request_headers.failed", "connection.connect_tcp.failed"})
+
+
+def _tracer(on_sent: Callable[[], None]) -> Callable[[str, dict[str, Any]], Any]:
+    async def trace(event: str, info: dict[str, Any]) -> None:
+        if event in _SENT:
+            on_sent()
+    return trace
+
+
 class RemoteEngine(Engine):
     """One model name served by one or more upstream OpenAI-compatible servers."""
 
@@ -362,7 +375,8 @@ class RemoteEngine(Engine):
             healthy.sort(key=lambda u: u.outstanding)  # stable: ties keep the ring order
         return healthy + [u for u in ring if not u.healthy]
 
-    async def _send(self, path: str, body: dict[str, Any], *, stream: bool
+    async def _send(self, path: str, body: dict[str, Any], *, stream: bool,
+                    on_sent: Callable[[], None] | None = None
                     ) -> tuple[Upstream, httpx.Response]:
         """Send to the first upstream that takes it (its ``outstanding`` counted)."""
         payload = {**body, "model": self.model.upstream_model, "stream": stream}
@@ -370,7 +384,7 @@ class RemoteEngine(Engine):
         for upstream in self.candidates():
             upstream.outstanding += 1
             try:
-                response = await self._send_once(upstream, path, payload)
+                response = await self._send_once(upstream, path, payload, on_sent)
             except _NOT_TAKEN as exc:
                 upstream.outstanding -= 1
                 self._down(upstream, _describe(exc))
@@ -392,28 +406,32 @@ class RemoteEngine(Engine):
                          + "; ".join(failures))
 
     @staticmethod
-    async def _send_once(upstream: Upstream, path: str, payload: dict[str, Any]
-                         ) -> httpx.Response:
+    async def _send_once(upstream: Upstream, path: str, payload: dict[str, Any],
+                         on_sent: Callable[[], None] | None = None) -> httpx.Response:
         """Send on a pooled connection; once more on a new one when the connection
         turns out closed before any answer: an upstream closes idle connections after
         its keep-alive timeout (uvicorn: 5 s), and one closed just as the request
         went out never read it (and a generation is safe to ask for twice). Only a
-        fresh connection failing says the upstream is down."""
+        fresh connection failing says the upstream is down. ``on_sent`` is called
+        once the request is written, or could not be."""
+        extensions = {} if on_sent is None else {"trace": _tracer(on_sent)}
         try:
-            return await upstream.client.send(
-                upstream.client.build_request("POST", path, json=payload), stream=True)
+            return await upstream.client.send(upstream.client.build_request(
+                "POST", path, json=payload, extensions=extensions), stream=True)
         except _CLOSED_UNDER_US as exc:
             log.debug("upstream %s closed a kept-alive connection (%s): sending again",
                       upstream.url, _describe(exc))
-        return await upstream.client.send(
-            upstream.client.build_request("POST", path, json=payload), stream=True)
+        return await upstream.client.send(upstream.client.build_request(
+            "POST", path, json=payload, extensions=extensions), stream=True)
 
-    async def open_stream(self, path: str, body: dict[str, Any]) -> UpstreamStream:
+    async def open_stream(self, path: str, body: dict[str, Any], *,
+                          on_sent: Callable[[], None] | None = None) -> UpstreamStream:
         """Start a streamed request; returns once the first event has arrived, so
         a failure before it is still an HTTP error status, not an error event."""
         try:
             async with asyncio.timeout(self.timeouts.first_token):
-                upstream, response = await self._send(path, body, stream=True)
+                upstream, response = await self._send(path, body, stream=True,
+                                                      on_sent=on_sent)
         except TimeoutError:
             raise GatewayTimeout(f"no upstream of {self.info.id!r} answered within"
                                  f" {self.timeouts.first_token:g} s") from None
@@ -425,11 +443,13 @@ class RemoteEngine(Engine):
             raise
         return stream
 
-    async def post_json(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+    async def post_json(self, path: str, body: dict[str, Any], *,
+                        on_sent: Callable[[], None] | None = None) -> dict[str, Any]:
         """A whole (non-streamed) answer, as the upstream sent it."""
         try:
             async with asyncio.timeout(self.timeouts.first_token):
-                upstream, response = await self._send(path, body, stream=False)
+                upstream, response = await self._send(path, body, stream=False,
+                                                      on_sent=on_sent)
                 try:
                     content = await _read_body(response, upstream.url)
                 except httpx.HTTPError as exc:
