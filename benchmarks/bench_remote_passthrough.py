@@ -18,6 +18,11 @@ A third path, when Debian's nginx is installed, is the same upstream behind ngin
 plain reverse proxy (kept-alive upstream connections, no buffering): a relay that does
 nothing but relay, written in C, measured the same way as starchart's.
 
+Last, the relays' own latency, apart from the engine's batching: the same paths to an
+upstream that answers at once (``instant_upstream.py``): how long a request takes to
+reach the upstream ("forwarded") and its answer to reach the client (TTFT), for the
+same numbers of concurrent streams.
+
     .venv/bin/python benchmarks/bench_remote_passthrough.py [--rounds 5] [--no-nginx]
 """
 
@@ -33,6 +38,8 @@ import time
 
 import httpx
 import nginx_relay
+from instant_upstream import MODEL as INSTANT
+from instant_upstream import instant_upstream
 from server_process import cpu_seconds, starchart_child, starchart_server
 
 from starchart.registry import EMBEDDED_NAME
@@ -76,6 +83,48 @@ async def measure(url: str, model: str, streams: int, max_tokens: int
     return ttft, decoded / span
 
 
+async def one_instant(client: httpx.AsyncClient, model: str) -> tuple[float, float]:
+    """(forwarded, TTFT) of one streamed request to an instant upstream: how long the
+    request took to reach the upstream, and its one chunk to reach the client."""
+    body = {"model": model, "stream": True, "max_tokens": 8,
+            "messages": [{"role": "user", "content": QUESTIONS[0]}]}
+    start = time.perf_counter()
+    async with client.stream("POST", "/v1/chat/completions", json=body) as response:
+        response.raise_for_status()
+        async for line in response.aiter_lines():
+            if line.startswith("data: {"):
+                arrived = json.loads(line[6:])["arrived"]
+                return arrived - start, time.perf_counter() - start
+    raise AssertionError("no chunk streamed")
+
+
+async def instant_round(url: str, model: str, streams: int) -> tuple[float, float]:
+    """Medians over ``streams`` concurrent requests: (forwarded, TTFT)."""
+    async with httpx.AsyncClient(base_url=url, timeout=60) as client:
+        runs = await asyncio.gather(*(one_instant(client, model) for _ in range(streams)))
+    return (statistics.median(f for f, _ in runs), statistics.median(t for _, t in runs))
+
+
+def relay_latency(paths: dict[str, str], streams_list: list[int], rounds: int) -> None:
+    """The relays' own latency: the same paths to an upstream that answers at once."""
+    print(f"{'streams':>7}  {'path':<7}{'forwarded p50':>15}{'TTFT p50':>10}"
+          "   (an instant upstream: the relay's own latency)")
+    for streams in streams_list:
+        got: dict[str, list[tuple[float, float]]] = {name: [] for name in paths}
+        for url in paths.values():
+            asyncio.run(instant_round(url, INSTANT, streams))  # warm up
+        for _ in range(rounds):
+            for name, url in paths.items():
+                got[name].append(asyncio.run(instant_round(url, INSTANT, streams)))
+        for name, runs in got.items():
+            print(f"{streams:>7}  {name:<7}{statistics.median(f for f, _ in runs) * 1000:>13.2f}ms"
+                  f"{statistics.median(t for _, t in runs) * 1000:>8.2f}ms")
+        for relay in (name for name in paths if name != "direct"):
+            added = [(r[1] - d[1]) * 1000 for d, r in zip(got["direct"], got[relay], strict=True)]
+            print(f"{streams:>7}  {relay}: TTFT added, round by round: median"
+                  f" {statistics.median(added):+.2f} ms")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
@@ -84,6 +133,8 @@ def main() -> None:
     parser.add_argument("--upstream-threads", type=int, default=1)
     parser.add_argument("--no-nginx", action="store_true",
                         help="leave out the nginx peer relay (used when /usr/sbin/nginx exists)")
+    parser.add_argument("--instant-rounds", type=int, default=60,
+                        help="rounds per path against the instant upstream (0: skip that part)")
     args = parser.parse_args()
 
     # The upstream decodes on one thread: the other core is left to the relay and the
@@ -144,6 +195,13 @@ def main() -> None:
             if kept_up:
                 print(f"{streams:>7}  through the front, client tok/s / the upstream's own"
                       f" decode tok/s: x{statistics.median(kept_up):.3f}")
+        if args.instant_rounds:
+            instant = stack.enter_context(instant_upstream())
+            relays = {"direct": instant, "front": stack.enter_context(starchart_server(
+                "--load-on-demand", "--upstream", f"{INSTANT}={instant}"))}
+            if "nginx" in paths:
+                relays["nginx"] = stack.enter_context(nginx_relay.nginx_relay(instant))
+            relay_latency(relays, args.streams, args.instant_rounds)
     print("load average after: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
 
 
