@@ -1,4 +1,5 @@
-"""A request's work runs in the request's own task, from its first line on.
+"""A request's work runs in the request's own task, from its first line on, and
+so does its event stream.
 
 Requests that arrive together start together: uvicorn makes a task for each in
 one turn of the event loop. Work handed to a new task waits until every one of
@@ -10,12 +11,13 @@ run it in place, and their cancellation still works (tests/reliability)."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import Request
 
 from starchart.api.shutdown import Drain, DrainMiddleware
-from starchart.api.streaming import cancel_on_disconnect
+from starchart.api.streaming import EventStream, cancel_on_disconnect
 
 
 class _Neighbour:
@@ -84,3 +86,48 @@ def test_cancel_on_disconnect_leaves_the_task_uncancelled_when_the_client_stays(
         return answer, task.cancelling()
 
     assert asyncio.run(handler()) == ("answer", 0)
+
+
+def test_an_event_stream_sends_its_first_event_before_the_loop_turns() -> None:
+    sent: list[tuple[str, bool]] = []
+
+    async def events() -> AsyncIterator[str]:
+        yield "data: first\n\n"
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append((message["type"], neighbour.ran))
+
+    async def request() -> None:
+        nonlocal neighbour
+        neighbour = _Neighbour()
+        await EventStream(events())({"type": "http", "method": "POST", "path": "/",
+                                     "asgi": {"spec_version": "2.3"}}, _receive, send)
+
+    neighbour: _Neighbour
+    asyncio.run(request())
+    assert sent[:2] == [("http.response.start", False), ("http.response.body", False)]
+
+
+def test_an_event_stream_stops_its_events_when_the_client_leaves() -> None:
+    closed = asyncio.Event()
+
+    async def events() -> AsyncIterator[str]:
+        try:
+            yield "data: first\n\n"
+            await asyncio.Event().wait()  # an answer that would never end
+        finally:
+            closed.set()
+
+    async def leaving() -> dict[str, Any]:
+        await asyncio.sleep(0.01)
+        return {"type": "http.disconnect"}
+
+    async def request() -> bool:
+        async with asyncio.timeout(5):
+            await EventStream(events())({"type": "http", "method": "POST", "path": "/"},
+                                        leaving, _send)
+        task = asyncio.current_task()
+        assert task is not None and task.cancelling() == 0
+        return closed.is_set()
+
+    assert asyncio.run(request()) is True

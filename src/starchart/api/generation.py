@@ -10,7 +10,6 @@ from collections.abc import AsyncIterator
 from typing import Generic, TypeVar
 
 from fastapi import Request
-from fastapi.responses import StreamingResponse
 
 from starchart.api.conversation_protocol import ConversationChunk, QueueStatus, TurnInfo
 from starchart.api.protocol import (
@@ -34,7 +33,7 @@ from starchart.api.protocol import (
     new_id,
     now,
 )
-from starchart.api.streaming import cancel_on_disconnect, sse_response
+from starchart.api.streaming import EventStream, cancel_on_disconnect, sse_response
 from starchart.engines.base import Finish, StreamEvent, TextDelta, TokenLogprob
 from starchart.services.chat import collect
 from starchart.services.conversations import Queued, TurnEvent
@@ -169,7 +168,7 @@ async def _chunks(events: AsyncIterator[TurnEvent], chunks: Chunks[C]) -> AsyncI
         await events.aclose()  # type: ignore[attr-defined]
 
 
-def stream(events: AsyncIterator[TurnEvent], chunks: Chunks[C]) -> StreamingResponse:
+def stream(events: AsyncIterator[TurnEvent], chunks: Chunks[C]) -> EventStream:
     typed: AsyncIterator[C] = _chunks(events, chunks)
     return sse_response(typed)
 

@@ -18,11 +18,11 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import Request
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, Response
 
 from starchart.api.protocol import ErrorResponse
 from starchart.api.relay_order import end_turn
-from starchart.api.streaming import cancel_on_disconnect
+from starchart.api.streaming import EventStream, cancel_on_disconnect
 from starchart.engines.remote import RemoteEngine, UpstreamStream
 from starchart.errors import StarchartError
 from starchart.services.chat import ChatService
@@ -139,13 +139,12 @@ async def _frames(stream: UpstreamStream, model: str, meter: _Meter) -> AsyncIte
     yield "data: [DONE]\n\n"
 
 
-class _RelayedStream(StreamingResponse):
+class _RelayedStream(EventStream):
     """Closes the upstream stream however the response ends: a client gone before
     the body started never runs the generator's ``finally``."""
 
     def __init__(self, stream: UpstreamStream, model: str, meter: _Meter) -> None:
-        super().__init__(_frames(stream, model, meter), media_type="text/event-stream",
-                         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        super().__init__(_frames(stream, model, meter))
         self._stream = stream
         self._meter = meter
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable
@@ -10,6 +11,7 @@ from typing import TypeVar
 
 from fastapi import Request
 from fastapi.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from starchart.api.protocol import ErrorResponse, WireModel
 from starchart.errors import ClientLeft, StarchartError
@@ -46,48 +48,77 @@ async def _sse(chunks: AsyncIterator[WireModel]) -> AsyncIterator[str]:
     yield DONE
 
 
-def sse_response(chunks: AsyncIterator[WireModel]) -> StreamingResponse:
-    # Starlette cancels this body iterator when the client disconnects; the
-    # cancellation reaches the engine's worker through the generator's finally.
-    return StreamingResponse(
-        _sse(chunks),
-        media_type="text/event-stream",
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-    )
+class EventStream(StreamingResponse):
+    """A server-sent event stream, streamed in the request's own task.
 
-
-async def cancel_on_disconnect(request: Request, work: Awaitable[T]) -> T:
-    """Await ``work``, cancelling it if the client goes away first.
-
-    ``work`` runs in the handler's own task, at once: a relayed request reaches
-    its upstream before the event loop turns to the requests that came with it
-    (a task of its own would start only after all of theirs had run up to their
-    first wait). A client leaving is normal: one INFO line, and ``ClientLeft`` (a
-    499 nobody reads) instead of a cancellation traceback.
+    Starlette streams a response in a task of its own when the server speaks ASGI
+    below 2.4, as uvicorn does: a new task starts only after every request that
+    woke with it has run up to its first wait, so the first event of each of a
+    burst of streams waited for all the others. Here the events go out from the
+    request's task, and a client that disconnects cancels it, as before: the
+    cancellation reaches the engine (or the upstream) through the body
+    iterator's ``finally``.
     """
-    handler = asyncio.current_task()
-    assert handler is not None, "called from a request handler's task"
+
+    def __init__(self, content: AsyncIterator[str]) -> None:
+        super().__init__(content, media_type="text/event-stream",
+                         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await super().__call__(scope, receive, send)
+            return
+        with contextlib.suppress(ClientLeft):  # nobody is left to tell
+            await until_disconnect(receive, self.stream_response(send))
+
+
+def sse_response(chunks: AsyncIterator[WireModel]) -> EventStream:
+    return EventStream(_sse(chunks))
+
+
+async def until_disconnect(receive: Receive, work: Awaitable[T]) -> T:
+    """Await ``work`` in the current task, at once; if the client disconnects first,
+    cancel it and raise ``ClientLeft``.
+
+    The current task, not a task of its own: a relayed request reaches its upstream
+    before the event loop turns to the requests that came with it (a new task would
+    start only after all of theirs had run up to their first wait).
+    """
+    current = asyncio.current_task()
+    assert current is not None, "called from a request's task"
     left = False
 
     async def watch() -> None:
         nonlocal left
         while True:
-            message = await request.receive()
+            message = await receive()
             if message["type"] == "http.disconnect":
                 left = True
-                handler.cancel()
+                current.cancel()
                 return
 
     watcher = asyncio.create_task(watch())
     try:
         return await work
     except asyncio.CancelledError:
-        if not left or handler.cancelling() > 1:
-            raise  # this handler itself is being cancelled (shutdown): not ours to absorb
-        handler.uncancel()
-        log.info("client left before the answer to %s %s was ready: generation stopped",
-                 request.method, request.url.path)
+        if not left or current.cancelling() > 1:
+            raise  # this request itself is being cancelled (shutdown): not ours to absorb
+        current.uncancel()
         raise ClientLeft("the client closed the connection before the answer was ready"
                          ) from None
     finally:
         watcher.cancel()
+
+
+async def cancel_on_disconnect(request: Request, work: Awaitable[T]) -> T:
+    """Await ``work`` (``until_disconnect``), cancelling it if the client goes away first.
+
+    A client leaving is normal: one INFO line, and ``ClientLeft`` (a 499 nobody
+    reads) instead of a cancellation traceback.
+    """
+    try:
+        return await until_disconnect(request.receive, work)
+    except ClientLeft:
+        log.info("client left before the answer to %s %s was ready: generation stopped",
+                 request.method, request.url.path)
+        raise
