@@ -125,21 +125,10 @@ def relay_latency(paths: dict[str, str], streams_list: list[int], rounds: int) -
                   f" {statistics.median(added):+.2f} ms")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--max-tokens", type=int, default=64)
-    parser.add_argument("--streams", type=int, nargs="+", default=[1, 8])
-    parser.add_argument("--upstream-threads", type=int, default=1)
-    parser.add_argument("--no-nginx", action="store_true",
-                        help="leave out the nginx peer relay (used when /usr/sbin/nginx exists)")
-    parser.add_argument("--instant-rounds", type=int, default=60,
-                        help="rounds per path against the instant upstream (0: skip that part)")
-    args = parser.parse_args()
-
+def model_upstream(args: argparse.Namespace, nginx: bool) -> None:
+    """Client -> upstream decoding the embedded model, directly and through each relay."""
     # The upstream decodes on one thread: the other core is left to the relay and the
     # client, so the comparison measures the relay, not a fight for the CPU.
-    print("load average before: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
     with contextlib.ExitStack() as stack:
         upstream = stack.enter_context(starchart_server(
             "--n-ctx", "2048", "--threads", str(args.upstream_threads)))
@@ -148,11 +137,9 @@ def main() -> None:
             "--upstream-model", f"up={EMBEDDED_NAME}"))
         front, front_pid = front_child.url, front_child.pid
         paths = {"direct": (upstream, EMBEDDED_NAME), "front": (front, "up")}
-        if not args.no_nginx and nginx_relay.available():
+        if nginx:
             paths["nginx"] = (stack.enter_context(nginx_relay.nginx_relay(upstream)),
                               EMBEDDED_NAME)
-        elif not args.no_nginx:
-            print("nginx not found: the peer relay is left out (apt-get install nginx)")
         for url, model in paths.values():  # warm up every path (and the KV cache)
             asyncio.run(measure(url, model, 1, 8))
         print(f"{'streams':>7}  {'path':<7}{'TTFT p50':>10}{'tok/s':>9}")
@@ -195,15 +182,45 @@ def main() -> None:
             if kept_up:
                 print(f"{streams:>7}  through the front, client tok/s / the upstream's own"
                       f" decode tok/s: x{statistics.median(kept_up):.3f}")
-        if args.instant_rounds:
-            instant = stack.enter_context(instant_upstream())
-            relays = {"direct": instant, "front": stack.enter_context(starchart_server(
-                "--load-on-demand", "--upstream", f"{INSTANT}={instant}"))}
-            if "nginx" in paths:
-                relays["nginx"] = stack.enter_context(nginx_relay.nginx_relay(instant))
-            relay_latency(relays, args.streams, args.instant_rounds)
-    print("load average after: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
 
+
+def instant(args: argparse.Namespace, nginx: bool) -> None:
+    """The same paths to an upstream that answers at once: the relays' own latency."""
+    with contextlib.ExitStack() as stack:
+        upstream = stack.enter_context(instant_upstream())
+        relays = {"direct": upstream, "front": stack.enter_context(starchart_server(
+            "--load-on-demand", "--upstream", f"{INSTANT}={upstream}"))}
+        if nginx:
+            relays["nginx"] = stack.enter_context(nginx_relay.nginx_relay(upstream))
+        relay_latency(relays, args.streams, args.instant_rounds)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=5,
+                        help="rounds per path against the model upstream (0: skip that part)")
+    parser.add_argument("--max-tokens", type=int, default=64,
+                        help="tokens per stream from the model upstream (it ignores EOS)")
+    parser.add_argument("--streams", type=int, nargs="+", default=[1, 8],
+                        help="numbers of concurrent streams to measure")
+    parser.add_argument("--upstream-threads", type=int, default=1,
+                        help="decode threads of the model upstream (the rest of the cores"
+                        " is left to the relay and the client)")
+    parser.add_argument("--no-nginx", action="store_true",
+                        help="leave out the nginx peer relay (used when /usr/sbin/nginx exists)")
+    parser.add_argument("--instant-rounds", type=int, default=60,
+                        help="rounds per path against the instant upstream (0: skip that part)")
+    args = parser.parse_args()
+
+    nginx = not args.no_nginx and nginx_relay.available()
+    if not args.no_nginx and not nginx:
+        print("nginx not found: the peer relay is left out (apt-get install nginx)")
+    print("load average before: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
+    if args.rounds:
+        model_upstream(args, nginx)
+    if args.instant_rounds:
+        instant(args, nginx)
+    print("load average after: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
 
 if __name__ == "__main__":
     main()
