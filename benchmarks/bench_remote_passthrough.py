@@ -105,17 +105,23 @@ async def instant_round(url: str, model: str, streams: int) -> tuple[float, floa
     return (statistics.median(f for f, _ in runs), statistics.median(t for _, t in runs))
 
 
-def relay_latency(paths: dict[str, str], streams_list: list[int], rounds: int) -> None:
-    """The relays' own latency: the same paths to an upstream that answers at once."""
+def relay_latency(paths: dict[str, str], streams_list: list[int], rounds: int,
+                  front_pid: int) -> None:
+    """The relays' own latency: the same paths to an upstream that answers at once;
+    and the front's CPU time per request relayed."""
     print(f"{'streams':>7}  {'path':<7}{'forwarded p50':>15}{'TTFT p50':>10}"
           "   (an instant upstream: the relay's own latency)")
     for streams in streams_list:
         got: dict[str, list[tuple[float, float]]] = {name: [] for name in paths}
         for url in paths.values():
             asyncio.run(instant_round(url, INSTANT, streams))  # warm up
+        front_cpu = 0.0
         for _ in range(rounds):
             for name, url in paths.items():
+                before = cpu_seconds(front_pid) if name == "front" else 0.0
                 got[name].append(asyncio.run(instant_round(url, INSTANT, streams)))
+                if name == "front":
+                    front_cpu += cpu_seconds(front_pid) - before
         for name, runs in got.items():
             print(f"{streams:>7}  {name:<7}{statistics.median(f for f, _ in runs) * 1000:>13.2f}ms"
                   f"{statistics.median(t for _, t in runs) * 1000:>8.2f}ms")
@@ -123,6 +129,8 @@ def relay_latency(paths: dict[str, str], streams_list: list[int], rounds: int) -
             added = [(r[1] - d[1]) * 1000 for d, r in zip(got["direct"], got[relay], strict=True)]
             print(f"{streams:>7}  {relay}: TTFT added, round by round: median"
                   f" {statistics.median(added):+.2f} ms")
+        print(f"{streams:>7}  the front's CPU time: {front_cpu / (rounds * streams) * 1000:.2f}"
+              " ms per request")
 
 
 def model_upstream(args: argparse.Namespace, nginx: bool) -> None:
@@ -188,11 +196,12 @@ def instant(args: argparse.Namespace, nginx: bool) -> None:
     """The same paths to an upstream that answers at once: the relays' own latency."""
     with contextlib.ExitStack() as stack:
         upstream = stack.enter_context(instant_upstream())
-        relays = {"direct": upstream, "front": stack.enter_context(starchart_server(
-            "--load-on-demand", "--upstream", f"{INSTANT}={upstream}"))}
+        front = stack.enter_context(starchart_child(
+            "--load-on-demand", "--upstream", f"{INSTANT}={upstream}"))
+        relays = {"direct": upstream, "front": front.url}
         if nginx:
             relays["nginx"] = stack.enter_context(nginx_relay.nginx_relay(upstream))
-        relay_latency(relays, args.streams, args.instant_rounds)
+        relay_latency(relays, args.streams, args.instant_rounds, front.pid)
 
 
 def main() -> None:
