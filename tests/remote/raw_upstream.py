@@ -25,6 +25,7 @@ class RawUpstream:
 
     def __init__(self) -> None:
         self.body: Body = lambda i: None
+        self.status = b"200 OK"  # of every POST's answer
         self.sent = 0
         self.port = 0
         self._loop = asyncio.new_event_loop()
@@ -58,7 +59,7 @@ class RawUpstream:
                 writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
                              b"Content-Length: %d\r\n\r\n" % len(listing) + listing)
             else:
-                writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+                writer.write(b"HTTP/1.1 " + self.status + b"\r\nContent-Type: text/event-stream\r\n"
                              b"Transfer-Encoding: chunked\r\n\r\n")
                 i = 0
                 while (piece := self.body(i)) is not None:

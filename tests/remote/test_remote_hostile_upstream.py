@@ -201,3 +201,32 @@ def test_a_whole_answer_past_the_body_limit_is_a_502_naming_the_limit(
     error = response.json()["error"]
     assert error["code"] == "upstream_error", error
     assert upstream.url in error["message"] and "larger than 1 MiB" in error["message"], error
+
+
+@pytest.mark.parametrize("stream", [True, False], ids=["streamed", "whole"])
+def test_an_error_body_past_its_limit_is_a_502_not_kept_in_memory(
+        upstream: RawUpstream, front: LiveServer, monkeypatch: pytest.MonkeyPatch,
+        stream: bool) -> None:
+    # Only an error's message is passed on: its body is read up to ERROR_BODY_BYTES,
+    # made 64 KiB here (the upstream sends 1 MiB and would go on).
+    monkeypatch.setattr(remote, "ERROR_BODY_BYTES", 2**16)
+    monkeypatch.setattr(upstream, "status", b"400 Bad Request")
+    upstream.body = lambda i: b"x" * 65536 if i < 16 else None
+    response = httpx.post(front.url + "/v1/chat/completions", timeout=30,
+                          json={"model": "raw", "stream": stream,
+                                "messages": [{"role": "user", "content": "hi"}]})
+    assert response.status_code == 502, response.text[:500]
+    error = response.json()["error"]
+    assert upstream.url in error["message"] and "400" in error["message"], error
+    assert "larger than 64 KiB" in error["message"], error
+
+
+def test_an_error_body_within_its_limit_is_passed_on(
+        upstream: RawUpstream, front: LiveServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(upstream, "status", b"400 Bad Request")
+    message = json.dumps({"error": {"message": "prompt too long", "param": "messages"}})
+    upstream.body = _pieces(message.encode())
+    response = httpx.post(front.url + "/v1/chat/completions", timeout=30,
+                          json={"model": "raw", "messages": [{"role": "user", "content": "hi"}]})
+    assert response.status_code == 400, response.text[:500]
+    assert response.json()["error"]["message"] == "prompt too long"

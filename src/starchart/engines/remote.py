@@ -74,6 +74,8 @@ KEEPALIVE_EXPIRY = 4.0
 # any real one (thousands of tokens with logprobs: a few MiB), far below what would
 # hurt the server, as ``sse.MAX_EVENT_BYTES`` is for one event of a stream.
 MAX_BODY_BYTES = 64 * 2**20
+# An error answer is read for its message only.
+ERROR_BODY_BYTES = 2**20
 
 
 @dataclass(frozen=True)
@@ -134,18 +136,25 @@ def upstream_error(response_status: int, body: bytes, url: str) -> StarchartErro
     return BadGateway(f"upstream {url} answered {response_status}: {text}")
 
 
-async def _read_body(response: httpx.Response, url: str) -> bytes:
-    """The whole body; ``BadGateway`` once it grows past ``MAX_BODY_BYTES`` (counted
-    as decoded, so a compressed body is held to what it takes in memory)."""
+async def _read_body(response: httpx.Response, url: str, limit: int | None = None) -> bytes:
+    """The whole body; ``BadGateway`` once it grows past ``limit`` (by default
+    ``MAX_BODY_BYTES``; counted as decoded, so a compressed body is held to what it
+    takes in memory)."""
+    limit = MAX_BODY_BYTES if limit is None else limit
     pieces: list[bytes] = []
     size = 0
     async for chunk in response.aiter_bytes():
         size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            raise BadGateway(f"upstream {url} sent a body larger than"
-                             f" {MAX_BODY_BYTES >> 20} MiB")
+        if size > limit:
+            what = "body" if response.status_code == 200 else \
+                f"{response.status_code} answer whose body is"
+            raise BadGateway(f"upstream {url} sent a {what} larger than {_size(limit)}")
         pieces.append(chunk)
     return b"".join(pieces)
+
+
+def _size(n: int) -> str:
+    return f"{n >> 20} MiB" if n >= 2**20 else f"{n >> 10} KiB"
 
 
 class UpstreamStream:
@@ -395,7 +404,7 @@ class RemoteEngine(Engine):
                 raise
             if response.status_code != 200:
                 try:
-                    content = await response.aread()
+                    content = await _read_body(response, upstream.url, ERROR_BODY_BYTES)
                 finally:
                     upstream.outstanding -= 1
                     await response.aclose()
