@@ -230,3 +230,28 @@ def test_an_error_body_within_its_limit_is_passed_on(
                           json={"model": "raw", "messages": [{"role": "user", "content": "hi"}]})
     assert response.status_code == 400, response.text[:500]
     assert response.json()["error"]["message"] == "prompt too long"
+
+
+def test_bytes_short_of_an_event_keep_a_stream_from_the_idle_timeout(
+        upstream: RawUpstream, tmp_path: Path) -> None:
+    # Keep-alive comments (": ping"), or an event arriving slowly in pieces, are not
+    # silence: the idle timeout (1 s here) counts from the last bytes, not the last event.
+    settings = Settings(home=tmp_path, upstream=[f"raw={upstream.url}"],
+                        upstream_first_token_timeout=30, upstream_idle_timeout=1)
+    last = f"data: {json.dumps({**CHUNK, 'choices': [{'index': 0, 'delta': {'content': ' world'}, 'finish_reason': 'stop'}]})}\n\n".encode()  # noqa: E501
+    pieces = [FIRST, *([b": ping\n\n"] * 5), last[:20], last[20:], b"data: [DONE]\n\n"]
+
+    def paced(i: int) -> bytes | None:
+        if i >= len(pieces):
+            return None
+        if i:
+            time.sleep(0.4)  # 2.8 s in all, never 1 s without a byte
+        return pieces[i]
+
+    upstream.body = paced
+    with LiveServer(create_app(settings, engines=[scripted("local")]), free_port()) as front:
+        frames, _ = relayed(front)
+    assert frames[-1] == "[DONE]", frames
+    assert all("error" not in frame for frame in frames), frames
+    texts = [json.loads(f)["choices"][0]["delta"].get("content") for f in frames[:-1]]
+    assert texts == ["Hello", " world"], frames

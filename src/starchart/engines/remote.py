@@ -189,8 +189,9 @@ class UpstreamStream:
             raise self._broken
         if self._ended:
             return None
+        loop = asyncio.get_running_loop()
         try:
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout(timeout) as deadline:
                 while not events:
                     chunk = await anext(self._chunks, None)
                     if chunk is None:
@@ -198,6 +199,10 @@ class UpstreamStream:
                         self._events.end()
                         break
                     self._events.feed(chunk)
+                    # Idle means silence: any bytes end it (": ping" comments, part of
+                    # an event). The first token's wait is for a token.
+                    if not first:
+                        deadline.reschedule(loop.time() + timeout)
         except EventTooLarge as exc:
             self._broken = BadGateway(f"upstream {self.upstream.url} sent {exc}")
             if not events:
