@@ -97,3 +97,19 @@ def test_a_waiter_cancelled_never_strands_the_baton(when: str) -> None:
             (await baton.take())()
 
     asyncio.run(scenario())
+
+
+def test_a_waiter_cancelled_as_the_baton_passes_it_by_still_leaves_cancelled() -> None:
+    async def scenario() -> None:
+        baton = Baton(hold=10)
+        first = await baton.take()
+        leaving = asyncio.create_task(baton.take())
+        await asyncio.sleep(0)  # it waits in line
+        leaving.cancel()  # its turn is cancelled at once; it runs its handler later ...
+        first()  # ... after the baton went past it (its turn was done: skipped)
+        with pytest.raises(asyncio.CancelledError):
+            await leaving
+        async with asyncio.timeout(1):
+            (await baton.take())()
+
+    asyncio.run(scenario())

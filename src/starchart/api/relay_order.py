@@ -58,7 +58,7 @@ class Baton:
             except asyncio.CancelledError:
                 if turn.done() and not turn.cancelled():
                     self._pass()  # handed over just as this waiter left: hand it on
-                else:
+                elif turn in self._waiting:  # a pass may have gone by it, skipping it
                     self._waiting.remove(turn)
                 raise
         else:
