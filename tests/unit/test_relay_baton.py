@@ -113,3 +113,28 @@ def test_a_waiter_cancelled_as_the_baton_passes_it_by_still_leaves_cancelled() -
             (await baton.take())()
 
     asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("body", [b'{"model": ["remote"], "messages": []}',
+                                  b'{"model": {"id": "remote"}, "messages": []}',
+                                  b"[" * 5000 + b"]" * 5000])
+def test_a_body_the_app_refuses_reaches_the_app(body: bytes) -> None:
+    """The app answers it (400 or 422), not the middleware (a 500)."""
+    async def scenario() -> list[bytes]:
+        seen: list[bytes] = []
+
+        async def app(scope: Any, receive: Any, send: Any) -> None:
+            seen.append((await receive())["body"])
+
+        messages = iter([{"type": "http.request", "body": body, "more_body": False}])
+
+        async def receive() -> dict[str, Any]:
+            return next(messages)
+
+        scope = {"type": "http", "method": "POST", "path": "/v1/chat/completions",
+                 "headers": []}
+        await asyncio.wait_for(RelayOrder(app, remote=["remote"], hold=10)(scope, receive, None),
+                               1)
+        return seen
+
+    assert asyncio.run(scenario()) == [body]

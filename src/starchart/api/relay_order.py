@@ -128,6 +128,8 @@ class RelayOrder:
             return False
         try:
             body = json.loads(b"".join(m.get("body", b"") for m in messages))
-        except ValueError:
+        except (ValueError, RecursionError):  # not JSON; nested too deep to parse
             return False  # the app answers the 400
-        return isinstance(body, dict) and body.get("model") in self.remote
+        # A model that is not a string (a list, an object: unhashable) is the app's 422.
+        return isinstance(body, dict) and isinstance(model := body.get("model"), str) \
+            and model in self.remote
