@@ -131,3 +131,35 @@ def test_an_event_stream_stops_its_events_when_the_client_leaves() -> None:
         return closed.is_set()
 
     assert asyncio.run(request()) is True
+
+
+def test_a_cut_as_the_client_leaves_still_ends_the_answer() -> None:
+    """The drain's cut and the client's leaving cancel the request's task in the same
+    turn: both are counted on it, and each is caught by the one that asked for it."""
+    leave = asyncio.Event()
+    sent: list[dict[str, Any]] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        request = Request({**scope, "headers": []}, receive)
+        await cancel_on_disconnect(request, asyncio.Event().wait())  # a long answer
+
+    async def leaving() -> dict[str, Any]:
+        await leave.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    async def request() -> int:
+        drain = Drain(timeout=5)
+        handling = asyncio.create_task(DrainMiddleware(app, drain)(
+            {"type": "http", "method": "POST", "path": "/"}, leaving, send))
+        await asyncio.sleep(0.01)
+        leave.set()  # the client leaves ...
+        for connection in drain.connections:
+            connection.cut()  # ... as the drain cuts
+        async with asyncio.timeout(5):
+            await handling
+        return len(sent)
+
+    assert asyncio.run(request()) > 0  # the drain's answer (a 503), not a CancelledError

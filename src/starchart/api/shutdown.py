@@ -165,9 +165,8 @@ class DrainMiddleware:
         try:
             await self.app(scope, receive, sending)
         except asyncio.CancelledError:
-            if not connection.cut_requested or handler.cancelling() > 1:
+            if not connection.cut_requested or handler.uncancel() > 0:
                 raise  # not (only) the drain's cut: uvicorn's own shutdown, say
-            handler.uncancel()
             await self._end(connection, scope, receive, send)
         finally:
             _current.reset(token)

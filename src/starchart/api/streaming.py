@@ -101,9 +101,12 @@ async def until_disconnect(receive: Receive, work: Awaitable[T]) -> T:
     try:
         return await work
     except asyncio.CancelledError:
-        if not left or current.cancelling() > 1:
-            raise  # this request itself is being cancelled (shutdown): not ours to absorb
-        current.uncancel()
+        if not left:
+            raise  # this request itself is being cancelled (a cut, shutdown): not ours
+        # Ours is caught; another cancellation counted with it (the drain's cut, as the
+        # client left) goes on to whoever asked for it.
+        if current.uncancel() > 0:
+            raise
         raise ClientLeft("the client closed the connection before the answer was ready"
                          ) from None
     finally:
