@@ -17,7 +17,7 @@ from typing import Any
 from fastapi import Request
 
 from starchart.api.shutdown import Drain, DrainMiddleware
-from starchart.api.streaming import EventStream, cancel_on_disconnect
+from starchart.api.streaming import DONE, EventStream, cancel_on_disconnect
 
 
 class _Neighbour:
@@ -163,3 +163,37 @@ def test_a_cut_as_the_client_leaves_still_ends_the_answer() -> None:
         return len(sent)
 
     assert asyncio.run(request()) > 0  # the drain's answer (a 503), not a CancelledError
+
+
+def test_a_cut_while_the_last_part_waits_to_be_sent_still_ends_the_answer() -> None:
+    """uvicorn waits for a slow client to read before it writes a message: cut
+    during that wait, the message was never written, and the drain ends the answer."""
+    written: list[dict[str, Any]] = []
+    reading = asyncio.Event()  # the client reads again (never, here)
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"text/event-stream")]})
+        await send({"type": "http.response.body", "body": b"data: first\n\n",
+                    "more_body": True})
+        await send({"type": "http.response.body", "body": DONE.encode(), "more_body": False})
+
+    async def send(message: dict[str, Any]) -> None:
+        if written and not message.get("more_body", False) and not reading.is_set():
+            await reading.wait()  # as uvicorn's flow control, before it writes
+        written.append(message)
+
+    async def request() -> None:
+        drain = Drain(timeout=5)
+        handling = asyncio.create_task(DrainMiddleware(app, drain)(
+            {"type": "http", "method": "POST", "path": "/"}, _receive, send))
+        await asyncio.sleep(0.01)
+        for connection in drain.connections:
+            connection.cut()
+        reading.set()  # the drain's own last part goes out
+        async with asyncio.timeout(5):
+            await handling
+
+    asyncio.run(request())
+    assert written[-1]["type"] == "http.response.body" and not written[-1]["more_body"], \
+        written

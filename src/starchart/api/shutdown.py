@@ -157,8 +157,10 @@ class DrainMiddleware:
         assert handler is not None, "an ASGI app runs in a task"
 
         async def sending(message: Message) -> None:
-            connection.sent(message)
+            # Noted once sent: uvicorn waits for a slow client before it writes, and a
+            # cut during that wait leaves the message unwritten (``_end`` still ends it).
             await send(message)
+            connection.sent(message)
 
         token = _current.set(connection)
         self.drain.connections.add(connection)
