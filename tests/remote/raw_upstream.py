@@ -16,6 +16,8 @@ FIRST = f"data: {json.dumps(CHUNK)}\n\n".encode()
 # What the upstream writes after its response head: one call per body piece; it
 # returns False to stop (the upstream then ends the body properly).
 Body = Callable[[int], bytes | None]
+# A piece that breaks the connection instead, in the middle of the body.
+BREAK = b"<the upstream breaks the connection here>"
 
 
 class RawUpstream:
@@ -64,6 +66,9 @@ class RawUpstream:
                 i = 0
                 while (piece := self.body(i)) is not None:
                     i += 1
+                    if piece == BREAK:
+                        writer.transport.abort()
+                        return
                     if piece:
                         writer.write(b"%x\r\n" % len(piece) + piece + b"\r\n")
                         self.sent += len(piece)

@@ -17,7 +17,7 @@ from starchart.engines import remote
 from starchart.settings import Settings
 
 from tests.conftest import LiveServer, free_port
-from tests.remote.raw_upstream import CHUNK, FIRST, Body, RawUpstream
+from tests.remote.raw_upstream import BREAK, CHUNK, FIRST, Body, RawUpstream
 from tests.scripted_engine import scripted
 
 
@@ -255,3 +255,17 @@ def test_bytes_short_of_an_event_keep_a_stream_from_the_idle_timeout(
     assert all("error" not in frame for frame in frames), frames
     texts = [json.loads(f)["choices"][0]["delta"].get("content") for f in frames[:-1]]
     assert texts == ["Hello", " world"], frames
+
+
+@pytest.mark.parametrize("stream", [True, False], ids=["streamed", "whole"])
+def test_an_error_body_that_breaks_off_is_a_502_not_a_500(
+        upstream: RawUpstream, front: LiveServer, monkeypatch: pytest.MonkeyPatch,
+        stream: bool) -> None:
+    monkeypatch.setattr(upstream, "status", b"400 Bad Request")
+    upstream.body = _pieces(b'{"error": {"message": "prompt', BREAK)
+    response = httpx.post(front.url + "/v1/chat/completions", timeout=30,
+                          json={"model": "raw", "stream": stream,
+                                "messages": [{"role": "user", "content": "hi"}]})
+    assert response.status_code == 502, response.text[:500]
+    error = response.json()["error"]
+    assert error["code"] == "upstream_error" and upstream.url in error["message"], error

@@ -410,6 +410,10 @@ class RemoteEngine(Engine):
             if response.status_code != 200:
                 try:
                     content = await _read_body(response, upstream.url, ERROR_BODY_BYTES)
+                except httpx.HTTPError as exc:
+                    raise BadGateway(f"upstream {upstream.url} answered"
+                                     f" {response.status_code}, then its answer broke:"
+                                     f" {_describe(exc)}") from exc
                 finally:
                     upstream.outstanding -= 1
                     await response.aclose()
