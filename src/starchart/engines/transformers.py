@@ -381,7 +381,10 @@ class TransformersEngine(Engine):
     async def _next_output(self, manager: Any, outputs: asyncio.Queue[Any]) -> Any:
         while True:
             try:
-                return await asyncio.wait_for(outputs.get(), _POLL_SECONDS)
+                # Not wait_for: on Python 3.11 it returns an output that arrives as the
+                # task is cancelled, and the cancellation is lost.
+                async with asyncio.timeout(_POLL_SECONDS):
+                    return await outputs.get()
             except TimeoutError:
                 if not manager.is_running():
                     error = manager.background_thread_status.fatal_error
