@@ -197,3 +197,44 @@ def test_a_cut_while_the_last_part_waits_to_be_sent_still_ends_the_answer() -> N
     asyncio.run(request())
     assert written[-1]["type"] == "http.response.body" and not written[-1]["more_body"], \
         written
+
+
+def test_a_cancel_the_work_swallowed_is_not_left_counted_on_the_request() -> None:
+    """A client's leaving that the work swallows (asyncio.wait_for on Python 3.11 does,
+    when what it waits for comes in the same turn) leaves no cancellation counted on
+    the request's task: a later drain cut would be taken for someone else's."""
+    leave = asyncio.Event()
+    sent: list[dict[str, Any]] = []
+
+    async def swallowing() -> str:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            pass  # as wait_for when its result came with the cancellation
+        return "answer"
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await cancel_on_disconnect(Request({**scope, "headers": []}, receive), swallowing())
+        await asyncio.Event().wait()  # more work, still running when the drain cuts
+
+    async def leaving() -> dict[str, Any]:
+        await leave.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    async def request() -> None:
+        drain = Drain(timeout=5)
+        handling = asyncio.create_task(DrainMiddleware(app, drain)(
+            {"type": "http", "method": "POST", "path": "/"}, leaving, send))
+        await asyncio.sleep(0.01)
+        leave.set()
+        await asyncio.sleep(0.01)
+        for connection in drain.connections:
+            connection.cut()
+        async with asyncio.timeout(5):
+            await handling  # the cut is caught and answered, not raised
+        assert handling.cancelling() == 0
+
+    asyncio.run(request())

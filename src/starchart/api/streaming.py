@@ -87,13 +87,14 @@ async def until_disconnect(receive: Receive, work: Awaitable[T]) -> T:
     current = asyncio.current_task()
     assert current is not None, "called from a request's task"
     left = False
+    counted = False  # our cancellation, still counted on the task
 
     async def watch() -> None:
-        nonlocal left
+        nonlocal left, counted
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
-                left = True
+                left = counted = True
                 current.cancel()
                 return
 
@@ -105,12 +106,15 @@ async def until_disconnect(receive: Receive, work: Awaitable[T]) -> T:
             raise  # this request itself is being cancelled (a cut, shutdown): not ours
         # Ours is caught; another cancellation counted with it (the drain's cut, as the
         # client left) goes on to whoever asked for it.
+        counted = False
         if current.uncancel() > 0:
             raise
         raise ClientLeft("the client closed the connection before the answer was ready"
                          ) from None
     finally:
         watcher.cancel()
+        if counted:  # the work swallowed it (or turned it into another error)
+            current.uncancel()
 
 
 async def cancel_on_disconnect(request: Request, work: Awaitable[T]) -> T:
