@@ -238,3 +238,38 @@ def test_a_cancel_the_work_swallowed_is_not_left_counted_on_the_request() -> Non
         assert handling.cancelling() == 0
 
     asyncio.run(request())
+
+
+def test_an_event_stream_whose_events_swallow_the_cancel_still_stops() -> None:
+    # A cancellation is delivered once; code that swallows it (asyncio.wait_for on
+    # Python 3.11 when its result comes in the same turn, or an `except` too wide)
+    # would go on generating for nobody: uvicorn drops what is sent after a
+    # disconnect without a word. The stream stops at its next event, and closes
+    # its events (so the engine hears of it).
+    closed = asyncio.Event()
+    produced: list[int] = []
+
+    async def events() -> AsyncIterator[str]:
+        try:
+            for i in range(1000):
+                try:
+                    await asyncio.sleep(0.005)
+                except asyncio.CancelledError:
+                    pass  # swallowed
+                produced.append(i)
+                yield f"data: {i}\n\n"
+        finally:
+            closed.set()
+
+    async def leaving() -> dict[str, Any]:
+        await asyncio.sleep(0.05)
+        return {"type": "http.disconnect"}
+
+    async def request() -> None:
+        async with asyncio.timeout(5):
+            await EventStream(events())({"type": "http", "method": "POST", "path": "/"},
+                                        leaving, _send)
+
+    asyncio.run(request())
+    assert closed.is_set()
+    assert len(produced) < 100, len(produced)  # not all 1000

@@ -11,7 +11,7 @@ from typing import TypeVar
 
 from fastapi import Request
 from fastapi.responses import StreamingResponse
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from starchart.api.protocol import ErrorResponse, WireModel
 from starchart.errors import ClientLeft, StarchartError
@@ -68,8 +68,28 @@ class EventStream(StreamingResponse):
         if scope["type"] != "http":
             await super().__call__(scope, receive, send)
             return
-        with contextlib.suppress(ClientLeft):  # nobody is left to tell
-            await until_disconnect(receive, self.stream_response(send))
+        left = False
+
+        async def receiving() -> Message:
+            nonlocal left
+            message = await receive()
+            left = left or message["type"] == "http.disconnect"
+            return message
+
+        async def sending(message: Message) -> None:
+            # The cancellation is delivered once, and code that swallows it would go
+            # on generating for nobody (uvicorn drops what is sent after a disconnect).
+            if left:
+                raise ClientLeft("the client closed the connection")
+            await send(message)
+
+        try:
+            with contextlib.suppress(ClientLeft):  # nobody is left to tell
+                await until_disconnect(receiving, self.stream_response(sending))
+        finally:
+            close = getattr(self.body_iterator, "aclose", None)
+            if close is not None:  # however it ended: the engine hears of it now
+                await close()
 
 
 def sse_response(chunks: AsyncIterator[WireModel]) -> EventStream:
