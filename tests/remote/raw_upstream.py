@@ -28,6 +28,7 @@ class RawUpstream:
     def __init__(self) -> None:
         self.body: Body = lambda i: None
         self.status = b"200 OK"  # of every POST's answer
+        self.head_delay = 0.0  # seconds before that answer's head
         self.sent = 0
         self.port = 0
         self._loop = asyncio.new_event_loop()
@@ -61,6 +62,7 @@ class RawUpstream:
                 writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
                              b"Content-Length: %d\r\n\r\n" % len(listing) + listing)
             else:
+                await asyncio.sleep(self.head_delay)
                 writer.write(b"HTTP/1.1 " + self.status + b"\r\nContent-Type: text/event-stream\r\n"
                              b"Transfer-Encoding: chunked\r\n\r\n")
                 i = 0

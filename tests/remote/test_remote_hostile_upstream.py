@@ -269,3 +269,30 @@ def test_an_error_body_that_breaks_off_is_a_502_not_a_500(
     assert response.status_code == 502, response.text[:500]
     error = response.json()["error"]
     assert error["code"] == "upstream_error" and upstream.url in error["message"], error
+
+
+def test_the_first_token_timeout_bounds_the_head_and_the_first_event_together(
+        upstream: RawUpstream, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # 0.8 s to the answer's head, 0.8 more to its first event: each within the 1 s
+    # first-token timeout, together over it. The timeout is the client's wait for a
+    # first token, not a budget for each half.
+    settings = Settings(home=tmp_path, upstream=[f"raw={upstream.url}"],
+                        upstream_first_token_timeout=1, upstream_idle_timeout=30)
+    monkeypatch.setattr(upstream, "head_delay", 0.8)
+
+    def late(i: int) -> bytes | None:
+        if i == 0:
+            time.sleep(0.8)
+            return FIRST + b"data: [DONE]\n\n"
+        return None
+
+    upstream.body = late
+    with LiveServer(create_app(settings, engines=[scripted("local")]), free_port()) as front:
+        started = time.monotonic()
+        response = httpx.post(front.url + "/v1/chat/completions", timeout=30,
+                              json={"model": "raw", "stream": True,
+                                    "messages": [{"role": "user", "content": "hi"}]})
+        waited = time.monotonic() - started
+    assert response.status_code == 504, response.text[:500]
+    assert "1 s" in response.json()["error"]["message"], response.text
+    assert waited < 1.5, waited

@@ -172,10 +172,12 @@ class UpstreamStream:
         self._pending: str | None = None
         self._closed = False
 
-    async def first(self) -> None:
-        """Wait for the first event (under the first-token timeout); kept for ``data()``.
-        A body that ends before it is ``BadGateway``, still an HTTP status."""
-        self._pending = await self._next(self._engine.timeouts.first_token, first=True)
+    async def first(self, deadline: float) -> None:
+        """Wait for the first event until ``deadline`` (the event loop's clock: what
+        is left of the first-token timeout); kept for ``data()``. A body that ends
+        before it is ``BadGateway``, still an HTTP status."""
+        left = max(0.0, deadline - asyncio.get_running_loop().time())
+        self._pending = await self._next(left, first=True)
         if self._pending is None:
             raise BadGateway(f"the stream from upstream {self.upstream.url} ended before"
                              " its first event")
@@ -208,9 +210,11 @@ class UpstreamStream:
             if not events:
                 raise self._broken from None
         except TimeoutError:
-            what = "its first token" if first else "the next token"
+            if first:
+                raise GatewayTimeout(f"upstream {self.upstream.url} sent no first token within"
+                                     f" {self._engine.timeouts.first_token:g} s") from None
             raise GatewayTimeout(f"upstream {self.upstream.url} sent nothing for {timeout:g} s"
-                                 f" waiting for {what}") from None
+                                 " waiting for the next token") from None
         except httpx.HTTPError as exc:
             raise BadGateway(f"the stream from upstream {self.upstream.url} broke:"
                              f" {_describe(exc)}") from exc
@@ -446,8 +450,10 @@ class RemoteEngine(Engine):
                           on_sent: Callable[[], None] | None = None) -> UpstreamStream:
         """Start a streamed request; returns once the first event has arrived, so
         a failure before it is still an HTTP error status, not an error event."""
+        # One deadline for the answer's head and its first event together.
+        deadline = asyncio.get_running_loop().time() + self.timeouts.first_token
         try:
-            async with asyncio.timeout(self.timeouts.first_token):
+            async with asyncio.timeout_at(deadline):
                 upstream, response = await self._send(path, body, stream=True,
                                                       on_sent=on_sent)
         except TimeoutError:
@@ -455,7 +461,7 @@ class RemoteEngine(Engine):
                                  f" {self.timeouts.first_token:g} s") from None
         stream = UpstreamStream(self, upstream, response)
         try:
-            await stream.first()
+            await stream.first(deadline)
         except BaseException:
             await stream.aclose()
             raise
