@@ -84,3 +84,9 @@ class RawUpstream:
     def close(self) -> None:
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
+
+    def __enter__(self) -> RawUpstream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

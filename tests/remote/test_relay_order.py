@@ -31,11 +31,8 @@ ROUNDS = 5
 
 @pytest.fixture(scope="module")
 def upstream() -> Iterator[RawUpstream]:
-    raw = RawUpstream()
-    try:
+    with RawUpstream() as raw:
         yield raw
-    finally:
-        raw.close()
 
 
 @pytest.fixture(scope="module")

@@ -23,11 +23,8 @@ from tests.scripted_engine import scripted
 
 @pytest.fixture(scope="module")
 def upstream() -> Iterator[RawUpstream]:
-    raw = RawUpstream()
-    try:
+    with RawUpstream() as raw:
         yield raw
-    finally:
-        raw.close()
 
 
 @pytest.fixture(scope="module")
