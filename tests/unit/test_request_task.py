@@ -40,6 +40,29 @@ async def _send(message: dict[str, Any]) -> None:
     pass
 
 
+def _leaving(leave: asyncio.Event) -> Any:
+    """A receive for a client that disconnects once ``leave`` is set."""
+    async def receive() -> dict[str, Any]:
+        await leave.wait()
+        return {"type": "http.disconnect"}
+    return receive
+
+
+async def _through_the_drain(app: Any, receive: Any, send: Any
+                             ) -> tuple[Drain, asyncio.Task[None]]:
+    """One request handled by the drain middleware, 10 ms in."""
+    drain = Drain(timeout=5)
+    handling = asyncio.create_task(DrainMiddleware(app, drain)(
+        {"type": "http", "method": "POST", "path": "/"}, receive, send))
+    await asyncio.sleep(0.01)
+    return drain, handling
+
+
+def _cut(drain: Drain) -> None:
+    for connection in drain.connections:
+        connection.cut()
+
+
 def test_the_drain_middleware_runs_the_app_in_the_requests_task() -> None:
     seen: dict[str, Any] = {}
 
@@ -143,21 +166,13 @@ def test_a_cut_as_the_client_leaves_still_ends_the_answer() -> None:
         request = Request({**scope, "headers": []}, receive)
         await cancel_on_disconnect(request, asyncio.Event().wait())  # a long answer
 
-    async def leaving() -> dict[str, Any]:
-        await leave.wait()
-        return {"type": "http.disconnect"}
-
     async def send(message: dict[str, Any]) -> None:
         sent.append(message)
 
     async def request() -> int:
-        drain = Drain(timeout=5)
-        handling = asyncio.create_task(DrainMiddleware(app, drain)(
-            {"type": "http", "method": "POST", "path": "/"}, leaving, send))
-        await asyncio.sleep(0.01)
+        drain, handling = await _through_the_drain(app, _leaving(leave), send)
         leave.set()  # the client leaves ...
-        for connection in drain.connections:
-            connection.cut()  # ... as the drain cuts
+        _cut(drain)  # ... as the drain cuts
         async with asyncio.timeout(5):
             await handling
         return len(sent)
@@ -184,12 +199,8 @@ def test_a_cut_while_the_last_part_waits_to_be_sent_still_ends_the_answer() -> N
         written.append(message)
 
     async def request() -> None:
-        drain = Drain(timeout=5)
-        handling = asyncio.create_task(DrainMiddleware(app, drain)(
-            {"type": "http", "method": "POST", "path": "/"}, _receive, send))
-        await asyncio.sleep(0.01)
-        for connection in drain.connections:
-            connection.cut()
+        drain, handling = await _through_the_drain(app, _receive, send)
+        _cut(drain)
         reading.set()  # the drain's own last part goes out
         async with asyncio.timeout(5):
             await handling
@@ -217,22 +228,14 @@ def test_a_cancel_the_work_swallowed_is_not_left_counted_on_the_request() -> Non
         await cancel_on_disconnect(Request({**scope, "headers": []}, receive), swallowing())
         await asyncio.Event().wait()  # more work, still running when the drain cuts
 
-    async def leaving() -> dict[str, Any]:
-        await leave.wait()
-        return {"type": "http.disconnect"}
-
     async def send(message: dict[str, Any]) -> None:
         sent.append(message)
 
     async def request() -> None:
-        drain = Drain(timeout=5)
-        handling = asyncio.create_task(DrainMiddleware(app, drain)(
-            {"type": "http", "method": "POST", "path": "/"}, leaving, send))
-        await asyncio.sleep(0.01)
+        drain, handling = await _through_the_drain(app, _leaving(leave), send)
         leave.set()
         await asyncio.sleep(0.01)
-        for connection in drain.connections:
-            connection.cut()
+        _cut(drain)
         async with asyncio.timeout(5):
             await handling  # the cut is caught and answered, not raised
         assert handling.cancelling() == 0
