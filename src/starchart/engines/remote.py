@@ -44,6 +44,7 @@ from starchart.engines.base import (
     Usage,
 )
 from starchart.engines.sse import EventParser, EventTooLarge
+from starchart.engines.upstream_transport import UpstreamTransport
 from starchart.engines.upstreams import UpstreamModel
 from starchart.errors import BadGateway, GatewayTimeout, StarchartError, UpstreamRejected
 from starchart.settings import Settings
@@ -260,7 +261,8 @@ class UpstreamStream:
 # httpcore's trace events after which a request needs the event loop no more to
 # reach its upstream: written, or failed to be.
 _SENT = frozenset({"http11.send_request_body.complete", "http11.send_request_body.failed",
-                   "http11.send_request_headers.failed", "connection.connect_tcp.failed"})
+                   "http11.send_request_headers.failed", "connection.connect_tcp.failed",
+                   "connection.start_tls.failed"})
 
 
 def _tracer(on_sent: Callable[[], None]) -> Callable[[str, dict[str, Any]], Any]:
@@ -294,7 +296,8 @@ class RemoteEngine(Engine):
                               keepalive_expiry=KEEPALIVE_EXPIRY)
         self.upstreams = [
             Upstream(url, httpx.AsyncClient(base_url=url, headers=headers, timeout=timeout,
-                                            limits=limits, cookies=_no_cookies()))
+                                            transport=UpstreamTransport(limits),
+                                            cookies=_no_cookies()))
             for url in model.urls
         ]
         self._turn = itertools.count()
