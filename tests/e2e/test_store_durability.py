@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import signal
@@ -9,6 +10,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -32,11 +34,13 @@ class ServeProcess:
 
     def start(self) -> ServeProcess:
         env = {**os.environ, "STARCHART_HOME": str(self.home)}
-        log = open(self.home / "server.log", "ab")  # the child owns it
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "starchart", "serve", "--port", str(self.port),
-             "--n-ctx", "1024", "--log-level", "warning", *self.args],
-            env=env, stdout=log, stderr=log)
+        # The child writes through its own copy of the descriptor: ours is closed at
+        # once, however the server ends (stop, kill, a failed start).
+        with open(self.home / "server.log", "ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "starchart", "serve", "--port", str(self.port),
+                 "--n-ctx", "1024", "--log-level", "warning", *self.args],
+                env=env, stdout=log, stderr=log)
         deadline = time.monotonic() + self.ready_timeout
         while time.monotonic() < deadline:
             assert self.proc.poll() is None, (self.home / "server.log").read_text()
@@ -139,3 +143,18 @@ def test_a_server_killed_mid_reply_leaves_a_readable_partial_reply(
     # The conversation carries on.
     after = turn(server.url, conv["id"], "What is the capital of France?")
     assert after["message"]["incomplete"] is False
+
+
+def test_stopping_or_killing_a_server_leaves_no_log_file_to_the_garbage_collector(
+        server: ServeProcess) -> None:
+    """The log file this process opened for the child is closed, not dropped for the
+    garbage collector to close (a ResourceWarning), however the server ends."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        server.start()
+        server.stop()
+        server.start()
+        server.kill()
+        gc.collect()
+    assert [str(w.message) for w in caught if w.category is ResourceWarning] == []
+    assert (server.home / "server.log").stat().st_size, "the server still logs to it"

@@ -191,3 +191,22 @@ def test_model_entries_name_their_models_and_two_with_one_name_are_refused(
     odd.symlink_to(gguf)
     assert served_as(str(odd)) == (None, str(odd))
     assert served_as("x=/some/where.gguf") == ("x", "/some/where.gguf")
+
+
+def test_a_request_cancelled_as_its_model_load_finishes_is_cancelled() -> None:
+    """The waiter is cancelled in the very loop turn its load completes (a client that
+    left, a drain cut): it must end cancelled, not carry on with the engine (as
+    ``wait_for`` on Python 3.11 let it, returning the load's result)."""
+    async def check(pool: ModelPool) -> None:
+        waiting = asyncio.create_task(pool.ready("a"))
+        await asyncio.sleep(0)  # it has started the load and waits for it
+        load = pool.model("a")._loading
+        assert load is not None and not waiting.done()
+        # Registered after shield()'s callback, so it runs in the same turn, just after
+        # the future the waiter awaits got the load's result.
+        load.add_done_callback(lambda _: waiting.cancel())
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        assert load.done() and pool.model("a").state == "loaded"  # the load itself stands
+
+    run_on_pool(check, engines("a"), PoolPolicy(on_demand=True))

@@ -179,8 +179,10 @@ class ModelPool:
         if not self.policy.on_demand and (entry._loading is None or entry._loading.done()):
             raise Unavailable(self._why_not_loaded(entry))
         try:
-            await asyncio.wait_for(asyncio.shield(self._load_task(entry)),
-                                   self.policy.load_timeout)
+            # Not wait_for: on Python 3.11 it returns the load's result when the caller
+            # is cancelled in the turn the load finishes, and the cancellation is lost.
+            async with asyncio.timeout(self.policy.load_timeout):
+                await asyncio.shield(self._load_task(entry))
         except TimeoutError:
             raise Unavailable(f"model {name!r} is still loading after"
                               f" {self.policy.load_timeout:g} s (--load-timeout); try again"
