@@ -6,7 +6,8 @@ llama.cpp's server, and starchart fronts it, keeping its conversations, keys
 and page on top. One ``RemoteEngine`` is one model name, served by one or
 more interchangeable upstreams (replicas of the same model):
 
-- One pooled ``httpx.AsyncClient`` per upstream (HTTP/1.1 keep-alive).
+- One pooled client per upstream (``upstream_http``: httpx over asyncio streams,
+  HTTP/1.1 keep-alive).
 - Health: ``GET /v1/models`` every ``upstream_health_interval`` seconds; a
   request goes to the healthy upstream with the fewest requests outstanding
   (or round-robin). A connect failure marks the upstream down and the
@@ -23,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import http.cookiejar
 import itertools
 import json
 import logging
@@ -44,7 +44,7 @@ from starchart.engines.base import (
     Usage,
 )
 from starchart.engines.sse import EventParser, EventTooLarge
-from starchart.engines.upstream_transport import UpstreamTransport
+from starchart.engines.upstream_http import UpstreamClient
 from starchart.engines.upstreams import UpstreamModel
 from starchart.errors import BadGateway, GatewayTimeout, StarchartError, UpstreamRejected
 from starchart.settings import Settings
@@ -95,7 +95,7 @@ class Timeouts:
 @dataclass
 class Upstream:
     url: str
-    client: httpx.AsyncClient
+    client: UpstreamClient
     healthy: bool = True  # optimistic until a probe or a request says otherwise
     outstanding: int = 0
     requests: int = 0  # taken over the server's life
@@ -284,7 +284,6 @@ class RemoteEngine(Engine):
         self.info = ModelInfo(id=model.name, engine="remote", path=",".join(model.urls),
                               n_ctx=n_ctx, format="remote",
                               extra={"upstream_model": model.upstream_model})
-        headers = {"Authorization": f"Bearer {model.api_key}"} if model.api_key else {}
         # No read timeout in httpx: first-token and idle limits are ours (UpstreamStream).
         timeout = httpx.Timeout(connect=timeouts.connect, read=None, write=timeouts.idle,
                                 pool=timeouts.connect)
@@ -295,9 +294,8 @@ class RemoteEngine(Engine):
         limits = httpx.Limits(max_connections=None, max_keepalive_connections=64,
                               keepalive_expiry=KEEPALIVE_EXPIRY)
         self.upstreams = [
-            Upstream(url, httpx.AsyncClient(base_url=url, headers=headers, timeout=timeout,
-                                            transport=UpstreamTransport(limits),
-                                            cookies=_no_cookies()))
+            Upstream(url, UpstreamClient(url, api_key=model.api_key, timeout=timeout,
+                                         limits=limits))
             for url in model.urls
         ]
         self._turn = itertools.count()
@@ -366,8 +364,12 @@ class RemoteEngine(Engine):
 
     async def _probe(self, upstream: Upstream) -> None:
         try:
-            response = await upstream.client.get("/v1/models", timeout=httpx.Timeout(
+            response = await upstream.client.send("GET", "/v1/models", timeout=httpx.Timeout(
                 PROBE_READ_TIMEOUT, connect=self.timeouts.connect))
+            try:
+                await response.aread()
+            finally:
+                await response.aclose()
         except httpx.HTTPError as exc:
             self._down(upstream, _describe(exc))
             return
@@ -441,13 +443,11 @@ class RemoteEngine(Engine):
         once the request is written, or could not be."""
         extensions = {} if on_sent is None else {"trace": _tracer(on_sent)}
         try:
-            return await upstream.client.send(upstream.client.build_request(
-                "POST", path, json=payload, extensions=extensions), stream=True)
+            return await upstream.client.send("POST", path, payload, extensions=extensions)
         except _CLOSED_UNDER_US as exc:
             log.debug("upstream %s closed a kept-alive connection (%s): sending again",
                       upstream.url, _describe(exc))
-        return await upstream.client.send(upstream.client.build_request(
-            "POST", path, json=payload, extensions=extensions), stream=True)
+        return await upstream.client.send("POST", path, payload, extensions=extensions)
 
     async def open_stream(self, path: str, body: dict[str, Any], *,
                           on_sent: Callable[[], None] | None = None) -> UpstreamStream:
@@ -533,12 +533,6 @@ class RemoteEngine(Engine):
         self.tokens_generated += usage.completion_tokens if usage else pieces
         yield Finish(reason or "stop",  # type: ignore[arg-type]
                      usage or Usage(0, pieces))
-
-
-def _no_cookies() -> http.cookiejar.CookieJar:
-    """A jar that keeps nothing: the client serves every user, so a cookie an upstream
-    sets in one user's answer must not go out with the next user's request."""
-    return http.cookiejar.CookieJar(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
 
 
 def _sampling(params: SamplingParams) -> dict[str, Any]:

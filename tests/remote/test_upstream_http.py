@@ -1,14 +1,15 @@
-"""httpx's transport to upstreams on asyncio streams (``engines/upstream_transport``),
-against raw servers on loopback, under both event loops a front can run on
-(uvicorn picks uvloop when it is installed): answers, kept-alive connections,
-an idle connection the upstream closed, refusals, back-pressure both ways, TLS."""
+"""The HTTP client to upstreams (``engines/upstream_http``) against raw servers on
+loopback, under both event loops a front can run on (uvicorn picks uvloop when it
+is installed): answers, kept-alive connections, an idle connection the upstream
+closed, refusals, back-pressure both ways, TLS, a path prefix, no cookies kept."""
 
 from __future__ import annotations
 
 import asyncio
 import ssl
 import subprocess
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ import httpx
 import pytest
 import uvloop
 
-from starchart.engines.upstream_transport import READ_AHEAD_BYTES, UpstreamTransport
+from starchart.engines.upstream_http import READ_AHEAD_BYTES, UpstreamClient
 
 from tests.conftest import free_port
 
@@ -30,9 +31,22 @@ def run(request: pytest.FixtureRequest) -> Callable[[Coroutine[Any, Any, Any]], 
     return asyncio.run
 
 
-def client(url: str, **timeouts: float | None) -> httpx.AsyncClient:
-    return httpx.AsyncClient(base_url=url, transport=UpstreamTransport(httpx.Limits()),
-                             timeout=httpx.Timeout(5.0, **timeouts))
+@asynccontextmanager
+async def client(url: str, **timeouts: float | None) -> AsyncIterator[UpstreamClient]:
+    http = UpstreamClient(url, api_key=None, timeout=httpx.Timeout(5.0, **timeouts),
+                          limits=httpx.Limits())
+    try:
+        yield http
+    finally:
+        await http.aclose()
+
+
+async def fetch(http: UpstreamClient, method: str, path: str, body: Any = None) -> str:
+    response = await http.send(method, path, body)
+    try:
+        return (await response.aread()).decode()
+    finally:
+        await response.aclose()
 
 
 async def serve(handler: Handler, ssl_context: ssl.SSLContext | None = None
@@ -71,8 +85,7 @@ def test_answers_come_back_and_one_connection_serves_many(run: Any) -> None:
         async with server, client(url) as http:
             texts = []
             for n in range(3):
-                response = await http.post("/v1/chat/completions", json={"n": n})
-                texts.append(response.text)
+                texts.append(await fetch(http, "POST", "/v1/chat/completions", {"n": n}))
             return texts
 
     assert run(main()) == ["hello world"] * 3
@@ -98,7 +111,9 @@ def test_an_idle_connection_the_upstream_closed_is_not_used_again(run: Any) -> N
         async with server, client(url) as http:
             statuses = []
             for _ in range(3):
-                statuses.append((await http.get("/v1/models")).status_code)
+                response = await http.send("GET", "/v1/models")
+                await response.aclose()
+                statuses.append(response.status_code)
                 await asyncio.sleep(0.05)  # the close reaches the client's side
             return statuses
 
@@ -109,7 +124,7 @@ def test_an_idle_connection_the_upstream_closed_is_not_used_again(run: Any) -> N
 def test_a_refused_connection_is_a_connect_error(run: Any) -> None:
     async def main() -> None:
         async with client(f"http://127.0.0.1:{free_port()}") as http:
-            await http.get("/v1/models")
+            await http.send("GET", "/v1/models")
 
     with pytest.raises(httpx.ConnectError):
         run(main())
@@ -131,7 +146,8 @@ def test_a_slow_reader_leaves_the_rest_of_a_large_answer_upstream(run: Any) -> N
 
     async def main() -> int:
         server, url = await serve(handler)
-        async with server, client(url) as http, http.stream("GET", "/big") as response:
+        async with server, client(url) as http:
+            response = await http.send("GET", "/big")
             chunks = response.aiter_raw()
             total = len(await anext(chunks))
             await asyncio.sleep(0.5)  # the upstream writes all it can meanwhile
@@ -140,6 +156,7 @@ def test_a_slow_reader_leaves_the_rest_of_a_large_answer_upstream(run: Any) -> N
             held.append(len(stream._protocol.received))
             async for chunk in chunks:
                 total += len(chunk)
+            await response.aclose()
             return total
 
     assert run(main()) == size
@@ -155,7 +172,7 @@ def test_an_upstream_that_takes_nothing_is_a_write_timeout(run: Any) -> None:
     async def main() -> None:
         server, url = await serve(handler)
         async with server, client(url, write=0.5) as http:
-            await http.post("/v1/chat/completions", content=b"x" * (64 * 2**20))
+            await http.send("POST", "/v1/chat/completions", "x" * (64 * 2**20))
 
     with pytest.raises(httpx.WriteTimeout):
         run(main())
@@ -191,9 +208,41 @@ def test_a_tls_upstream_is_verified_against_ssl_cert_file(
     async def main() -> str:
         server, url = await serve(handler, server_context)
         async with server, client(url) as http:
-            return (await http.get("/v1/models")).text
+            return await fetch(http, "GET", "/v1/models")
 
     with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
         run(main())
     monkeypatch.setenv("SSL_CERT_FILE", str(cert))
     assert run(main()) == "secret"
+
+
+def test_a_path_prefix_a_key_and_no_cookies_kept(run: Any) -> None:
+    """An upstream under a path (behind a gateway): the prefix goes before every
+    path; the key goes with every request; a cookie the upstream sets never comes
+    back (the front serves every user with one client)."""
+    seen: list[bytes] = []
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with pytest.raises(asyncio.IncompleteReadError):
+            while True:
+                seen.append(await read_request(reader))
+                writer.write(b"HTTP/1.1 200 OK\r\nSet-Cookie: user=alice; Path=/\r\n"
+                             b"Content-Length: 2\r\n\r\nok")
+
+    async def main() -> None:
+        server, url = await serve(handler)
+        http = UpstreamClient(url + "/gateway/", api_key="sk-up", timeout=httpx.Timeout(5.0),
+                              limits=httpx.Limits())
+        async with server:
+            try:
+                for _ in range(2):
+                    assert await fetch(http, "POST", "/v1/chat/completions", {"a": 1}) == "ok"
+            finally:
+                await http.aclose()
+
+    run(main())
+    assert [s.split(b"\r\n", 1)[0] for s in seen] == \
+        [b"POST /gateway/v1/chat/completions HTTP/1.1"] * 2
+    assert all(b"\r\nAuthorization: Bearer sk-up\r\n" in s for s in seen)
+    assert all(b"\r\nContent-Type: application/json\r\n" in s for s in seen)
+    assert not any(b"alice" in s for s in seen)
