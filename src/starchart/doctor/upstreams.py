@@ -1,37 +1,34 @@
-"""The upstream servers a remote model is served by: reachable, and with which models."""
+"""The upstream servers a remote model is served by: reachable, and with which models.
+
+Each is asked as the server asks it (``RemoteEngine.probe``: the same client,
+key, path and TLS settings), once."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
-import httpx
-
 from starchart.doctor.report import Section, fail, ok, warn
+from starchart.engines.remote import RemoteEngine, Timeouts
 from starchart.engines.upstreams import UpstreamModel
 
 
-def _probe(url: str, api_key: str | None, timeout: float) -> dict[str, Any]:
-    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+async def _probe(models: list[UpstreamModel], timeout: float) -> list[list[dict[str, Any]]]:
+    engines = [RemoteEngine(model, Timeouts(timeout, timeout, timeout, timeout), n_ctx=0)
+               for model in models]
     try:
-        response = httpx.get(f"{url}/v1/models", headers=headers, timeout=timeout)
-    except httpx.HTTPError as exc:
-        return {"url": url, "reachable": False, "error": f"{type(exc).__name__}: {exc}",
-                "models": []}
-    models: list[str] = []
-    if response.status_code == 200:
-        try:
-            models = [m["id"] for m in response.json()["data"]]
-        except (ValueError, KeyError, TypeError):
-            pass
-    return {"url": url, "reachable": response.status_code == 200,
-            "error": None if response.status_code == 200
-            else f"GET /v1/models answered {response.status_code}", "models": models}
+        await asyncio.gather(*(engine.probe(read_timeout=timeout) for engine in engines))
+    finally:
+        for engine in engines:
+            for upstream in engine.upstreams:
+                await upstream.client.aclose()
+    return [[{"url": u.url, "reachable": u.healthy, "error": u.error, "models": u.models}
+             for u in engine.upstreams] for engine in engines]
 
 
 def section(models: list[UpstreamModel], timeout: float = 5.0) -> Section:
     out = Section("upstreams", {})
-    for model in models:
-        found = [_probe(url, model.api_key, timeout) for url in model.urls]
+    for model, found in zip(models, asyncio.run(_probe(models, timeout)), strict=True):
         out.facts[model.name] = {"upstream_model": model.upstream_model, "upstreams": found}
         for probe in found:
             check_id, title = f"upstream.{model.name}.{probe['url']}", f"{model.name} upstream"

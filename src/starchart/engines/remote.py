@@ -359,13 +359,14 @@ class RemoteEngine(Engine):
 
     # -- upstreams ----------------------------------------------------------
 
-    async def probe(self) -> None:
-        await asyncio.gather(*(self._probe(u) for u in self.upstreams))
+    async def probe(self, read_timeout: float = PROBE_READ_TIMEOUT) -> None:
+        """Ask every upstream for its models: ``healthy``, ``error`` and ``models``."""
+        await asyncio.gather(*(self._probe(u, read_timeout) for u in self.upstreams))
 
-    async def _probe(self, upstream: Upstream) -> None:
+    async def _probe(self, upstream: Upstream, read_timeout: float) -> None:
         try:
             response = await upstream.client.send("GET", "/v1/models", timeout=httpx.Timeout(
-                PROBE_READ_TIMEOUT, connect=self.timeouts.connect))
+                read_timeout, connect=self.timeouts.connect))
             try:
                 await response.aread()
             finally:
