@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import socket
 import ssl
 from collections.abc import Iterable
@@ -37,6 +38,8 @@ import httpcore
 import httpx
 
 from starchart import __version__
+
+log = logging.getLogger("starchart.upstream")
 
 FLUSH_BYTES = 64 * 1024
 READ_AHEAD_BYTES = 256 * 1024
@@ -259,6 +262,8 @@ class UpstreamClient:
                                             else timeout.as_dict(), **(extensions or {})})
         response = await self._transport.handle_async_request(request)
         response.request = request
+        log.debug('HTTP Request: %s %s "%s %d %s"', method, request.url,
+                  response.http_version, response.status_code, response.reason_phrase)
         return response
 
     async def aclose(self) -> None:
