@@ -131,6 +131,28 @@ def test_an_event_stream_sends_its_first_event_before_the_loop_turns() -> None:
     assert sent[:2] == [("http.response.start", False), ("http.response.body", False)]
 
 
+def test_an_event_streams_done_ends_its_body_in_the_same_message() -> None:
+    """The last event and the body's end go out together (one write, not two); a
+    stream whose events end without DONE still ends its body."""
+    async def events(*frames: str) -> AsyncIterator[str]:
+        for frame in frames:
+            yield frame
+
+    def sent(*frames: str) -> list[tuple[bytes, bool]]:
+        got: list[tuple[bytes, bool]] = []
+
+        async def send(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.body":
+                got.append((message["body"], message["more_body"]))
+
+        asyncio.run(EventStream(events(*frames))(
+            {"type": "http", "method": "POST", "path": "/"}, _receive, send))
+        return got
+
+    assert sent("data: 1\n\n", DONE) == [(b"data: 1\n\n", True), (DONE.encode(), False)]
+    assert sent("data: 1\n\n") == [(b"data: 1\n\n", True), (b"", False)]
+
+
 def test_an_event_stream_stops_its_events_when_the_client_leaves() -> None:
     closed = asyncio.Event()
 

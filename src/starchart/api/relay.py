@@ -22,7 +22,7 @@ from fastapi.responses import JSONResponse, Response
 
 from starchart.api.protocol import ErrorResponse
 from starchart.api.relay_order import end_turn
-from starchart.api.streaming import EventStream, cancel_on_disconnect
+from starchart.api.streaming import DONE, EventStream, cancel_on_disconnect
 from starchart.engines.remote import RemoteEngine, UpstreamStream
 from starchart.errors import StarchartError
 from starchart.services.chat import ChatService
@@ -136,7 +136,7 @@ async def _frames(stream: UpstreamStream, model: str, meter: _Meter) -> AsyncIte
         yield f"data: {ErrorResponse.of(exc).wire()}\n\n"
     finally:
         await stream.aclose()
-    yield "data: [DONE]\n\n"
+    yield DONE
 
 
 class _RelayedStream(EventStream):

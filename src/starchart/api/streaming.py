@@ -92,6 +92,20 @@ class EventStream(StreamingResponse):
                 await close()
 
 
+    async def stream_response(self, send: Send) -> None:
+        """Starlette's, except that ``DONE`` ends the body in its own message: the
+        stream's last event and its end go out in one write."""
+        await send({"type": "http.response.start", "status": self.status_code,
+                    "headers": self.raw_headers})
+        async for chunk in self.body_iterator:
+            last = chunk == DONE
+            await send({"type": "http.response.body", "more_body": not last,
+                        "body": chunk.encode() if isinstance(chunk, str) else chunk})
+            if last:
+                return
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
 def sse_response(chunks: AsyncIterator[WireModel]) -> EventStream:
     return EventStream(_sse(chunks))
 
