@@ -20,13 +20,17 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from typing import TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder
+from prometheus_client.metrics import MetricWrapperBase
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from starchart.engines.base import Engine, Finish, StreamEvent
+
+M = TypeVar("M", bound=MetricWrapperBase)
 
 __all__ = ["Generation", "MetricsMiddleware", "ServerMetrics"]
 
@@ -73,6 +77,7 @@ class _ScrapeTime:
 class ServerMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        self._children: dict[tuple[MetricWrapperBase, tuple[str, ...]], MetricWrapperBase] = {}
         r = self.registry
         self.http_requests = Counter(
             "starchart_http_requests", "HTTP requests answered, by route template and status.",
@@ -122,6 +127,15 @@ class ServerMetrics:
         """Register the figures read at scrape time."""
         self.registry.register(_ScrapeTime(engines, clip_images, conversations))
 
+    def child(self, metric: M, *values: str) -> M:
+        """``metric.labels(*values)``, looked up once: prometheus_client's takes a lock
+        and checks the values on every call, and a relayed request makes nine."""
+        key = (metric, values)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*values)
+        return found  # type: ignore[return-value]
+
     def model_loaded(self, model: str, seconds: float) -> None:
         self.load_seconds.labels(model).set(seconds)
 
@@ -163,12 +177,12 @@ class Generation:
     def __init__(self, metrics: ServerMetrics, model: str) -> None:
         self.metrics, self.model = metrics, model
         self.outcome = "cancelled"  # until it finishes or fails
-        self._queued, self._running = metrics.queued.labels(model), metrics.running.labels(model)
+        self._queued, self._running = metrics.child(metrics.queued, model), \
+            metrics.child(metrics.running, model)
         self._start = time.perf_counter()
         self._last: float | None = None  # the previous text's time
         self._started = False
         self._generated = 0  # tokens the text so far covers
-        self._itl: Histogram | None = None  # inter-token latency: looked up at the 2nd text
         self._queued.inc()
 
     def started(self) -> None:
@@ -183,32 +197,32 @@ class Generation:
         self.started()
         self._generated += tokens
         now = time.perf_counter()
+        m = self.metrics
         if self._last is None:
-            self.metrics.ttft.labels(self.model).observe(now - self._start)
+            m.child(m.ttft, self.model).observe(now - self._start)
         else:
-            if self._itl is None:  # looked up once: labels() is a locked dict lookup
-                self._itl = self.metrics.itl.labels(self.model)
-            self._itl.observe(now - self._last)
+            m.child(m.itl, self.model).observe(now - self._last)
         self._last = now
 
     def finished(self, prompt_tokens: int, completion_tokens: int) -> None:
         self.started()
         now = time.perf_counter()
         m = self.metrics
-        m.prompt_tokens.labels(self.model).inc(prompt_tokens)
-        m.completion_tokens.labels(self.model).inc(completion_tokens)
-        m.duration.labels(self.model).observe(now - self._start)
+        m.child(m.prompt_tokens, self.model).inc(prompt_tokens)
+        m.child(m.completion_tokens, self.model).inc(completion_tokens)
+        m.child(m.duration, self.model).observe(now - self._start)
         if self._last is None:  # nothing generated: the first token is the finish
-            m.ttft.labels(self.model).observe(now - self._start)
+            m.child(m.ttft, self.model).observe(now - self._start)
         self.outcome = "finished"
 
     def end(self) -> None:
+        m = self.metrics
         if self.outcome != "finished":
             # Cancelled or failed: the tokens generated were work done all the same
             # (/v1/stats and the per-key rate limit count them too).
-            self.metrics.completion_tokens.labels(self.model).inc(self._generated)
+            m.child(m.completion_tokens, self.model).inc(self._generated)
         (self._running if self._started else self._queued).dec()
-        self.metrics.generations.labels(self.model, self.outcome).inc()
+        m.child(m.generations, self.model, self.outcome).inc()
 
 
 def _route(scope: Scope) -> str:
@@ -242,5 +256,6 @@ class MetricsMiddleware:
             await self.app(scope, receive, sending)
         finally:
             route = _route(scope)
-            self.metrics.http_requests.labels(scope["method"], route, str(status)).inc()
-            self.metrics.http_duration.labels(route).observe(time.perf_counter() - start)
+            m = self.metrics
+            m.child(m.http_requests, scope["method"], route, str(status)).inc()
+            m.child(m.http_duration, route).observe(time.perf_counter() - start)
