@@ -330,3 +330,27 @@ def test_a_failed_connection_is_traced_as_httpcore_traces_it(run: Any) -> None:
     with pytest.raises(httpx.ConnectError):
         run(main())
     assert events == ["connection.connect_tcp.failed"]
+
+
+def test_an_answer_closed_after_the_client_is_not_kept(run: Any) -> None:
+    """At shutdown the client closes while a stream is still being relayed: that
+    stream's connection closes with it instead of waiting idle for nobody."""
+    closed = asyncio.Event()
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(answer(b"late"))
+        await writer.drain()
+        await reader.read()  # until the client closes the connection
+        closed.set()
+
+    async def main() -> None:
+        server, url = await serve(handler)
+        async with server:
+            async with client(url) as http:
+                response = await http.send("GET", "/")
+            assert await response.aread() == b"late"  # read after the client closed
+            await response.aclose()
+            await asyncio.wait_for(closed.wait(), 5)
+
+    run(main())

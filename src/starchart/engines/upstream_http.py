@@ -231,6 +231,7 @@ class _Pool:
         self._keepalive_expiry = keepalive_expiry
         self._backend = _Backend()
         self._idle: list[httpcore.AsyncHTTP11Connection] = []
+        self._closed = False
 
     async def handle_async_request(self, request: httpcore.Request) -> httpcore.Response:
         connection = await self._take(request)
@@ -272,13 +273,15 @@ class _Pool:
 
     async def give_back(self, connection: httpcore.AsyncHTTP11Connection) -> None:
         """A connection whose answer was closed: kept if it can serve another."""
-        if connection.is_available() and (self._max_idle is None
-                                          or len(self._idle) < self._max_idle):
+        if connection.is_available() and not self._closed and (
+                self._max_idle is None or len(self._idle) < self._max_idle):
             self._idle.append(connection)
         elif not connection.is_closed():
             await connection.aclose()
 
     async def aclose(self) -> None:
+        """Close the idle connections; those in use close as their answers do."""
+        self._closed = True
         idle, self._idle = self._idle, []
         for connection in idle:
             await connection.aclose()
