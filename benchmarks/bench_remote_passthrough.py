@@ -98,39 +98,64 @@ async def one_instant(client: httpx.AsyncClient, model: str) -> tuple[float, flo
     raise AssertionError("no chunk streamed")
 
 
-async def instant_round(url: str, model: str, streams: int) -> tuple[float, float]:
-    """Medians over ``streams`` concurrent requests: (forwarded, TTFT)."""
-    async with httpx.AsyncClient(base_url=url, timeout=60) as client:
-        runs = await asyncio.gather(*(one_instant(client, model) for _ in range(streams)))
+async def instant_round(client: httpx.AsyncClient | None, url: str, streams: int
+                        ) -> tuple[float, float]:
+    """Medians over ``streams`` concurrent requests: (forwarded, TTFT). On ``client``'s
+    kept-alive connections, or (None) on new ones made for this round."""
+    if client is None:
+        async with httpx.AsyncClient(base_url=url, timeout=60) as fresh:
+            return await instant_round(fresh, url, streams)
+    runs = await asyncio.gather(*(one_instant(client, INSTANT) for _ in range(streams)))
     return (statistics.median(f for f, _ in runs), statistics.median(t for _, t in runs))
+
+
+async def instant_rounds(paths: dict[str, str], streams: int, rounds: int, front_pid: int,
+                         kept_alive: bool) -> tuple[dict[str, list[tuple[float, float]]], float]:
+    """(forwarded, TTFT) of each round on each path, alternating; and the front's CPU
+    seconds over its rounds."""
+    clients = {name: httpx.AsyncClient(base_url=url, timeout=60) if kept_alive else None
+               for name, url in paths.items()}
+    got: dict[str, list[tuple[float, float]]] = {name: [] for name in paths}
+    front_cpu = 0.0
+    try:
+        for name, url in paths.items():
+            await instant_round(clients[name], url, streams)  # warm up
+        for _ in range(rounds):
+            for name, url in paths.items():
+                before = cpu_seconds(front_pid) if name == "front" else 0.0
+                got[name].append(await instant_round(clients[name], url, streams))
+                if name == "front":
+                    front_cpu += cpu_seconds(front_pid) - before
+    finally:
+        for client in clients.values():
+            if client is not None:
+                await client.aclose()
+    return got, front_cpu
 
 
 def relay_latency(paths: dict[str, str], streams_list: list[int], rounds: int,
                   front_pid: int) -> None:
-    """The relays' own latency: the same paths to an upstream that answers at once;
-    and the front's CPU time per request relayed."""
-    print(f"{'streams':>7}  {'path':<7}{'forwarded p50':>15}{'TTFT p50':>10}"
-          "   (an instant upstream: the relay's own latency)")
-    for streams in streams_list:
-        got: dict[str, list[tuple[float, float]]] = {name: [] for name in paths}
-        for url in paths.values():
-            asyncio.run(instant_round(url, INSTANT, streams))  # warm up
-        front_cpu = 0.0
-        for _ in range(rounds):
-            for name, url in paths.items():
-                before = cpu_seconds(front_pid) if name == "front" else 0.0
-                got[name].append(asyncio.run(instant_round(url, INSTANT, streams)))
-                if name == "front":
-                    front_cpu += cpu_seconds(front_pid) - before
-        for name, runs in got.items():
-            print(f"{streams:>7}  {name:<7}{statistics.median(f for f, _ in runs) * 1000:>13.2f}ms"
-                  f"{statistics.median(t for _, t in runs) * 1000:>8.2f}ms")
-        for relay in (name for name in paths if name != "direct"):
-            added = [(r[1] - d[1]) * 1000 for d, r in zip(got["direct"], got[relay], strict=True)]
-            print(f"{streams:>7}  {relay}: TTFT added, round by round: median"
-                  f" {statistics.median(added):+.2f} ms")
-        print(f"{streams:>7}  the front's CPU time: {front_cpu / (rounds * streams) * 1000:.2f}"
-              " ms per request")
+    """The relays' own latency: the same paths to an upstream that answers at once,
+    each round on new connections (a client per request, as curl) and on kept-alive
+    ones (as an SDK's client, or the page); and the front's CPU time per request."""
+    for kept_alive in (False, True):
+        connections = "kept-alive connections" if kept_alive else "new connections each round"
+        print(f"{'streams':>7}  {'path':<7}{'forwarded p50':>15}{'TTFT p50':>10}"
+              f"   (an instant upstream: the relay's own latency; {connections})")
+        for streams in streams_list:
+            got, front_cpu = asyncio.run(
+                instant_rounds(paths, streams, rounds, front_pid, kept_alive))
+            for name, runs in got.items():
+                print(f"{streams:>7}  {name:<7}"
+                      f"{statistics.median(f for f, _ in runs) * 1000:>13.2f}ms"
+                      f"{statistics.median(t for _, t in runs) * 1000:>8.2f}ms")
+            for relay in (name for name in paths if name != "direct"):
+                added = [(r[1] - d[1]) * 1000
+                         for d, r in zip(got["direct"], got[relay], strict=True)]
+                print(f"{streams:>7}  {relay}: TTFT added, round by round: median"
+                      f" {statistics.median(added):+.2f} ms")
+            print(f"{streams:>7}  the front's CPU time: {front_cpu / (rounds * streams) * 1000:.2f}"
+                  " ms per request")
 
 
 def model_upstream(args: argparse.Namespace, nginx: bool) -> None:
