@@ -248,6 +248,8 @@ def test_a_path_prefix_a_key_and_no_cookies_kept(run: Any) -> None:
     assert all(b"\r\nAuthorization: Bearer sk-up\r\n" in s for s in seen)
     assert all(b"\r\nContent-Type: application/json\r\n" in s for s in seen)
     assert not any(b"alice" in s for s in seen)
+    assert all(b"\r\nUser-Agent: starchart/" in s for s in seen)
+    assert not any(b"accept-encoding" in s.lower() for s in seen)  # streams uncompressed
 
 
 def test_idle_connections_are_kept_up_to_the_limit_and_until_they_expire(run: Any) -> None:
