@@ -17,7 +17,7 @@ import httpx
 import pytest
 import uvloop
 
-from starchart.engines.upstream_http import UpstreamClient
+from starchart.engines.upstream_http import READ_AHEAD_BYTES, UpstreamClient
 
 from tests.conftest import free_port
 
@@ -356,3 +356,35 @@ def test_an_answer_closed_after_the_client_is_not_kept(run: Any) -> None:
             await asyncio.wait_for(closed.wait(), 5)
 
     run(main())
+
+
+def test_a_large_answer_over_tls_is_read_to_its_end(
+        run: Any, certificate: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Reading stops past READ_AHEAD_BYTES and starts again as the reader catches up,
+    over TLS too: there the stream's transport is TLS's, not the socket's."""
+    cert, key = certificate
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_context.load_cert_chain(cert, key)
+    size = 8 * READ_AHEAD_BYTES
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with pytest.raises((ssl.SSLError, ConnectionError)):
+            await read_request(reader)
+            writer.write(answer(b"x" * size))
+            await writer.drain()
+            await reader.read()
+
+    async def main() -> int:
+        server, url = await serve(handler, server_context)
+        async with server, client(url) as http:
+            response = await http.send("GET", "/big")
+            total = 0
+            async with asyncio.timeout(10):
+                async for chunk in response.aiter_raw():
+                    total += len(chunk)
+                    await asyncio.sleep(0.001)  # a reader slower than loopback
+            await response.aclose()
+            return total
+
+    assert run(main()) == size

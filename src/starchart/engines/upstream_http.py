@@ -177,6 +177,9 @@ class _Stream(httpcore.AsyncNetworkStream):
             self._transport.close()
             raise httpcore.ConnectError(str(exc)) from exc
         assert transport is not None
+        # The protocol now hears from TLS's transport (start_tls does not tell it):
+        # reading is paused and resumed there, or TLS never resumes it.
+        self._protocol.transport = transport
         return _Stream(transport, self._protocol)
 
     def get_extra_info(self, info: str) -> Any:
