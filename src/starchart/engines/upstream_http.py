@@ -43,6 +43,7 @@ import httpcore
 import httpx
 
 from starchart import __version__
+from starchart.errors import BadRequest
 
 log = logging.getLogger("starchart.upstream")
 
@@ -324,6 +325,20 @@ class _Transport(httpx.AsyncHTTPTransport):
                            keepalive_expiry=limits.keepalive_expiry)
 
 
+def _json(body: Any) -> bytes:
+    # Python's own parser took these from the client (NaN, Infinity, 1e400, a lone
+    # surrogate) in fields the front passes on unchecked: the client's mistake.
+    try:
+        return json.dumps(body, ensure_ascii=False, separators=(",", ":"),
+                          allow_nan=False).encode()
+    except UnicodeEncodeError:
+        raise BadRequest("the request contains a lone UTF-16 surrogate (such as \\ud800),"
+                         " which is not valid Unicode text") from None
+    except ValueError:
+        raise BadRequest("the request contains NaN, Infinity or a number too large for"
+                         " a double, which JSON cannot carry") from None
+
+
 class UpstreamClient:
     """One upstream server (``url``: scheme, host, port and an optional path prefix),
     its kept-alive connections pooled."""
@@ -352,12 +367,12 @@ class UpstreamClient:
                    extensions: dict[str, Any] | None = None) -> httpx.Response:
         """Send ``body`` (JSON) to ``path``; the answer's head, its body to be read
         (``aiter_bytes``, ``aread``) and the response closed (``aclose``).
-        httpx's errors (``httpx.HTTPError``) as httpx raises them."""
+        httpx's errors (``httpx.HTTPError``) as httpx raises them; ``BadRequest``
+        for a body JSON cannot carry."""
         headers = self._headers
         content = None
         if body is not None:
-            content = json.dumps(body, ensure_ascii=False, separators=(",", ":"),
-                                 allow_nan=False).encode()
+            content = _json(body)
             headers = [*headers, (b"Content-Type", b"application/json")]
         request = httpx.Request(method, self._url(path), headers=headers, content=content,
                                 extensions={"timeout": self._timeout if timeout is None
