@@ -388,3 +388,19 @@ def test_a_large_answer_over_tls_is_read_to_its_end(
             return total
 
     assert run(main()) == size
+
+
+def test_an_upstream_that_hangs_up_in_the_tls_handshake_is_a_connect_error_that_says_so(
+        run: Any) -> None:
+    """An https URL to a server that closes the connection on the client's hello: the
+    error names what happened (the doctor and the front's 502 show nothing else)."""
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.close()
+
+    async def main() -> None:
+        server, url = await serve(handler)
+        async with server, client(url.replace("http:", "https:")) as http:
+            await http.send("GET", "/v1/models")
+
+    with pytest.raises(httpx.ConnectError, match=r"\w"):
+        run(main())

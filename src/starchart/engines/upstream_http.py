@@ -176,7 +176,8 @@ class _Stream(httpcore.AsyncNetworkStream):
             raise httpcore.ConnectTimeout(f"no TLS handshake within {timeout:g} s") from None
         except (OSError, ssl.SSLError) as exc:
             self._transport.close()
-            raise httpcore.ConnectError(str(exc)) from exc
+            raise httpcore.ConnectError(  # (asyncio's hang-up in the handshake has no text)
+                f"TLS handshake: {str(exc) or type(exc).__name__}") from exc
         assert transport is not None
         # The protocol now hears from TLS's transport (start_tls does not tell it):
         # reading is paused and resumed there, or TLS never resumes it.
