@@ -3,7 +3,13 @@ or upstream does: a real front relays to a raw upstream on loopback."""
 
 from __future__ import annotations
 
+import asyncio
+import json
+import socket
+import struct
+import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -51,3 +57,87 @@ def test_a_body_json_cannot_carry_upstream_is_a_400(
                           headers={"Content-Type": "application/json"})
     assert response.status_code == 400, response.text
     assert response.json()["error"]["type"] == "invalid_request_error"
+
+
+class KeptAliveUpstream:
+    """Keeps connections alive; once ``dead`` is set, resets every connection that
+    already served a request as the next one arrives on it (as connections through a
+    middlebox that forgot them, or to an upstream restarted behind the same address,
+    die: no FIN first)."""
+
+    def __init__(self) -> None:
+        self.dead = False
+        self.connections = 0
+        self.port = 0
+        self._loop = asyncio.new_event_loop()
+        started = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(started,), daemon=True)
+        self._thread.start()
+        assert started.wait(10)
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def _run(self, started: threading.Event) -> None:
+        server = self._loop.run_until_complete(
+            asyncio.start_server(self._handle, "127.0.0.1", 0))
+        self.port = server.sockets[0].getsockname()[1]
+        started.set()
+        self._loop.run_forever()
+        server.close()
+        self._loop.close()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+                      ) -> None:
+        self.connections += 1
+        served = 0
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                               if line.lower().startswith(b"content-length:")), 0)
+                await reader.readexactly(length)
+                if self.dead and served:
+                    writer.get_extra_info("socket").setsockopt(
+                        socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    writer.transport.abort()
+                    return
+                served += 1
+                if head.startswith(b"GET"):
+                    body = json.dumps({"object": "list", "data": [{"id": "raw"}]}).encode()
+                else:
+                    await asyncio.sleep(0.3)  # requests side by side: one connection each
+                    body = json.dumps({"id": "x", "object": "chat.completion", "created": 0,
+                                       "model": "raw", "choices": []}).encode()
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                             b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+                await writer.drain()
+        except (ConnectionError, asyncio.IncompleteReadError):
+            writer.close()
+
+    def close(self) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+
+
+def test_kept_alive_connections_that_all_died_are_not_an_error_to_the_client(
+        tmp_path: Path) -> None:
+    """Every pooled connection to the upstream is dead, and only sending on it shows
+    it: the request goes out again until it is on a new connection (one that fails
+    says the upstream is down); the client gets its answer."""
+    upstream = KeptAliveUpstream()
+    settings = Settings(home=tmp_path, upstream=[f"raw={upstream.url}"],
+                        upstream_first_token_timeout=10, upstream_idle_timeout=10)
+    body = {"model": "raw", "messages": [{"role": "user", "content": "hi"}]}
+    try:
+        with LiveServer(create_app(settings, engines=[scripted("local")]),
+                        free_port()) as front, ThreadPoolExecutor(3) as pool:
+            def ask(_: object) -> int:
+                return httpx.post(front.url + "/v1/chat/completions", json=body,
+                                  timeout=30).status_code
+
+            assert list(pool.map(ask, range(3))) == [200] * 3
+            assert upstream.connections >= 3
+            upstream.dead = True
+            answer = httpx.post(front.url + "/v1/chat/completions", json=body, timeout=30)
+            assert answer.status_code == 200, answer.text
+    finally:
+        upstream.close()

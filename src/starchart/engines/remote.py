@@ -265,11 +265,19 @@ _SENT = frozenset({"http11.send_request_body.complete", "http11.send_request_bod
                    "connection.start_tls.failed"})
 
 
-def _tracer(on_sent: Callable[[], None]) -> Callable[[str, dict[str, Any]], Any]:
-    async def trace(event: str, info: dict[str, Any]) -> None:
-        if event in _SENT:
-            on_sent()
-    return trace
+class _Attempt:
+    """httpcore's trace of one attempt at a request: whether it opened a connection of
+    its own, and (``on_sent``) when the request is written, or could not be."""
+
+    def __init__(self, on_sent: Callable[[], None] | None) -> None:
+        self.on_sent = on_sent
+        self.new_connection = False
+
+    async def __call__(self, event: str, info: dict[str, Any]) -> None:
+        if event == "connection.connect_tcp.started":
+            self.new_connection = True
+        elif event in _SENT and self.on_sent is not None:
+            self.on_sent()
 
 
 class RemoteEngine(Engine):
@@ -436,19 +444,24 @@ class RemoteEngine(Engine):
     @staticmethod
     async def _send_once(upstream: Upstream, path: str, payload: dict[str, Any],
                          on_sent: Callable[[], None] | None = None) -> httpx.Response:
-        """Send on a pooled connection; once more on a new one when the connection
-        turns out closed before any answer: an upstream closes idle connections after
-        its keep-alive timeout (uvicorn: 5 s), and one closed just as the request
-        went out never read it (and a generation is safe to ask for twice). Only a
-        fresh connection failing says the upstream is down. ``on_sent`` is called
-        once the request is written, or could not be."""
-        extensions = {} if on_sent is None else {"trace": _tracer(on_sent)}
-        try:
-            return await upstream.client.send("POST", path, payload, extensions=extensions)
-        except _CLOSED_UNDER_US as exc:
-            log.debug("upstream %s closed a kept-alive connection (%s): sending again",
-                      upstream.url, _describe(exc))
-        return await upstream.client.send("POST", path, payload, extensions=extensions)
+        """Send on a pooled connection; again when the connection turns out closed
+        before any answer, until the request goes out on a new one: an upstream closes
+        idle connections after its keep-alive timeout (uvicorn: 5 s), one closed just
+        as the request went out never read it (and a generation is safe to ask for
+        twice), and the pool's other idle ones may be just as dead (an upstream
+        restarted behind a balancer). Only a new connection failing says the upstream
+        is down; each dead one is closed as it fails, so the pool runs out of them.
+        ``on_sent`` is called once the request is written, or could not be."""
+        while True:
+            attempt = _Attempt(on_sent)
+            try:
+                return await upstream.client.send("POST", path, payload,
+                                                  extensions={"trace": attempt})
+            except _CLOSED_UNDER_US as exc:
+                if attempt.new_connection:
+                    raise
+                log.debug("upstream %s closed a kept-alive connection (%s): sending again",
+                          upstream.url, _describe(exc))
 
     async def open_stream(self, path: str, body: dict[str, Any], *,
                           on_sent: Callable[[], None] | None = None) -> UpstreamStream:

@@ -262,6 +262,8 @@ class _Pool:
         timeout = request.extensions.get("timeout", {}).get("connect")
         trace = request.extensions.get("trace")
         step = "connect_tcp"
+        if trace is not None:  # (the relay tells a new connection's failure from a kept one's)
+            await trace("connection.connect_tcp.started", {})
         try:
             stream = await self._backend.connect_tcp(url.host.decode("ascii"), url.port or (
                 443 if url.scheme == b"https" else 80), timeout=timeout)
