@@ -4,6 +4,7 @@ or upstream does: a real front relays to a raw upstream on loopback."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import socket
 import struct
@@ -141,3 +142,42 @@ def test_kept_alive_connections_that_all_died_are_not_an_error_to_the_client(
             assert answer.status_code == 200, answer.text
     finally:
         upstream.close()
+
+
+def test_an_upstream_that_takes_none_of_a_large_request_is_a_504(tmp_path: Path) -> None:
+    """An upstream that accepts the connection and never reads the request (stuck): the
+    front's write waits for room for the idle timeout, then the client gets a 504,
+    not a 500."""
+    listener = socket.socket()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    held: list[socket.socket] = []
+
+    def accept() -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                connection, _ = listener.accept()
+                held.append(connection)
+                if connection.recv(4096).startswith(b"GET"):  # the probe: answered
+                    listing = b'{"object":"list","data":[{"id":"raw"}]}'
+                    connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s"
+                                       % (len(listing), listing))
+
+    threading.Thread(target=accept, daemon=True).start()
+    url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+    settings = Settings(home=tmp_path, upstream=[f"raw={url}"], max_body_bytes=80 * 2**20,
+                        upstream_first_token_timeout=30, upstream_idle_timeout=0.5)
+    try:
+        with LiveServer(create_app(settings, engines=[scripted("local")]),
+                        free_port()) as front:
+            for stream in (False, True):
+                answer = httpx.post(front.url + "/v1/chat/completions", timeout=30, json={
+                    "model": "raw", "stream": stream,
+                    "messages": [{"role": "user", "content": "x" * (64 * 2**20)}]})
+                assert answer.status_code == 504, answer.text
+                assert answer.json()["error"]["code"] == "upstream_timeout"
+    finally:
+        listener.close()
+        for connection in held:
+            connection.close()

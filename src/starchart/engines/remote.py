@@ -422,6 +422,11 @@ class RemoteEngine(Engine):
                 self._down(upstream, _describe(exc))
                 failures.append(f"{upstream.url}: {_describe(exc)}")
                 continue
+            except httpx.HTTPError as exc:  # a write timeout: the upstream took nothing
+                upstream.outstanding -= 1
+                error = GatewayTimeout if isinstance(exc, httpx.TimeoutException) \
+                    else BadGateway
+                raise error(f"upstream {upstream.url}: {_describe(exc)}") from exc
             except BaseException:
                 upstream.outstanding -= 1
                 raise
