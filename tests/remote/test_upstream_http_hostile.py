@@ -68,6 +68,7 @@ class KeptAliveUpstream:
 
     def __init__(self) -> None:
         self.dead = False
+        self.down = False  # resets every POST, on new connections too
         self.connections = 0
         self.port = 0
         self._loop = asyncio.new_event_loop()
@@ -96,7 +97,7 @@ class KeptAliveUpstream:
                 length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
                                if line.lower().startswith(b"content-length:")), 0)
                 await reader.readexactly(length)
-                if self.dead and served:
+                if (self.dead and served) or (self.down and head.startswith(b"POST")):
                     writer.get_extra_info("socket").setsockopt(
                         socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
                     writer.transport.abort()
@@ -140,6 +141,11 @@ def test_kept_alive_connections_that_all_died_are_not_an_error_to_the_client(
             upstream.dead = True
             answer = httpx.post(front.url + "/v1/chat/completions", json=body, timeout=30)
             assert answer.status_code == 200, answer.text
+            # A new connection that fails is not tried again: the upstream is down.
+            upstream.down, before = True, upstream.connections
+            answer = httpx.post(front.url + "/v1/chat/completions", json=body, timeout=30)
+            assert answer.status_code == 502, answer.text
+            assert upstream.connections - before == 1
     finally:
         upstream.close()
 
