@@ -404,3 +404,24 @@ def test_an_upstream_that_hangs_up_in_the_tls_handshake_is_a_connect_error_that_
 
     with pytest.raises(httpx.ConnectError, match=r"\w"):
         run(main())
+
+
+def test_credentials_in_the_url_go_as_basic_auth(run: Any) -> None:
+    """An upstream behind a proxy that wants a user and password, given in its URL
+    (http://user:password@host): sent as Basic auth, as httpx's client sends them."""
+    seen: list[bytes] = []
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        seen.append(await read_request(reader))
+        writer.write(answer(b"ok"))
+        await writer.drain()
+        writer.close()
+
+    async def main() -> str:
+        server, url = await serve(handler)
+        async with server, client(url.replace("//", "//front:p%40ss@")) as http:
+            return await fetch(http, "GET", "/v1/models")
+
+    assert run(main()) == "ok"
+    assert b"\r\nAuthorization: Basic ZnJvbnQ6cEBzcw==\r\n" in seen[0]  # front:p@ss
+    assert b"front" not in seen[0].split(b"\r\n")[0]

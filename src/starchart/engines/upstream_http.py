@@ -32,6 +32,7 @@ server): 430-525 µs of CPU per request with httpcore's pool, 217-239 µs with
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import logging
 import socket
@@ -352,7 +353,10 @@ class UpstreamClient:
         self._base = httpx.URL(url)
         self._prefix = self._base.raw_path.rstrip(b"/")
         self._headers = [(b"User-Agent", f"starchart/{__version__}".encode())]
-        if api_key:
+        if self._base.userinfo:  # http://user:password@host, as httpx's client sends it
+            credentials = f"{self._base.username}:{self._base.password}".encode()
+            self._headers.append((b"Authorization", b"Basic " + base64.b64encode(credentials)))
+        elif api_key:
             self._headers.append((b"Authorization", f"Bearer {api_key}".encode()))
         self._timeout = timeout.as_dict()
         self._urls: dict[str, httpx.URL] = {}
