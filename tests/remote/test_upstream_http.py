@@ -17,6 +17,7 @@ import httpx
 import pytest
 import uvloop
 
+from starchart.engines import upstream_http
 from starchart.engines.upstream_http import READ_AHEAD_BYTES, UpstreamClient
 
 from tests.conftest import free_port
@@ -425,3 +426,48 @@ def test_credentials_in_the_url_go_as_basic_auth(run: Any) -> None:
     assert run(main()) == "ok"
     assert b"\r\nAuthorization: Basic ZnJvbnQ6cEBzcw==\r\n" in seen[0]  # front:p@ss
     assert b"front" not in seen[0].split(b"\r\n")[0]
+
+
+def connections_made(monkeypatch: pytest.MonkeyPatch) -> list[tuple[Any, Any]]:
+    """The client's connections as they are made: (protocol, socket transport)."""
+    made: list[tuple[Any, Any]] = []
+    connection_made = upstream_http._Protocol.connection_made
+
+    def record(protocol: Any, transport: Any) -> None:
+        made.append((protocol, transport))
+        connection_made(protocol, transport)
+
+    monkeypatch.setattr(upstream_http._Protocol, "connection_made", record)
+    return made
+
+
+@pytest.mark.parametrize("how", ["write timeout", "cancelled"])
+def test_a_request_given_up_on_before_it_is_written_lets_its_connection_go(
+        run: Any, how: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A request body the upstream never reads, given up on (the write timeout, or the
+    client gone): the connection closes at once, its unsent bytes dropped; a graceful
+    close would wait for the upstream to read them, holding the socket and the body
+    for as long as it is stuck."""
+    made = connections_made(monkeypatch)
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await asyncio.sleep(30)
+
+    async def main() -> tuple[bool, int]:
+        server, url = await serve(handler)
+        async with server, client(url, write=0.5) as http:
+            sending = asyncio.ensure_future(
+                http.send("POST", "/v1/chat/completions", "x" * (64 * 2**20)))
+            async with asyncio.timeout(10):  # until the body waits for room
+                while not made:
+                    await asyncio.sleep(0.05)
+            protocol, transport = made[0]
+            await asyncio.sleep(0.1)
+            if how == "cancelled":
+                sending.cancel()
+            with pytest.raises((httpx.WriteTimeout, asyncio.CancelledError)):
+                await sending
+            await asyncio.sleep(0.1)
+            return protocol.ended, transport.get_write_buffer_size()
+
+    assert run(main()) == (True, 0)

@@ -162,7 +162,12 @@ class _Stream(httpcore.AsyncNetworkStream):
 
     async def aclose(self) -> None:
         self._pending.clear()
-        self._transport.close()
+        if self._transport.get_write_buffer_size():
+            # A request given up on before the upstream took it all: close() would
+            # keep the socket and the bytes until a stuck upstream reads them.
+            self._transport.abort()
+        else:
+            self._transport.close()
 
     async def start_tls(self, ssl_context: ssl.SSLContext, server_hostname: str | None = None,
                         timeout: float | None = None) -> httpcore.AsyncNetworkStream:
