@@ -471,3 +471,35 @@ def test_a_request_given_up_on_before_it_is_written_lets_its_connection_go(
             return protocol.ended, transport.get_write_buffer_size()
 
     assert run(main()) == (True, 0)
+
+
+def test_over_tls_a_request_given_up_on_lets_its_connection_go(
+        run: Any, certificate: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    """As above, over TLS: there the unsent bytes wait, encrypted, in the socket's
+    transport under TLS's, and TLS's close waits 30 s for them to go."""
+    cert, key = certificate
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_context.load_cert_chain(cert, key)
+    made = connections_made(monkeypatch)
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await asyncio.sleep(30)
+
+    async def main() -> bool:
+        server, url = await serve(handler, server_context)
+        async with server, client(url) as http:
+            sending = asyncio.ensure_future(
+                http.send("POST", "/v1/chat/completions", "x" * (64 * 2**20)))
+            async with asyncio.timeout(10):
+                while not made:
+                    await asyncio.sleep(0.05)
+            protocol = made[0][0]
+            await asyncio.sleep(0.5)  # past the handshake, into the body
+            sending.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await sending
+            await asyncio.sleep(0.2)
+            return bool(protocol.ended)
+
+    assert run(main())

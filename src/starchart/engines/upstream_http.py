@@ -105,9 +105,12 @@ class _Protocol(asyncio.Protocol):
 
 
 class _Stream(httpcore.AsyncNetworkStream):
-    def __init__(self, transport: asyncio.Transport, protocol: _Protocol) -> None:
+    def __init__(self, transport: asyncio.Transport, protocol: _Protocol,
+                 socket_transport: asyncio.Transport | None = None) -> None:
         self._transport = transport
         self._protocol = protocol
+        # Under TLS, what TLS has encrypted waits in the socket's own transport.
+        self._socket_transport = socket_transport or transport
         self._pending: list[bytes] = []
         self._pending_bytes = 0
 
@@ -162,7 +165,8 @@ class _Stream(httpcore.AsyncNetworkStream):
 
     async def aclose(self) -> None:
         self._pending.clear()
-        if self._transport.get_write_buffer_size():
+        if self._transport.get_write_buffer_size() or \
+                self._socket_transport.get_write_buffer_size():
             # A request given up on before the upstream took it all: close() would
             # keep the socket and the bytes until a stuck upstream reads them.
             self._transport.abort()
@@ -188,7 +192,7 @@ class _Stream(httpcore.AsyncNetworkStream):
         # The protocol now hears from TLS's transport (start_tls does not tell it):
         # reading is paused and resumed there, or TLS never resumes it.
         self._protocol.transport = transport
-        return _Stream(transport, self._protocol)
+        return _Stream(transport, self._protocol, self._transport)
 
     def get_extra_info(self, info: str) -> Any:
         if info == "is_readable":  # an idle connection the upstream has closed
