@@ -332,7 +332,7 @@ def test_a_failed_connection_is_traced_as_httpcore_traces_it(run: Any) -> None:
 
     with pytest.raises(httpx.ConnectError):
         run(main())
-    assert events == ["connection.connect_tcp.started", "connection.connect_tcp.failed"]
+    assert events == ["connection.connect_tcp.failed"]
 
 
 def test_an_answer_closed_after_the_client_is_not_kept(run: Any) -> None:

@@ -56,11 +56,6 @@ _NOT_TAKEN = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout,
               httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)
 
 
-# What a kept-alive connection the upstream closed as the request went out gives:
-# nothing was answered, so the request goes once more, on a new connection.
-_CLOSED_UNDER_US = (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)
-
-
 # A server busy generating may answer its model list slowly (llama-cpp-python's
 # does not answer at all until the current request is done): that is not down.
 PROBE_READ_TIMEOUT = 30.0
@@ -265,19 +260,11 @@ _SENT = frozenset({"http11.send_request_body.complete", "http11.send_request_bod
                    "connection.start_tls.failed"})
 
 
-class _Attempt:
-    """httpcore's trace of one attempt at a request: whether it opened a connection of
-    its own, and (``on_sent``) when the request is written, or could not be."""
-
-    def __init__(self, on_sent: Callable[[], None] | None) -> None:
-        self.on_sent = on_sent
-        self.new_connection = False
-
-    async def __call__(self, event: str, info: dict[str, Any]) -> None:
-        if event == "connection.connect_tcp.started":
-            self.new_connection = True
-        elif event in _SENT and self.on_sent is not None:
-            self.on_sent()
+def _tracer(on_sent: Callable[[], None]) -> Callable[[str, dict[str, Any]], Any]:
+    async def trace(event: str, info: dict[str, Any]) -> None:
+        if event in _SENT:
+            on_sent()
+    return trace
 
 
 class RemoteEngine(Engine):
@@ -449,24 +436,11 @@ class RemoteEngine(Engine):
     @staticmethod
     async def _send_once(upstream: Upstream, path: str, payload: dict[str, Any],
                          on_sent: Callable[[], None] | None = None) -> httpx.Response:
-        """Send on a pooled connection; again when the connection turns out closed
-        before any answer, until the request goes out on a new one: an upstream closes
-        idle connections after its keep-alive timeout (uvicorn: 5 s), one closed just
-        as the request went out never read it (and a generation is safe to ask for
-        twice), and the pool's other idle ones may be just as dead (an upstream
-        restarted behind a balancer). Only a new connection failing says the upstream
-        is down; each dead one is closed as it fails, so the pool runs out of them.
-        ``on_sent`` is called once the request is written, or could not be."""
-        while True:
-            attempt = _Attempt(on_sent)
-            try:
-                return await upstream.client.send("POST", path, payload,
-                                                  extensions={"trace": attempt})
-            except _CLOSED_UNDER_US as exc:
-                if attempt.new_connection:
-                    raise
-                log.debug("upstream %s closed a kept-alive connection (%s): sending again",
-                          upstream.url, _describe(exc))
+        """Send on a pooled connection (again on others when a kept-alive one turns
+        out closed: ``upstream_http._Pool``). ``on_sent`` is called once the request
+        is written, or could not be."""
+        extensions = {} if on_sent is None else {"trace": _tracer(on_sent)}
+        return await upstream.client.send("POST", path, payload, extensions=extensions)
 
     async def open_stream(self, path: str, body: dict[str, Any], *,
                           on_sent: Callable[[], None] | None = None) -> UpstreamStream:

@@ -37,7 +37,7 @@ import json
 import logging
 import socket
 import ssl
-from collections.abc import AsyncIterable, AsyncIterator, Iterable
+from collections.abc import AsyncIterable, AsyncIterator
 from typing import Any, cast
 
 import httpcore
@@ -174,7 +174,7 @@ class _Stream(httpcore.AsyncNetworkStream):
             self._transport.close()
 
     async def start_tls(self, ssl_context: ssl.SSLContext, server_hostname: str | None = None,
-                        timeout: float | None = None) -> httpcore.AsyncNetworkStream:
+                        timeout: float | None = None) -> _Stream:
         self._flush()
         loop = asyncio.get_running_loop()
         try:
@@ -201,30 +201,23 @@ class _Stream(httpcore.AsyncNetworkStream):
             "client_addr": "sockname", "server_addr": "peername"}.get(info, info))
 
 
-class _Backend(httpcore.AsyncNetworkBackend):
-    async def connect_tcp(self, host: str, port: int, timeout: float | None = None,
-                          local_address: str | None = None,
-                          socket_options: Iterable[Any] | None = None
-                          ) -> httpcore.AsyncNetworkStream:
-        loop = asyncio.get_running_loop()
-        try:
-            async with asyncio.timeout(timeout):
-                transport, protocol = await loop.create_connection(
-                    _Protocol, host, port,
-                    local_addr=None if local_address is None else (local_address, 0))
-        except TimeoutError:
-            raise httpcore.ConnectTimeout(f"no connection within {timeout:g} s") from None
-        except OSError as exc:
-            raise httpcore.ConnectError(str(exc) or type(exc).__name__) from exc
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            for option in socket_options or ():
-                sock.setsockopt(*option)
-        return _Stream(transport, protocol)
+async def _connect_tcp(host: str, port: int, timeout: float | None) -> _Stream:
+    loop = asyncio.get_running_loop()
+    try:
+        async with asyncio.timeout(timeout):
+            transport, protocol = await loop.create_connection(_Protocol, host, port)
+    except TimeoutError:
+        raise httpcore.ConnectTimeout(f"no connection within {timeout:g} s") from None
+    except OSError as exc:
+        raise httpcore.ConnectError(str(exc) or type(exc).__name__) from exc
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return _Stream(transport, protocol)
 
-    async def sleep(self, seconds: float) -> None:
-        await asyncio.sleep(seconds)
+
+# What a kept-alive connection the upstream closed gives as the request goes out on it.
+_CLOSED_UNDER_US = (httpcore.RemoteProtocolError, httpcore.ReadError, httpcore.WriteError)
 
 
 class _Pool:
@@ -244,19 +237,37 @@ class _Pool:
         self._ssl_context = ssl_context
         self._max_idle = max_idle
         self._keepalive_expiry = keepalive_expiry
-        self._backend = _Backend()
         self._idle: list[httpcore.AsyncHTTP11Connection] = []
         self._closed = False
 
     async def handle_async_request(self, request: httpcore.Request) -> httpcore.Response:
-        connection = await self._take(request)
-        # On a failure the connection closes itself (httpcore's): nothing to give back.
-        response = await connection.handle_async_request(request)
-        assert isinstance(response.stream, AsyncIterable)
-        response.stream = _Body(self, connection, response.stream)
-        return response
+        """Send on the last connection given back; again, on the next, when that one
+        turns out closed before any answer, until the request goes out on a new
+        connection. An upstream closes idle connections after its keep-alive timeout
+        (uvicorn: 5 s), one closed just as the request went out never read it (and a
+        generation is safe to ask for twice), and the other idle ones may be just as
+        dead (an upstream restarted behind a balancer). Only a new connection failing
+        is the upstream's failure."""
+        while True:
+            connection = await self._idle_one()
+            kept = connection is not None
+            if connection is None:
+                connection = await self._connect(request)
+            try:
+                # On a failure the connection closes itself (httpcore's): nothing to
+                # give back.
+                response = await connection.handle_async_request(request)
+            except _CLOSED_UNDER_US as exc:
+                if not kept:
+                    raise
+                log.debug("upstream %s closed a kept-alive connection (%s): sending again",
+                          request.url.host.decode("ascii"), type(exc).__name__)
+                continue
+            assert isinstance(response.stream, AsyncIterable)
+            response.stream = _Body(self, connection, response.stream)
+            return response
 
-    async def _take(self, request: httpcore.Request) -> httpcore.AsyncHTTP11Connection:
+    async def _idle_one(self) -> httpcore.AsyncHTTP11Connection | None:
         idle = self._idle
         while idle and idle[0].has_expired():  # the oldest first: they expire first
             await idle.pop(0).aclose()
@@ -265,18 +276,16 @@ class _Pool:
             if connection.is_available() and not connection.has_expired():
                 return connection
             await connection.aclose()
-        return await self._connect(request)
+        return None
 
     async def _connect(self, request: httpcore.Request) -> httpcore.AsyncHTTP11Connection:
         url = request.url
         timeout = request.extensions.get("timeout", {}).get("connect")
         trace = request.extensions.get("trace")
         step = "connect_tcp"
-        if trace is not None:  # (the relay tells a new connection's failure from a kept one's)
-            await trace("connection.connect_tcp.started", {})
         try:
-            stream = await self._backend.connect_tcp(url.host.decode("ascii"), url.port or (
-                443 if url.scheme == b"https" else 80), timeout=timeout)
+            stream = await _connect_tcp(url.host.decode("ascii"), url.port or (
+                443 if url.scheme == b"https" else 80), timeout)
             if url.scheme == b"https":
                 step = "start_tls"
                 stream = await stream.start_tls(self._ssl_context, url.host.decode("ascii"),
