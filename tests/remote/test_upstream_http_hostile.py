@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import socket
 import struct
 import threading
@@ -187,3 +188,21 @@ def test_an_upstream_that_takes_none_of_a_large_request_is_a_504(tmp_path: Path)
         listener.close()
         for connection in held:
             connection.close()
+
+
+def test_a_password_in_an_upstream_url_is_never_shown(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """``http://user:password@host`` (a gateway with Basic auth): the password goes
+    upstream as a header, and is in no error body, model listing or log line."""
+    caplog.set_level(logging.DEBUG)
+    dead = f"http://relay:s3cret@127.0.0.1:{free_port()}/gw"
+    settings = Settings(home=tmp_path, upstream=[f"gw={dead}"],
+                        upstream_first_token_timeout=10)
+    with LiveServer(create_app(settings, engines=[scripted("local")]), free_port()) as front:
+        answer = httpx.post(front.url + "/v1/chat/completions", timeout=30, json={
+            "model": "gw", "messages": [{"role": "user", "content": "hi"}]})
+        assert answer.status_code == 502
+        listing = httpx.get(front.url + "/v1/models", timeout=30).text
+    assert "s3cret" not in answer.text and "relay:***@127.0.0.1" in answer.text
+    assert "s3cret" not in listing and "relay:***@127.0.0.1" in listing
+    assert "relay:***@127.0.0.1" in caplog.text and "s3cret" not in caplog.text

@@ -102,6 +102,15 @@ class Upstream:
                 "requests": self.requests, "models": self.models, "error": self.error}
 
 
+def shown_url(url: str) -> str:
+    """An upstream's URL as logs, errors, ``/v1/models`` and the doctor show it: a
+    password in it (``http://user:password@host``) is not."""
+    parsed = httpx.URL(url)
+    if not parsed.password:
+        return url
+    return str(parsed.copy_with(username=parsed.username, password="***"))
+
+
 def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
@@ -276,7 +285,8 @@ class RemoteEngine(Engine):
         self.model = model
         self.timeouts = timeouts
         self.balance = balance
-        self.info = ModelInfo(id=model.name, engine="remote", path=",".join(model.urls),
+        self.info = ModelInfo(id=model.name, engine="remote",
+                              path=",".join(shown_url(url) for url in model.urls),
                               n_ctx=n_ctx, format="remote",
                               extra={"upstream_model": model.upstream_model})
         # No read timeout in httpx: first-token and idle limits are ours (UpstreamStream).
@@ -289,8 +299,8 @@ class RemoteEngine(Engine):
         limits = httpx.Limits(max_connections=None, max_keepalive_connections=64,
                               keepalive_expiry=KEEPALIVE_EXPIRY)
         self.upstreams = [
-            Upstream(url, UpstreamClient(url, api_key=model.api_key, timeout=timeout,
-                                         limits=limits))
+            Upstream(shown_url(url), UpstreamClient(url, api_key=model.api_key,
+                                                    timeout=timeout, limits=limits))
             for url in model.urls
         ]
         self._turn = itertools.count()

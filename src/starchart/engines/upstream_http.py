@@ -367,12 +367,14 @@ class UpstreamClient:
 
     def __init__(self, url: str, *, api_key: str | None, timeout: httpx.Timeout,
                  limits: httpx.Limits) -> None:
-        self.url = url
-        self._base = httpx.URL(url)
+        given = httpx.URL(url)
+        # Credentials in the URL go as a header (as httpx's client sends them), never in
+        # a URL that a log line or an error could show.
+        self._base = given.copy_with(userinfo=b"")
         self._prefix = self._base.raw_path.rstrip(b"/")
         self._headers = [(b"User-Agent", f"starchart/{__version__}".encode())]
-        if self._base.userinfo:  # http://user:password@host, as httpx's client sends it
-            credentials = f"{self._base.username}:{self._base.password}".encode()
+        if given.userinfo:
+            credentials = f"{given.username}:{given.password}".encode()
             self._headers.append((b"Authorization", b"Basic " + base64.b64encode(credentials)))
         elif api_key:
             self._headers.append((b"Authorization", f"Bearer {api_key}".encode()))
