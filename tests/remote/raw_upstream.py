@@ -1,13 +1,23 @@
-"""A raw HTTP/1.1 upstream on loopback (asyncio in a thread of its own, chunked
-transfer): it lists one model, ``raw``, and answers every POST with the body
-pieces a test gives it, byte for byte, after a well-formed response head."""
+"""Raw HTTP/1.1 upstreams on loopback (asyncio in a thread of their own), and a front
+relaying to them. ``RawUpstream`` lists one model, ``raw``, and answers every POST
+with the body pieces a test gives it, byte for byte, after a well-formed response
+head (chunked transfer)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from starchart.api.app import create_app
+from starchart.settings import Settings
+
+from tests.conftest import LiveServer, free_port
+from tests.scripted_engine import scripted
 
 CHUNK = {"id": "x", "object": "chat.completion.chunk", "created": 0, "model": "raw",
          "choices": [{"index": 0, "delta": {"content": "Hello"}, "finish_reason": None}]}
@@ -20,16 +30,20 @@ Body = Callable[[int], bytes | None]
 BREAK = b"<the upstream breaks the connection here>"
 
 
-class RawUpstream:
-    """Lists one model; answers every POST with a chunked event stream whose pieces
-    come from ``body(i)`` for i = 0, 1, ... until it returns None, as fast as the
-    front reads them."""
+async def read_request(reader: asyncio.StreamReader) -> bytes:
+    """One request, head and body (by its Content-Length)."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                   if line.lower().startswith(b"content-length:")), 0)
+    return head + await reader.readexactly(length)
+
+
+class LoopbackServer:
+    """An asyncio server on a free loopback port, in a thread of its own, until
+    ``close``; a subclass answers each connection in ``_handle`` (and sets its own
+    attributes before calling ``__init__``: connections may come at once)."""
 
     def __init__(self) -> None:
-        self.body: Body = lambda i: None
-        self.status = b"200 OK"  # of every POST's answer
-        self.head_delay = 0.0  # seconds before that answer's head
-        self.sent = 0
         self.port = 0
         self._loop = asyncio.new_event_loop()
         started = threading.Event()
@@ -50,14 +64,38 @@ class RawUpstream:
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
                       ) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+
+    def __enter__(self) -> LoopbackServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class RawUpstream(LoopbackServer):
+    """Lists one model; answers every POST with a chunked event stream whose pieces
+    come from ``body(i)`` for i = 0, 1, ... until it returns None, as fast as the
+    front reads them."""
+
+    def __init__(self) -> None:
+        self.body: Body = lambda i: None
+        self.status = b"200 OK"  # of every POST's answer
+        self.head_delay = 0.0  # seconds before that answer's head
+        self.sent = 0
+        super().__init__()
+
+    def __enter__(self) -> RawUpstream:
+        return self
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+                      ) -> None:
         try:
-            head = await reader.readuntil(b"\r\n\r\n")
-            length = 0
-            for line in head.split(b"\r\n"):
-                if line.lower().startswith(b"content-length:"):
-                    length = int(line.split(b":")[1])
-            await reader.readexactly(length)
-            if head.startswith(b"GET"):
+            if (await read_request(reader)).startswith(b"GET"):
                 listing = json.dumps({"object": "list", "data": [{"id": "raw"}]}).encode()
                 writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
                              b"Content-Length: %d\r\n\r\n" % len(listing) + listing)
@@ -81,12 +119,12 @@ class RawUpstream:
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
 
-    def close(self) -> None:
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
 
-    def __enter__(self) -> RawUpstream:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+@contextmanager
+def relay_front(home: Path, *upstreams: str, **settings: Any) -> Iterator[LiveServer]:
+    """A front on loopback relaying to ``upstreams`` (``--upstream`` values), beside a
+    scripted local model; ``settings`` are the rest of its Settings."""
+    app = create_app(Settings(home=home, upstream=list(upstreams), **settings),
+                     engines=[scripted("local")])
+    with LiveServer(app, free_port()) as server:
+        yield server

@@ -12,13 +12,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from starchart.api.app import create_app
 from starchart.engines import remote
-from starchart.settings import Settings
 
-from tests.conftest import LiveServer, free_port
-from tests.remote.raw_upstream import BREAK, CHUNK, FIRST, Body, RawUpstream
-from tests.scripted_engine import scripted
+from tests.conftest import LiveServer
+from tests.remote.raw_upstream import BREAK, CHUNK, FIRST, Body, RawUpstream, relay_front
 
 
 @pytest.fixture(scope="module")
@@ -30,10 +27,8 @@ def upstream() -> Iterator[RawUpstream]:
 @pytest.fixture(scope="module")
 def front(upstream: RawUpstream, tmp_path_factory: pytest.TempPathFactory
           ) -> Iterator[LiveServer]:
-    home: Path = tmp_path_factory.mktemp("home")
-    settings = Settings(home=home, upstream=[f"raw={upstream.url}"],
-                        upstream_first_token_timeout=30, upstream_idle_timeout=30)
-    with LiveServer(create_app(settings, engines=[scripted("local")]), free_port()) as server:
+    with relay_front(tmp_path_factory.mktemp("home"), f"raw={upstream.url}",
+                     upstream_first_token_timeout=30, upstream_idle_timeout=30) as server:
         yield server
 
 
@@ -233,8 +228,6 @@ def test_bytes_short_of_an_event_keep_a_stream_from_the_idle_timeout(
         upstream: RawUpstream, tmp_path: Path) -> None:
     # Keep-alive comments (": ping"), or an event arriving slowly in pieces, are not
     # silence: the idle timeout (1 s here) counts from the last bytes, not the last event.
-    settings = Settings(home=tmp_path, upstream=[f"raw={upstream.url}"],
-                        upstream_first_token_timeout=30, upstream_idle_timeout=1)
     last = f"data: {json.dumps({**CHUNK, 'choices': [{'index': 0, 'delta': {'content': ' world'}, 'finish_reason': 'stop'}]})}\n\n".encode()  # noqa: E501
     pieces = [FIRST, *([b": ping\n\n"] * 5), last[:20], last[20:], b"data: [DONE]\n\n"]
 
@@ -246,7 +239,8 @@ def test_bytes_short_of_an_event_keep_a_stream_from_the_idle_timeout(
         return pieces[i]
 
     upstream.body = paced
-    with LiveServer(create_app(settings, engines=[scripted("local")]), free_port()) as front:
+    with relay_front(tmp_path, f"raw={upstream.url}", upstream_first_token_timeout=30,
+                     upstream_idle_timeout=1) as front:
         frames, _ = relayed(front)
     assert frames[-1] == "[DONE]", frames
     assert all("error" not in frame for frame in frames), frames
@@ -273,8 +267,6 @@ def test_the_first_token_timeout_bounds_the_head_and_the_first_event_together(
     # 0.8 s to the answer's head, 0.8 more to its first event: each within the 1 s
     # first-token timeout, together over it. The timeout is the client's wait for a
     # first token, not a budget for each half.
-    settings = Settings(home=tmp_path, upstream=[f"raw={upstream.url}"],
-                        upstream_first_token_timeout=1, upstream_idle_timeout=30)
     monkeypatch.setattr(upstream, "head_delay", 0.8)
 
     def late(i: int) -> bytes | None:
@@ -284,7 +276,8 @@ def test_the_first_token_timeout_bounds_the_head_and_the_first_event_together(
         return None
 
     upstream.body = late
-    with LiveServer(create_app(settings, engines=[scripted("local")]), free_port()) as front:
+    with relay_front(tmp_path, f"raw={upstream.url}", upstream_first_token_timeout=1,
+                     upstream_idle_timeout=30) as front:
         started = time.monotonic()
         response = httpx.post(front.url + "/v1/chat/completions", timeout=30,
                               json={"model": "raw", "stream": True,

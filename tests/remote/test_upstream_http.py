@@ -21,6 +21,7 @@ from starchart.engines import upstream_http
 from starchart.engines.upstream_http import READ_AHEAD_BYTES, UpstreamClient
 
 from tests.conftest import free_port
+from tests.remote.raw_upstream import read_request
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
@@ -55,13 +56,6 @@ async def serve(handler: Handler, ssl_context: ssl.SSLContext | None = None
     server = await asyncio.start_server(handler, "127.0.0.1", 0, ssl=ssl_context)
     port = server.sockets[0].getsockname()[1]
     return server, f"{'https' if ssl_context else 'http'}://127.0.0.1:{port}"
-
-
-async def read_request(reader: asyncio.StreamReader) -> bytes:
-    head = await reader.readuntil(b"\r\n\r\n")
-    length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
-                   if line.lower().startswith(b"content-length:")), 0)
-    return head + await reader.readexactly(length)
 
 
 def answer(body: bytes) -> bytes:

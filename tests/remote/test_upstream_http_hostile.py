@@ -17,12 +17,14 @@ from pathlib import Path
 import httpx
 import pytest
 
-from starchart.api.app import create_app
-from starchart.settings import Settings
-
 from tests.conftest import LiveServer, free_port
-from tests.remote.raw_upstream import FIRST, RawUpstream
-from tests.scripted_engine import scripted
+from tests.remote.raw_upstream import (
+    FIRST,
+    LoopbackServer,
+    RawUpstream,
+    read_request,
+    relay_front,
+)
 
 
 @pytest.fixture(scope="module")
@@ -35,10 +37,8 @@ def upstream() -> Iterator[RawUpstream]:
 @pytest.fixture(scope="module")
 def front(upstream: RawUpstream, tmp_path_factory: pytest.TempPathFactory
           ) -> Iterator[LiveServer]:
-    home: Path = tmp_path_factory.mktemp("home")
-    settings = Settings(home=home, upstream=[f"raw={upstream.url}"],
-                        upstream_first_token_timeout=10, upstream_idle_timeout=10)
-    with LiveServer(create_app(settings, engines=[scripted("local")]), free_port()) as server:
+    with relay_front(tmp_path_factory.mktemp("home"), f"raw={upstream.url}",
+                     upstream_first_token_timeout=10, upstream_idle_timeout=10) as server:
         yield server
 
 
@@ -61,7 +61,7 @@ def test_a_body_json_cannot_carry_upstream_is_a_400(
     assert response.json()["error"]["type"] == "invalid_request_error"
 
 
-class KeptAliveUpstream:
+class KeptAliveUpstream(LoopbackServer):
     """Keeps connections alive; once ``dead`` is set, resets every connection that
     already served a request as the next one arrives on it (as connections through a
     middlebox that forgot them, or to an upstream restarted behind the same address,
@@ -71,22 +71,7 @@ class KeptAliveUpstream:
         self.dead = False
         self.down = False  # resets every POST, on new connections too
         self.connections = 0
-        self.port = 0
-        self._loop = asyncio.new_event_loop()
-        started = threading.Event()
-        self._thread = threading.Thread(target=self._run, args=(started,), daemon=True)
-        self._thread.start()
-        assert started.wait(10)
-        self.url = f"http://127.0.0.1:{self.port}"
-
-    def _run(self, started: threading.Event) -> None:
-        server = self._loop.run_until_complete(
-            asyncio.start_server(self._handle, "127.0.0.1", 0))
-        self.port = server.sockets[0].getsockname()[1]
-        started.set()
-        self._loop.run_forever()
-        server.close()
-        self._loop.close()
+        super().__init__()
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
                       ) -> None:
@@ -94,10 +79,7 @@ class KeptAliveUpstream:
         served = 0
         try:
             while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
-                               if line.lower().startswith(b"content-length:")), 0)
-                await reader.readexactly(length)
+                head = await read_request(reader)
                 if (self.dead and served) or (self.down and head.startswith(b"POST")):
                     writer.get_extra_info("socket").setsockopt(
                         socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
@@ -116,10 +98,6 @@ class KeptAliveUpstream:
         except (ConnectionError, asyncio.IncompleteReadError):
             writer.close()
 
-    def close(self) -> None:
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
-
 
 def test_kept_alive_connections_that_all_died_are_not_an_error_to_the_client(
         tmp_path: Path) -> None:
@@ -127,12 +105,10 @@ def test_kept_alive_connections_that_all_died_are_not_an_error_to_the_client(
     it: the request goes out again until it is on a new connection (one that fails
     says the upstream is down); the client gets its answer."""
     upstream = KeptAliveUpstream()
-    settings = Settings(home=tmp_path, upstream=[f"raw={upstream.url}"],
-                        upstream_first_token_timeout=10, upstream_idle_timeout=10)
     body = {"model": "raw", "messages": [{"role": "user", "content": "hi"}]}
     try:
-        with LiveServer(create_app(settings, engines=[scripted("local")]),
-                        free_port()) as front, ThreadPoolExecutor(3) as pool:
+        with relay_front(tmp_path, f"raw={upstream.url}", upstream_first_token_timeout=10,
+                         upstream_idle_timeout=10) as front, ThreadPoolExecutor(3) as pool:
             def ask(_: object) -> int:
                 return httpx.post(front.url + "/v1/chat/completions", json=body,
                                   timeout=30).status_code
@@ -173,11 +149,9 @@ def test_an_upstream_that_takes_none_of_a_large_request_is_a_504(tmp_path: Path)
 
     threading.Thread(target=accept, daemon=True).start()
     url = f"http://127.0.0.1:{listener.getsockname()[1]}"
-    settings = Settings(home=tmp_path, upstream=[f"raw={url}"], max_body_bytes=80 * 2**20,
-                        upstream_first_token_timeout=30, upstream_idle_timeout=0.5)
     try:
-        with LiveServer(create_app(settings, engines=[scripted("local")]),
-                        free_port()) as front:
+        with relay_front(tmp_path, f"raw={url}", max_body_bytes=80 * 2**20,
+                         upstream_first_token_timeout=30, upstream_idle_timeout=0.5) as front:
             for stream in (False, True):
                 answer = httpx.post(front.url + "/v1/chat/completions", timeout=30, json={
                     "model": "raw", "stream": stream,
@@ -196,9 +170,7 @@ def test_a_password_in_an_upstream_url_is_never_shown(
     upstream as a header, and is in no error body, model listing or log line."""
     caplog.set_level(logging.DEBUG)
     dead = f"http://relay:s3cret@127.0.0.1:{free_port()}/gw"
-    settings = Settings(home=tmp_path, upstream=[f"gw={dead}"],
-                        upstream_first_token_timeout=10)
-    with LiveServer(create_app(settings, engines=[scripted("local")]), free_port()) as front:
+    with relay_front(tmp_path, f"gw={dead}", upstream_first_token_timeout=10) as front:
         answer = httpx.post(front.url + "/v1/chat/completions", timeout=30, json={
             "model": "gw", "messages": [{"role": "user", "content": "hi"}]})
         assert answer.status_code == 502
