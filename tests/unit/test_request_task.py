@@ -40,6 +40,18 @@ async def _send(message: dict[str, Any]) -> None:
     pass
 
 
+def _scope() -> dict[str, Any]:
+    return {"type": "http", "method": "POST", "path": "/"}
+
+
+def _leaving_after(seconds: float) -> Any:
+    """A receive for a client that disconnects ``seconds`` in."""
+    async def receive() -> dict[str, Any]:
+        await asyncio.sleep(seconds)
+        return {"type": "http.disconnect"}
+    return receive
+
+
 def _leaving(leave: asyncio.Event) -> Any:
     """A receive for a client that disconnects once ``leave`` is set."""
     async def receive() -> dict[str, Any]:
@@ -53,7 +65,7 @@ async def _through_the_drain(app: Any, receive: Any, send: Any
     """One request handled by the drain middleware, 10 ms in."""
     drain = Drain(timeout=5)
     handling = asyncio.create_task(DrainMiddleware(app, drain)(
-        {"type": "http", "method": "POST", "path": "/"}, receive, send))
+        _scope(), receive, send))
     await asyncio.sleep(0.01)
     return drain, handling
 
@@ -75,7 +87,7 @@ def test_the_drain_middleware_runs_the_app_in_the_requests_task() -> None:
         neighbour = _Neighbour()
         seen["caller"] = asyncio.current_task()
         await DrainMiddleware(app, Drain(timeout=5))(
-            {"type": "http", "method": "POST", "path": "/"}, _receive, _send)
+            _scope(), _receive, _send)
 
     neighbour: _Neighbour
     asyncio.run(request())
@@ -146,7 +158,7 @@ def test_an_event_streams_done_ends_its_body_in_the_same_message() -> None:
                 got.append((message["body"], message["more_body"]))
 
         asyncio.run(EventStream(events(*frames))(
-            {"type": "http", "method": "POST", "path": "/"}, _receive, send))
+            _scope(), _receive, send))
         return got
 
     assert sent("data: 1\n\n", DONE) == [(b"data: 1\n\n", True), (DONE.encode(), False)]
@@ -163,14 +175,9 @@ def test_an_event_stream_stops_its_events_when_the_client_leaves() -> None:
         finally:
             closed.set()
 
-    async def leaving() -> dict[str, Any]:
-        await asyncio.sleep(0.01)
-        return {"type": "http.disconnect"}
-
     async def request() -> bool:
         async with asyncio.timeout(5):
-            await EventStream(events())({"type": "http", "method": "POST", "path": "/"},
-                                        leaving, _send)
+            await EventStream(events())(_scope(), _leaving_after(0.01), _send)
         task = asyncio.current_task()
         assert task is not None and task.cancelling() == 0
         return closed.is_set()
@@ -286,14 +293,9 @@ def test_an_event_stream_whose_events_swallow_the_cancel_still_stops() -> None:
         finally:
             closed.set()
 
-    async def leaving() -> dict[str, Any]:
-        await asyncio.sleep(0.05)
-        return {"type": "http.disconnect"}
-
     async def request() -> None:
         async with asyncio.timeout(5):
-            await EventStream(events())({"type": "http", "method": "POST", "path": "/"},
-                                        leaving, _send)
+            await EventStream(events())(_scope(), _leaving_after(0.05), _send)
 
     asyncio.run(request())
     assert closed.is_set()
