@@ -91,10 +91,9 @@ class EventStream(StreamingResponse):
             if close is not None:  # however it ended: the engine hears of it now
                 await close()
 
-
     async def stream_response(self, send: Send) -> None:
-        """Starlette's, except that ``DONE`` ends the body in its own message: the
-        stream's last event and its end go out in one write."""
+        """Starlette's, except that the message carrying ``DONE`` also ends the body:
+        the stream's last event and its end go out in one write."""
         await send({"type": "http.response.start", "status": self.status_code,
                     "headers": self.raw_headers})
         async for chunk in self.body_iterator:

@@ -20,8 +20,7 @@ async def _probe(models: list[UpstreamModel], timeout: float) -> list[list[dict[
         await asyncio.gather(*(engine.probe(read_timeout=timeout) for engine in engines))
     finally:
         for engine in engines:
-            for upstream in engine.upstreams:
-                await upstream.client.aclose()
+            await engine.close_clients()
     return [[{"url": u.url, "reachable": u.healthy, "error": u.error, "models": u.models}
              for u in engine.upstreams] for engine in engines]
 

@@ -359,8 +359,12 @@ class RemoteEngine(Engine):
                 await self.probe()
                 await asyncio.sleep(self.timeouts.health_interval)
         finally:
-            for upstream in self.upstreams:
-                await upstream.client.aclose()
+            await self.close_clients()
+
+    async def close_clients(self) -> None:
+        """Close every upstream's connections (at shutdown; after the doctor's probe)."""
+        for upstream in self.upstreams:
+            await upstream.client.aclose()
 
     # -- upstreams ----------------------------------------------------------
 

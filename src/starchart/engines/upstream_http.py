@@ -37,7 +37,7 @@ import json
 import logging
 import socket
 import ssl
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Callable
 from typing import Any, cast
 
 import httpcore
@@ -98,10 +98,15 @@ class _Protocol(asyncio.Protocol):
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
-    async def wait(self) -> None:
-        """Until the next thing happens to the connection."""
-        self._waiter = asyncio.get_running_loop().create_future()
-        await self._waiter
+    async def wait_until(self, ready: Callable[[], bool], timeout: float | None) -> None:
+        """Until ``ready()``, checked each time something happens to the connection;
+        ``TimeoutError`` after ``timeout`` seconds (None: no limit)."""
+        if ready():  # the usual case: no timer to set up
+            return
+        async with asyncio.timeout(timeout):
+            while not ready():
+                self._waiter = asyncio.get_running_loop().create_future()
+                await self._waiter
 
 
 class _Stream(httpcore.AsyncNetworkStream):
@@ -117,13 +122,10 @@ class _Stream(httpcore.AsyncNetworkStream):
     async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
         self._flush()
         protocol = self._protocol
-        if not protocol.received and not protocol.ended:
-            try:
-                async with asyncio.timeout(timeout):
-                    while not protocol.received and not protocol.ended:
-                        await protocol.wait()
-            except TimeoutError:
-                raise httpcore.ReadTimeout(f"nothing to read within {timeout:g} s") from None
+        try:
+            await protocol.wait_until(lambda: bool(protocol.received) or protocol.ended, timeout)
+        except TimeoutError:
+            raise httpcore.ReadTimeout(f"nothing to read within {timeout:g} s") from None
         if protocol.received:
             data = bytes(protocol.received[:max_bytes])
             del protocol.received[:max_bytes]
@@ -146,14 +148,10 @@ class _Stream(httpcore.AsyncNetworkStream):
             return
         self._flush()
         protocol = self._protocol
-        if not protocol.can_write:
-            try:
-                async with asyncio.timeout(timeout):
-                    while not protocol.can_write:
-                        await protocol.wait()
-            except TimeoutError:
-                raise httpcore.WriteTimeout(
-                    f"the upstream took nothing for {timeout:g} s") from None
+        try:
+            await protocol.wait_until(lambda: protocol.can_write, timeout)
+        except TimeoutError:
+            raise httpcore.WriteTimeout(f"the upstream took nothing for {timeout:g} s") from None
         if protocol.ended:
             raise httpcore.WriteError("the connection is closed")
 
