@@ -312,21 +312,42 @@ def test_a_connection_whose_answer_broke_is_not_used_again(run: Any) -> None:
     assert connections == 2
 
 
-def test_a_failed_connection_is_traced_as_httpcore_traces_it(run: Any) -> None:
-    """The relay passes the upstream queue's turn on (``remote._SENT``) when the
-    request could not even connect: the pool reports it as httpcore's would."""
-    events: list[str] = []
-
-    async def trace(event: str, info: dict[str, Any]) -> None:
-        events.append(event)
+def test_a_failed_connection_counts_as_sent(run: Any) -> None:
+    """The relay passes the upstream queue's turn on (``on_sent``) when the request
+    could not even connect, as when it is written."""
+    sent: list[str] = []
 
     async def main() -> None:
         async with client(f"http://127.0.0.1:{free_port()}") as http:
-            await http.send("GET", "/", extensions={"trace": trace})
+            await http.send("GET", "/", on_sent=lambda: sent.append("sent"))
 
     with pytest.raises(httpx.ConnectError):
         run(main())
-    assert events == ["connection.connect_tcp.failed"]
+    assert sent
+
+
+def test_a_written_request_counts_as_sent_before_its_answer(run: Any) -> None:
+    order: list[str] = []
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        order.append("read upstream")
+        await asyncio.sleep(0.2)
+        writer.write(answer(b"ok"))
+        await writer.drain()
+
+    async def main() -> str:
+        server, url = await serve(handler)
+        async with server, client(url) as http:
+            response = await http.send("GET", "/", on_sent=lambda: order.append("sent"))
+            order.append("answered")
+            try:
+                return (await response.aread()).decode()
+            finally:
+                await response.aclose()
+
+    assert run(main()) == "ok"
+    assert order == ["sent", "read upstream", "answered"]
 
 
 def test_an_answer_closed_after_the_client_is_not_kept(run: Any) -> None:
@@ -425,13 +446,13 @@ def test_credentials_in_the_url_go_as_basic_auth(run: Any) -> None:
 def connections_made(monkeypatch: pytest.MonkeyPatch) -> list[tuple[Any, Any]]:
     """The client's connections as they are made: (protocol, socket transport)."""
     made: list[tuple[Any, Any]] = []
-    connection_made = upstream_http._Protocol.connection_made
+    connection_made = upstream_http._Connection.connection_made
 
     def record(protocol: Any, transport: Any) -> None:
         made.append((protocol, transport))
         connection_made(protocol, transport)
 
-    monkeypatch.setattr(upstream_http._Protocol, "connection_made", record)
+    monkeypatch.setattr(upstream_http._Connection, "connection_made", record)
     return made
 
 

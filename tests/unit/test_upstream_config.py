@@ -41,6 +41,8 @@ def test_a_models_file_names_many_models(tmp_path: Path) -> None:
     ({"upstream": ["a=ftp://x"]}, "http(s) base URL"),
     ({"upstream": ["a=http://x", "a=http://y"]}, "named twice"),
     ({"upstream": ["a=http://x"], "upstream_model": ["b=m"]}, "no --upstream serves"),
+    # it would end the request's header line: the rest would be a header of its own
+    ({"upstream": ["a=http://x"], "upstream_key": "sk-1\r\nX-Injected: yes"}, "one line"),
 ])
 def test_mistakes_are_named(tmp_path: Path, changes: dict, wrong: str) -> None:
     with pytest.raises(BadRequest) as exc:
@@ -52,6 +54,9 @@ def test_a_broken_models_file_is_named(tmp_path: Path) -> None:
     bad = tmp_path / "models.toml"
     bad.write_text("[models.a]\nurl = 'http://x'\n")
     with pytest.raises(BadRequest, match=r"needs urls"):
+        upstream_models(Settings(home=tmp_path, models_file=bad))
+    bad.write_text("[models.a]\nurls = ['http://x']\napi_key = 12\n")
+    with pytest.raises(BadRequest, match=r"\[models.a\]: the API key must be text"):
         upstream_models(Settings(home=tmp_path, models_file=bad))
     with pytest.raises(BadRequest, match="cannot read"):
         upstream_models(Settings(home=tmp_path, models_file=tmp_path / "missing.toml"))

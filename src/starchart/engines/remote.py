@@ -262,20 +262,6 @@ class UpstreamStream:
             await self._response.aclose()
 
 
-# httpcore's trace events after which a request needs the event loop no more to
-# reach its upstream: written, or failed to be.
-_SENT = frozenset({"http11.send_request_body.complete", "http11.send_request_body.failed",
-                   "http11.send_request_headers.failed", "connection.connect_tcp.failed",
-                   "connection.start_tls.failed"})
-
-
-def _tracer(on_sent: Callable[[], None]) -> Callable[[str, dict[str, Any]], Any]:
-    async def trace(event: str, info: dict[str, Any]) -> None:
-        if event in _SENT:
-            on_sent()
-    return trace
-
-
 class RemoteEngine(Engine):
     """One model name served by one or more upstream OpenAI-compatible servers."""
 
@@ -453,8 +439,7 @@ class RemoteEngine(Engine):
         """Send on a pooled connection (again on others when a kept-alive one turns
         out closed: ``upstream_http._Pool``). ``on_sent`` is called once the request
         is written, or could not be."""
-        extensions = {} if on_sent is None else {"trace": _tracer(on_sent)}
-        return await upstream.client.send("POST", path, payload, extensions=extensions)
+        return await upstream.client.send("POST", path, payload, on_sent=on_sent)
 
     async def open_stream(self, path: str, body: dict[str, Any], *,
                           on_sent: Callable[[], None] | None = None) -> UpstreamStream:

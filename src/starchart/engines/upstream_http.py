@@ -1,32 +1,30 @@
-"""HTTP to upstreams: httpx's requests, responses and errors, over httpcore's
-HTTP/1.1 connections, on asyncio's own streams.
+"""HTTP to upstreams: httpx's requests, responses and errors, over an httpx
+transport of our own (httpx's documented extension point): HTTP/1.1 on asyncio's
+transports and protocols, answers parsed by httptools (llhttp, the C parser
+uvicorn serves with).
 
 Measured side by side against an upstream that answers at once (8 concurrent
 streams, 2 cores), the relay's own CPU cost per request was mostly its HTTP
-client's. Three layers of httpx's usual stack are left out for it:
+client's. What httpx's usual stack does and this one does not:
 
 - ``httpx.AsyncClient``: a request is built from a URL and headers made once
   per upstream, and the cookie jar is not consulted (the front serves every
   user: an upstream's cookie must not go out with another user's request).
   Upstreams are reached directly: the ``HTTP(S)_PROXY`` variables are not used
   for them (``SSL_CERT_FILE``/``SSL_CERT_DIR`` are, as httpx does).
-- ``httpcore.AsyncConnectionPool``, for ``_Pool``: one origin, HTTP/1.1, the
-  last connection given back taken first.
-- anyio's socket streams, for asyncio transports and protocols (``_Stream``).
-  What that stream does differently, and nothing else:
+- httpcore's connection pool: ``_Pool`` keeps one origin's HTTP/1.1 connections,
+  the last one given back taken first.
+- httpcore's HTTP/1.1 connections on h11 and anyio's socket streams: a
+  ``_Connection`` writes a request's head and body in one write, and hands the
+  parser every byte as it arrives, so an answer's head and each piece of its body
+  are ready for the one reader without a call per step. Whether an idle
+  kept-alive connection was closed by the upstream is known from what the
+  protocol has seen, without a ``poll()``. Reading stops (``pause_reading``) while
+  ``READ_AHEAD_BYTES`` of body wait unread, so a slow client slows the upstream
+  down instead of filling memory.
 
-  - Writes are gathered and go out in one ``send`` when the answer is read (or
-    past ``FLUSH_BYTES``): httpcore writes a request's head and body apart.
-  - A write yields to the event loop only when the socket's buffer is full
-    (anyio's takes a cancel scope and a yield on every write).
-  - Whether an idle kept-alive connection was closed by the upstream is known
-    from what the protocol has seen, without a ``poll()`` system call.
-  - Reading stops (``pause_reading``) while ``READ_AHEAD_BYTES`` wait unread,
-    so a slow client slows the upstream down instead of filling memory.
-
-Measured in a loop of 8 requests at a time (``UpstreamClient`` alone, no
-server): 430-525 µs of CPU per request with httpcore's pool, 217-239 µs with
-``_Pool``.
+Measured with the relay (8 streams at once, an instant upstream): h11 and
+httpcore were about 310 of the 2,340 Python calls a relayed request made.
 """
 
 from __future__ import annotations
@@ -37,10 +35,10 @@ import json
 import logging
 import socket
 import ssl
-from collections.abc import AsyncIterable, AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any, cast
 
-import httpcore
+import httptools
 import httpx
 
 from starchart import __version__
@@ -48,41 +46,82 @@ from starchart.errors import BadRequest
 
 log = logging.getLogger("starchart.upstream")
 
-FLUSH_BYTES = 64 * 1024
 READ_AHEAD_BYTES = 256 * 1024
+# An answer's status line and headers: far above any real one (h11's limit is 16 KiB).
+MAX_HEAD_BYTES = 64 * 1024
+
+# What a kept-alive connection the upstream closed gives as the request goes out on it.
+_CLOSED_UNDER_US = (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)
 
 
-class _Protocol(asyncio.Protocol):
-    """One connection's received bytes and state, for the one reader httpcore has."""
+class _Connection(asyncio.Protocol):
+    """One HTTP/1.1 connection to an upstream: a request at a time, its answer
+    parsed as bytes arrive (httptools calls the ``on_*`` methods), for one reader."""
 
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
-        self.received = bytearray()
-        self.ended = False  # the peer's end of stream, or the connection lost
-        self.error: Exception | None = None
-        self.paused = False
-        self.can_write = True
+        # Under TLS, what TLS has encrypted waits in the socket's own transport.
+        self.socket_transport: asyncio.Transport | None = None
+        self._parser = httptools.HttpResponseParser(self)
         self._waiter: asyncio.Future[None] | None = None
+        self.ended = False  # the upstream's end of stream, or the connection lost
+        self.error: httpx.TransportError | None = None
+        self.can_write = True
+        self._paused = False
+        self.busy = False  # a request sent, its answer not complete
+        self.idle_until = 0.0  # (the event loop's clock) kept idle until then
+        self._answer_start()
+
+    def _answer_start(self) -> None:
+        self.status = 0
+        self.reason = b""
+        self.headers: list[tuple[bytes, bytes]] = []
+        self._head_bytes = 0
+        self.head_done = False
+        self._informational = False
+        self._until_eof = False
+        self.body: list[bytes] = []
+        self._body_bytes = 0
+        self.complete = False
+        self.keep_alive = False
+
+    # asyncio's side
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # (uvloop's transports are not asyncio.Transport subclasses)
-        self.transport = cast(asyncio.Transport, transport)
+        self.transport = self.socket_transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
-        self.received += data
-        if len(self.received) >= READ_AHEAD_BYTES and not self.paused and self.transport:
-            self.paused = True
-            self.transport.pause_reading()
-        self._wake()
+        if self.error is not None:
+            return
+        try:
+            self._parser.feed_data(data)
+        # (a callback's own errors included; an upgrade is nothing starchart asked for)
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
+            reason = exc.__context__ if isinstance(exc, httptools.HttpParserCallbackError) \
+                else exc
+            self._fail(httpx.RemoteProtocolError(
+                f"the upstream's answer is not valid HTTP/1.1: {reason}"))
+            return
+        if not self.head_done:
+            # Counted here, not as headers arrive: httptools gathers a header's
+            # pieces itself, however long, before it shows the header.
+            self._head_bytes += len(data)
+            if self._head_bytes > MAX_HEAD_BYTES:
+                self._fail(httpx.RemoteProtocolError(
+                    f"the upstream's answer head is larger than {MAX_HEAD_BYTES >> 10} KiB"))
 
     def eof_received(self) -> bool:
+        if self.head_done and self._until_eof and not self.complete:
+            self.complete = True  # a body without a length ends with the connection
         self.ended = True
         self._wake()
         return False  # close the transport
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.ended = True
-        self.error = exc
+        self.eof_received()
+        if exc is not None and self.error is None:
+            self.error = httpx.ReadError(str(exc) or type(exc).__name__)
         self.can_write = True  # a writer waiting for room finds the connection gone
         self._wake()
 
@@ -91,6 +130,55 @@ class _Protocol(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self.can_write = True
+        self._wake()
+
+    # httptools' side
+
+    def on_message_begin(self) -> None:
+        if not self.busy:
+            raise httptools.HttpParserError("bytes that answer no request")
+
+    def on_status(self, status: bytes) -> None:
+        self.reason += status
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        status = self._parser.get_status_code()
+        if 100 <= status < 200 and status != 101:
+            self._informational = True  # (103 Early Hints, say): the answer follows
+            return
+        self.status = status
+        self._until_eof = not any(name.lower() in (b"content-length", b"transfer-encoding")
+                                  for name, _ in self.headers)
+        self.head_done = True
+        self._wake()
+
+    def on_body(self, body: bytes) -> None:
+        self.body.append(body)
+        self._body_bytes += len(body)
+        if self._body_bytes >= READ_AHEAD_BYTES and not self._paused and self.transport:
+            self._paused = True
+            self.transport.pause_reading()
+        self._wake()
+
+    def on_message_complete(self) -> None:
+        if self._informational:
+            self._answer_start()
+            return
+        self.keep_alive = self._parser.should_keep_alive()
+        self.complete = True
+        self.busy = False
+        self._wake()
+
+    # the reader's side
+
+    def _fail(self, error: httpx.TransportError) -> None:
+        self.error = error
+        self.ended = True
+        if self.transport is not None:
+            self.transport.abort()
         self._wake()
 
     def _wake(self) -> None:
@@ -108,137 +196,133 @@ class _Protocol(asyncio.Protocol):
                 self._waiter = asyncio.get_running_loop().create_future()
                 await self._waiter
 
-
-class _Stream(httpcore.AsyncNetworkStream):
-    def __init__(self, transport: asyncio.Transport, protocol: _Protocol,
-                 socket_transport: asyncio.Transport | None = None) -> None:
-        self._transport = transport
-        self._protocol = protocol
-        # Under TLS, what TLS has encrypted waits in the socket's own transport.
-        self._socket_transport = socket_transport or transport
-        self._pending: list[bytes] = []
-        self._pending_bytes = 0
-
-    async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-        self._flush()
-        protocol = self._protocol
+    async def exchange(self, request: httpx.Request, message: bytes,
+                       timeouts: dict[str, float | None],
+                       on_sent: Callable[[], None] | None) -> None:
+        """Write ``message`` (``request``'s head and body), then wait for the answer's
+        head; its body is read from the connection."""
+        transport = self.transport
+        if self.ended or transport is None or transport.is_closing():
+            raise httpx.WriteError("the connection is closed", request=request)
+        self._answer_start()
+        self.busy = True
+        transport.write(message)
+        await self._written(request, timeouts.get("write"))
+        if on_sent is not None:
+            on_sent()
+        timeout = timeouts.get("read")
         try:
-            await protocol.wait_until(lambda: bool(protocol.received) or protocol.ended, timeout)
+            await self.wait_until(lambda: self.head_done or self.ended, timeout)
         except TimeoutError:
-            raise httpcore.ReadTimeout(f"nothing to read within {timeout:g} s") from None
-        if protocol.received:
-            data = bytes(protocol.received[:max_bytes])
-            del protocol.received[:max_bytes]
-            if protocol.paused and len(protocol.received) < READ_AHEAD_BYTES // 2:
-                protocol.paused = False
-                self._transport.resume_reading()
-            return data
-        if protocol.error is not None:
-            raise httpcore.ReadError(str(protocol.error) or type(protocol.error).__name__)
-        return b""
+            raise httpx.ReadTimeout(f"no answer within {timeout:g} s",
+                                    request=request) from None
+        if not self.head_done:
+            raise self.error or httpx.RemoteProtocolError(
+                "the upstream closed the connection without answering", request=request)
 
-    async def write(self, buffer: bytes, timeout: float | None = None) -> None:
-        if not buffer:
+    async def _written(self, request: httpx.Request, timeout: float | None) -> None:
+        """Until the socket takes more (below its transport's high-water mark); a
+        ``WriteTimeout`` when the upstream took nothing for ``timeout`` seconds."""
+        while not self.can_write:
+            left = self._unsent()
+            try:
+                await self.wait_until(lambda: self.can_write, timeout)
+            except TimeoutError:
+                if self._unsent() < left:
+                    continue  # slow, not stuck
+                raise httpx.WriteTimeout(f"the upstream took nothing for {timeout:g} s",
+                                         request=request) from None
+        if self.ended and not self.head_done:
+            raise self.error or httpx.WriteError("the connection is closed", request=request)
+
+    def _unsent(self) -> int:
+        transport, socket_transport = self.transport, self.socket_transport
+        return (transport.get_write_buffer_size() if transport else 0) + (
+            socket_transport.get_write_buffer_size()
+            if socket_transport and socket_transport is not transport else 0)
+
+    def response(self, body: _Body, request: httpx.Request) -> httpx.Response:
+        return httpx.Response(self.status, headers=self.headers, stream=body, request=request,
+                              extensions={"http_version": b"HTTP/1.1",
+                                          "reason_phrase": self.reason})
+
+    def take_body(self) -> bytes:
+        body = b"".join(self.body) if len(self.body) > 1 else self.body[0]
+        self.body.clear()
+        self._body_bytes = 0
+        if self._paused and self.transport is not None:
+            self._paused = False
+            self.transport.resume_reading()
+        return body
+
+    def reusable(self) -> bool:
+        return self.complete and self.keep_alive and not self.ended and self.error is None
+
+    def close(self) -> None:
+        transport = self.transport
+        if transport is None or transport.is_closing():
             return
-        if self._protocol.ended or self._transport.is_closing():
-            raise httpcore.WriteError("the connection is closed")
-        self._pending.append(buffer)
-        self._pending_bytes += len(buffer)
-        if self._pending_bytes < FLUSH_BYTES:
-            return
-        self._flush()
-        protocol = self._protocol
-        try:
-            await protocol.wait_until(lambda: protocol.can_write, timeout)
-        except TimeoutError:
-            raise httpcore.WriteTimeout(f"the upstream took nothing for {timeout:g} s") from None
-        if protocol.ended:
-            raise httpcore.WriteError("the connection is closed")
-
-    def _flush(self) -> None:
-        if self._pending:
-            pending, self._pending, self._pending_bytes = self._pending, [], 0
-            if not self._transport.is_closing():
-                self._transport.write(b"".join(pending))
-
-    async def aclose(self) -> None:
-        self._pending.clear()
-        if self._transport.get_write_buffer_size() or \
-                self._socket_transport.get_write_buffer_size():
+        if self._unsent():
             # A request given up on before the upstream took it all: close() would
             # keep the socket and the bytes until a stuck upstream reads them.
-            self._transport.abort()
+            transport.abort()
         else:
-            self._transport.close()
-
-    async def start_tls(self, ssl_context: ssl.SSLContext, server_hostname: str | None = None,
-                        timeout: float | None = None) -> _Stream:
-        self._flush()
-        loop = asyncio.get_running_loop()
-        try:
-            async with asyncio.timeout(timeout):
-                transport = await loop.start_tls(self._transport, self._protocol, ssl_context,
-                                                 server_hostname=server_hostname)
-        except TimeoutError:
-            self._transport.close()
-            raise httpcore.ConnectTimeout(f"no TLS handshake within {timeout:g} s") from None
-        except (OSError, ssl.SSLError) as exc:
-            self._transport.close()
-            raise httpcore.ConnectError(  # (asyncio's hang-up in the handshake has no text)
-                f"TLS handshake: {str(exc) or type(exc).__name__}") from exc
-        assert transport is not None
-        # The protocol now hears from TLS's transport (start_tls does not tell it):
-        # reading is paused and resumed there, or TLS never resumes it.
-        self._protocol.transport = transport
-        return _Stream(transport, self._protocol, self._transport)
-
-    def get_extra_info(self, info: str) -> Any:
-        if info == "is_readable":  # an idle connection the upstream has closed
-            return bool(self._protocol.received) or self._protocol.ended
-        return self._transport.get_extra_info({
-            "client_addr": "sockname", "server_addr": "peername"}.get(info, info))
+            transport.close()
 
 
-async def _connect_tcp(host: str, port: int, timeout: float | None) -> _Stream:
-    loop = asyncio.get_running_loop()
-    try:
-        async with asyncio.timeout(timeout):
-            transport, protocol = await loop.create_connection(_Protocol, host, port)
-    except TimeoutError:
-        raise httpcore.ConnectTimeout(f"no connection within {timeout:g} s") from None
-    except OSError as exc:
-        raise httpcore.ConnectError(str(exc) or type(exc).__name__) from exc
-    sock = transport.get_extra_info("socket")
-    if sock is not None:
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    return _Stream(transport, protocol)
+class _Body(httpx.AsyncByteStream):
+    """An answer's body as it arrives; its connection given back to the pool once
+    the answer is closed."""
+
+    def __init__(self, pool: _Pool, connection: _Connection, request: httpx.Request,
+                 timeout: float | None) -> None:
+        self._pool, self._connection = pool, connection
+        self._request, self._timeout = request, timeout
+        self._closed = False
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        connection = self._connection
+        while True:
+            if connection.body:
+                yield connection.take_body()
+            elif connection.complete:
+                return
+            elif connection.ended:
+                raise connection.error or httpx.RemoteProtocolError(
+                    "the upstream closed the connection before the answer's end",
+                    request=self._request)
+            else:
+                try:
+                    await connection.wait_until(
+                        lambda: bool(connection.body) or connection.complete
+                        or connection.ended, self._timeout)
+                except TimeoutError:
+                    raise httpx.ReadTimeout(f"nothing to read within {self._timeout:g} s",
+                                            request=self._request) from None
+
+    async def aclose(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._pool.give_back(self._connection)
 
 
-# What a kept-alive connection the upstream closed gives as the request goes out on it.
-_CLOSED_UNDER_US = (httpcore.RemoteProtocolError, httpcore.ReadError, httpcore.WriteError)
-
-
-class _Pool:
-    """One upstream's kept-alive HTTP/1.1 connections (httpcore's own connection
-    class), for httpx's transport: what of ``httpcore.AsyncConnectionPool`` a
-    single-origin HTTP/1.1 client needs. That pool matches every queued request
-    to every connection, with anyio locks and events, on each request and each
-    answer's end.
+class _Pool(httpx.AsyncBaseTransport):
+    """One upstream's kept-alive HTTP/1.1 connections, as an httpx transport.
 
     The last connection given back is the next one taken; one the upstream closed
     meanwhile, or idle past ``keepalive_expiry``, is closed instead. There is no
     limit on connections open at once; at most ``max_idle`` (None: any number) wait
-    idle."""
+    idle. A request's ``on_sent`` extension, when given, is called once the request
+    is written, or could not be."""
 
-    def __init__(self, ssl_context: ssl.SSLContext, max_idle: int | None,
-                 keepalive_expiry: float | None) -> None:
-        self._ssl_context = ssl_context
+    def __init__(self, max_idle: int | None, keepalive_expiry: float | None) -> None:
+        self._ssl_context = httpx.create_ssl_context()  # as httpx verifies
         self._max_idle = max_idle
         self._keepalive_expiry = keepalive_expiry
-        self._idle: list[httpcore.AsyncHTTP11Connection] = []
+        self._idle: list[_Connection] = []
         self._closed = False
 
-    async def handle_async_request(self, request: httpcore.Request) -> httpcore.Response:
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         """Send on the last connection given back; again, on the next, when that one
         turns out closed before any answer, until the request goes out on a new
         connection. An upstream closes idle connections after its keep-alive timeout
@@ -246,103 +330,103 @@ class _Pool:
         generation is safe to ask for twice), and the other idle ones may be just as
         dead (an upstream restarted behind a balancer). Only a new connection failing
         is the upstream's failure."""
-        while True:
-            connection = await self._idle_one()
-            kept = connection is not None
-            if connection is None:
-                connection = await self._connect(request)
-            try:
-                # On a failure the connection closes itself (httpcore's): nothing to
-                # give back.
-                response = await connection.handle_async_request(request)
-            except _CLOSED_UNDER_US as exc:
-                if not kept:
+        on_sent: Callable[[], None] | None = request.extensions.get("on_sent")
+        timeouts: dict[str, float | None] = request.extensions.get("timeout", {})
+        message = _message(request)
+        try:
+            while True:
+                connection = self._idle_one()
+                kept = connection is not None
+                if connection is None:
+                    connection = await self._connect(request, timeouts.get("connect"))
+                try:
+                    await connection.exchange(request, message, timeouts, on_sent)
+                except _CLOSED_UNDER_US as exc:
+                    connection.close()
+                    if not kept:
+                        raise
+                    log.debug("upstream %s closed a kept-alive connection (%s): sending again",
+                              request.url.host, type(exc).__name__)
+                    continue
+                except BaseException:
+                    connection.close()
                     raise
-                log.debug("upstream %s closed a kept-alive connection (%s): sending again",
-                          request.url.host.decode("ascii"), type(exc).__name__)
-                continue
-            assert isinstance(response.stream, AsyncIterable)
-            response.stream = _Body(self, connection, response.stream)
-            return response
+                return connection.response(
+                    _Body(self, connection, request, timeouts.get("read")), request)
+        except BaseException:
+            if on_sent is not None:
+                on_sent()  # (it may be called again: once is what counts)
+            raise
 
-    async def _idle_one(self) -> httpcore.AsyncHTTP11Connection | None:
+    def _idle_one(self) -> _Connection | None:
         idle = self._idle
-        while idle and idle[0].has_expired():  # the oldest first: they expire first
-            await idle.pop(0).aclose()
+        now = asyncio.get_running_loop().time()
+        while idle and idle[0].idle_until < now:  # the oldest first: they expire first
+            idle.pop(0).close()
         while idle:
             connection = idle.pop()
-            if connection.is_available() and not connection.has_expired():
+            if connection.reusable() and connection.idle_until >= now:
                 return connection
-            await connection.aclose()
+            connection.close()
         return None
 
-    async def _connect(self, request: httpcore.Request) -> httpcore.AsyncHTTP11Connection:
+    async def _connect(self, request: httpx.Request, timeout: float | None) -> _Connection:
         url = request.url
-        timeout = request.extensions.get("timeout", {}).get("connect")
-        trace = request.extensions.get("trace")
-        step = "connect_tcp"
+        host, port = url.host, url.port or (443 if url.scheme == "https" else 80)
+        loop = asyncio.get_running_loop()
+        step = "connection"
         try:
-            stream = await _connect_tcp(url.host.decode("ascii"), url.port or (
-                443 if url.scheme == b"https" else 80), timeout)
-            if url.scheme == b"https":
-                step = "start_tls"
-                stream = await stream.start_tls(self._ssl_context, url.host.decode("ascii"),
-                                                timeout=timeout)
-        except Exception as exc:
-            if trace is not None:  # as httpcore's own connections report it
-                await trace(f"connection.{step}.failed", {"exception": exc})
-            raise
-        origin = httpcore.Origin(url.scheme, url.host, url.port or 0)
-        return httpcore.AsyncHTTP11Connection(origin, stream, self._keepalive_expiry)
+            async with asyncio.timeout(timeout):
+                transport, connection = await loop.create_connection(_Connection, host, port)
+                if url.scheme == "https":
+                    step = "TLS handshake"
+                    try:
+                        tls = await loop.start_tls(transport, connection, self._ssl_context,
+                                                   server_hostname=host)
+                    except BaseException:
+                        transport.close()
+                        raise
+                    assert tls is not None
+                    # The connection now hears from TLS's transport (start_tls does not
+                    # tell it): reading is paused and resumed there.
+                    connection.transport = tls
+        except TimeoutError:
+            raise httpx.ConnectTimeout(f"no {step} within {timeout:g} s",
+                                       request=request) from None
+        except (OSError, ssl.SSLError) as exc:
+            # (asyncio's hang-up in the handshake has no text)
+            text = str(exc) or type(exc).__name__
+            raise httpx.ConnectError(text if step == "connection" else f"{step}: {text}",
+                                     request=request) from exc
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return connection
 
-    async def give_back(self, connection: httpcore.AsyncHTTP11Connection) -> None:
+    def give_back(self, connection: _Connection) -> None:
         """A connection whose answer was closed: kept if it can serve another."""
-        if connection.is_available() and not self._closed and (
+        if connection.reusable() and not self._closed and (
                 self._max_idle is None or len(self._idle) < self._max_idle):
+            connection.idle_until = asyncio.get_running_loop().time() + (
+                float("inf") if self._keepalive_expiry is None else self._keepalive_expiry)
             self._idle.append(connection)
-        elif not connection.is_closed():
-            await connection.aclose()
+        else:
+            connection.close()
 
     async def aclose(self) -> None:
         """Close the idle connections; those in use close as their answers do."""
         self._closed = True
         idle, self._idle = self._idle, []
         for connection in idle:
-            await connection.aclose()
-
-    async def __aenter__(self) -> _Pool:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()
+            connection.close()
 
 
-class _Body:
-    """An answer's body, its connection given back to the pool once it is closed."""
-
-    def __init__(self, pool: _Pool, connection: httpcore.AsyncHTTP11Connection,
-                 stream: AsyncIterable[bytes]) -> None:
-        self._pool, self._connection, self._stream = pool, connection, stream
-
-    def __aiter__(self) -> AsyncIterator[bytes]:
-        return self._stream.__aiter__()
-
-    async def aclose(self) -> None:
-        try:
-            await self._stream.aclose()  # type: ignore[attr-defined]
-        finally:
-            await self._pool.give_back(self._connection)
-
-
-class _Transport(httpx.AsyncHTTPTransport):
-    """httpx's transport (TLS verified as httpx does, httpcore's errors mapped to
-    httpx's), its pool a ``_Pool``."""
-
-    def __init__(self, limits: httpx.Limits) -> None:
-        context = httpx.create_ssl_context()
-        super().__init__(verify=context, limits=limits)
-        self._pool = _Pool(context, max_idle=limits.max_keepalive_connections,  # type: ignore[assignment]
-                           keepalive_expiry=limits.keepalive_expiry)
+def _message(request: httpx.Request) -> bytes:
+    """The request as it goes on the wire: its head (httpx added ``Host`` and
+    ``Content-Length``) and its body."""
+    lines = [b"%s %s HTTP/1.1" % (request.method.encode(), request.url.raw_path)]
+    lines += [b"%s: %s" % header for header in request.headers.raw]
+    return b"\r\n".join(lines) + b"\r\n\r\n" + request.content
 
 
 def _json(body: Any) -> bytes:
@@ -378,7 +462,8 @@ class UpstreamClient:
             self._headers.append((b"Authorization", f"Bearer {api_key}".encode()))
         self._timeout = timeout.as_dict()
         self._urls: dict[str, httpx.URL] = {}
-        self._transport = _Transport(limits)
+        self._transport = _Pool(max_idle=limits.max_keepalive_connections,
+                                keepalive_expiry=limits.keepalive_expiry)
 
     def _url(self, path: str) -> httpx.URL:
         url = self._urls.get(path)
@@ -389,11 +474,12 @@ class UpstreamClient:
 
     async def send(self, method: str, path: str, body: Any = None, *,
                    timeout: httpx.Timeout | None = None,
-                   extensions: dict[str, Any] | None = None) -> httpx.Response:
+                   on_sent: Callable[[], None] | None = None) -> httpx.Response:
         """Send ``body`` (JSON) to ``path``; the answer's head, its body to be read
         (``aiter_bytes``, ``aread``) and the response closed (``aclose``).
         httpx's errors (``httpx.HTTPError``) as httpx raises them; ``BadRequest``
-        for a body JSON cannot carry."""
+        for a body JSON cannot carry. ``on_sent`` is called once the request is
+        written, or could not be."""
         headers = self._headers
         content = None
         if body is not None:
@@ -401,9 +487,8 @@ class UpstreamClient:
             headers = [*headers, (b"Content-Type", b"application/json")]
         request = httpx.Request(method, self._url(path), headers=headers, content=content,
                                 extensions={"timeout": self._timeout if timeout is None
-                                            else timeout.as_dict(), **(extensions or {})})
+                                            else timeout.as_dict(), "on_sent": on_sent})
         response = await self._transport.handle_async_request(request)
-        response.request = request
         log.debug('HTTP Request: %s %s "%s %d %s"', method, request.url,
                   response.http_version, response.status_code, response.reason_phrase)
         return response

@@ -39,6 +39,16 @@ def _url(url: str, where: str) -> str:
     return url.removesuffix("/v1")
 
 
+def _key(key: object, where: str) -> str | None:
+    """An API key as it can go in a header: text on one line."""
+    if key is None:
+        return None
+    if not isinstance(key, str) or not key.isprintable():
+        raise BadRequest(f"{where}: the API key must be text on one line, without control"
+                         " characters", param="upstream_key")
+    return key
+
+
 def _pair(item: str, flag: str) -> tuple[str, str]:
     name, sep, value = item.partition("=")
     if not sep or not name.strip() or not value.strip():
@@ -54,7 +64,7 @@ def upstream_models(settings: Settings) -> list[UpstreamModel]:
         name, urls = _pair(item, "--upstream")
         out.append(UpstreamModel(
             name, tuple(_url(u, f"--upstream {name}") for u in urls.split(",") if u.strip()),
-            renamed.pop(name, name), settings.upstream_key))
+            renamed.pop(name, name), _key(settings.upstream_key, "--upstream-key")))
     if renamed:
         raise BadRequest(f"--upstream-model names {sorted(renamed)}, which no --upstream"
                          " serves", param="upstream_model")
@@ -83,7 +93,7 @@ def _from_file(settings: Settings) -> list[UpstreamModel]:
         out.append(UpstreamModel(
             name, tuple(_url(u, f"{path} [models.{name}]") for u in urls),
             str(table.get("upstream_model", name)),
-            table.get("api_key", settings.upstream_key)))
+            _key(table.get("api_key", settings.upstream_key), f"{path} [models.{name}]")))
     if not out:
         raise BadRequest(f"{path} names no models (expected [models.NAME] tables)",
                          param="models_file")
