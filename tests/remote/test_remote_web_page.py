@@ -109,3 +109,14 @@ def test_an_upstream_error_is_shown_once(
     expect(page.get_by_test_id("send-error")).to_have_count(0)
     expect(answer.get_by_test_id("regenerate")).to_have_text("Retry")
     assert not page.watch.errors  # type: ignore[attr-defined]
+
+
+def test_an_error_reads_as_the_server_wrote_it_and_links_nowhere(
+        page: Page, live_server: LiveServer) -> None:  # noqa: F811 - the imported fixture
+    error = ask_broken(page, live_server.url).get_by_test_id("error")
+    # Both masked URLs whole: not cut into a link at the colon (to http://user), and
+    # their *** not read as emphasis around the text between them.
+    for port in CLOSED_PORTS:
+        expect(error).to_contain_text(f"http://user:***@127.0.0.1:{port}")
+    expect(error.locator("a, em, strong")).to_have_count(0)
+    assert "secret" not in error.inner_text()
