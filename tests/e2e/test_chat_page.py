@@ -90,6 +90,7 @@ def test_stop_cancels_generation_on_the_server(page: Page, live_server, engine) 
     assert 0 < stopped_at - before < 1500
     expect(page.get_by_test_id("send")).to_be_visible()
     assert not answer.get_by_test_id("error").count()
+    expect(page.get_by_test_id("send-error")).to_have_count(0)  # Stop is no error
 
 
 def test_moving_sliders_changes_the_request(page: Page, live_server) -> None:

@@ -43,3 +43,14 @@ const PURIFY = {
 export function renderMarkdown(text: string): string {
   return DOMPurify.sanitize(md.render(text), PURIFY) as string
 }
+
+// Error text (the server's, or the page's own) is read, not followed: its commands in
+// backticks become code and nothing else is markdown. So a URL in it is no link (a
+// link cut at the colon of http://user:***@host led to http://user) and the *** of
+// two masked URLs do not turn the text between them into emphasis.
+const errorMd: InstanceType<typeof MarkdownIt> = new MarkdownIt('zero', { breaks: true })
+  .enable(['backticks', 'newline'])
+
+export function renderError(text: string): string {
+  return DOMPurify.sanitize(errorMd.render(text), PURIFY) as string
+}
