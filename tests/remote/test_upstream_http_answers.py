@@ -203,3 +203,23 @@ def test_bytes_nobody_asked_for_make_an_idle_connection_unusable(run: Any) -> No
 
     assert run(main()) == ["ok", "ok"]
     assert connections == [2]
+
+
+def test_a_query_in_the_upstream_url_goes_after_each_path(run: Any) -> None:
+    """A gateway that wants a query on every request (``?api-version=...``): the
+    OpenAI path goes before it, not into it."""
+    seen: list[bytes] = []
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        seen.append((await read_request(reader)).split(b"\r\n", 1)[0])
+        writer.write(answer(b"ok"))
+        await writer.drain()
+        await reader.read()
+
+    async def main() -> str:
+        server, url = await serve(handler)
+        async with server, client(url + "/gateway/?api-version=2024-06-01") as http:
+            return await fetch(http, "GET", "/v1/models")
+
+    assert run(main()) == "ok"
+    assert seen == [b"GET /gateway/v1/models?api-version=2024-06-01 HTTP/1.1"]

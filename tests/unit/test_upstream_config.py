@@ -16,12 +16,14 @@ def test_flags_name_models_their_urls_upstream_names_and_key(tmp_path: Path) -> 
     parser, _ = build_parser()
     args = parser.parse_args([
         "serve", "--upstream", "big=http://gpu1:8001/v1, http://gpu2:8001/",
+        "--upstream", "azure=https://gw/llm/v1/?api-version=2024-06-01",
         "--upstream", "small=http://127.0.0.1:9000", "--upstream-model",
         "big=meta-llama/Llama-3.1-70B-Instruct", "--upstream-key", "secret",
         "--home", str(tmp_path)])
     assert upstream_models(settings_from(args)) == [
         UpstreamModel("big", ("http://gpu1:8001", "http://gpu2:8001"),
                       "meta-llama/Llama-3.1-70B-Instruct", "secret"),
+        UpstreamModel("azure", ("https://gw/llm?api-version=2024-06-01",), "azure", "secret"),
         UpstreamModel("small", ("http://127.0.0.1:9000",), "small", "secret"),
     ]
 

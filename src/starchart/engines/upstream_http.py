@@ -453,7 +453,10 @@ class UpstreamClient:
         # Credentials in the URL go as a header (as httpx's client sends them), never in
         # a URL that a log line or an error could show.
         self._base = given.copy_with(userinfo=b"")
-        self._prefix = self._base.raw_path.rstrip(b"/")
+        # A gateway's path goes before each OpenAI path, its query (``?api-version=``)
+        # after it.
+        self._prefix = given.raw_path.partition(b"?")[0].rstrip(b"/")
+        self._query = b"?" + given.query if given.query else b""
         self._headers = [(b"User-Agent", f"starchart/{__version__}".encode())]
         if given.userinfo:
             credentials = f"{given.username}:{given.password}".encode()
@@ -469,7 +472,7 @@ class UpstreamClient:
         url = self._urls.get(path)
         if url is None:
             url = self._urls[path] = self._base.copy_with(
-                raw_path=self._prefix + path.encode("ascii"))
+                raw_path=self._prefix + path.encode("ascii") + self._query)
         return url
 
     async def send(self, method: str, path: str, body: Any = None, *,

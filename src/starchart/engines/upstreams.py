@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import tomllib
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from starchart.errors import BadRequest
 from starchart.settings import Settings
@@ -35,8 +35,10 @@ def _url(url: str, where: str) -> str:
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise BadRequest(f"{where}: {url!r} is not an http(s) base URL"
                          " (e.g. http://127.0.0.1:8001)", param="upstream")
-    # The OpenAI paths are added per request: accept a base that already ends in /v1.
-    return url.removesuffix("/v1")
+    # The OpenAI paths are added per request: accept a base that already ends in /v1
+    # (before a gateway's query, if any).
+    path = parts.path.rstrip("/").removesuffix("/v1")
+    return urlunsplit(parts._replace(path=path))
 
 
 def _key(key: object, where: str) -> str | None:
